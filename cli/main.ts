@@ -10,6 +10,7 @@ import * as privacyCmds from './commands/privacy.ts';
 import * as pkiCmds from './commands/pki.ts';
 import * as federationCmds from './commands/federation.ts';
 import * as demoCmds from './commands/demo.ts';
+import * as siteAgentCmds from './commands/site-agent.ts';
 import * as opsCmds from './commands/ops.ts';
 
 export function buildProgram(): Command {
@@ -27,7 +28,7 @@ export function buildProgram(): Command {
     privacy: program.command('privacy').description('differential-privacy accounting'),
     audit: program.command('audit').description('tamper-evident audit log'),
   };
-  for (const mod of [modelCmds, dataCmds, deidCmds, privacyCmds, pkiCmds, federationCmds, demoCmds, opsCmds]) mod.register(groups);
+  for (const mod of [modelCmds, dataCmds, deidCmds, privacyCmds, pkiCmds, federationCmds, siteAgentCmds, demoCmds, opsCmds]) mod.register(groups);
   return program;
 }
 

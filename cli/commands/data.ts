@@ -1,5 +1,130 @@
-import type { CliGroups } from '../groups.ts';
+// Site data commands: `fedlora site ingest`, `fedlora site data report|build`, `fedlora synth`.
 
-export function register(_g: CliGroups): void {
-  // filled in by the area that owns these commands
+import { resolve } from 'node:path';
+import { existsSync } from 'node:fs';
+import type { CliGroups } from '../groups.ts';
+import { fail } from '../../shared/errors.ts';
+import {
+  ingestIntoSite, loadDataConfig, openSiteDataStore, siteDbPath, dataReport, formatReport, buildDatasets, writeDatasetFiles,
+  generateSites, DEID_DISABLED_WARNING, type IngestFormat, type IngestSummary,
+  type DataConfig,
+} from '../../site-agent/data/index.ts';
+import { chatExample, DEFAULT_ALLOWED } from '../../site-agent/data/dataset/build.ts';
+import type { CaseRecord } from '../../site-agent/data/types.ts';
+import { loadTokenizer } from '../../site-agent/engine/tokenizer.ts';
+
+const siteDirOf = (o: { siteDir?: string }): string => resolve(o.siteDir ?? process.env.FEDLORA_SITE_DIR ?? '.');
+
+function printSummary(s: IngestSummary): void {
+  const w = (t: string) => process.stdout.write(t + '\n');
+  for (const warn of s.warnings) process.stderr.write(warn === DEID_DISABLED_WARNING ? `\n${warn}\n\n` : `note: ${warn}\n`);
+  for (const f of s.files) {
+    // FHIR cases exist only after all files are joined, so per file only quarantines are known.
+    w(`${f.path}: ${s.format === 'fhir' ? 'resources staged,' : `accepted ${f.accepted}, duplicates ${f.duplicates},`} quarantined ${f.quarantined}${f.error ? `  FILE ERROR ${f.error}` : ''}`);
+  }
+  w(`accepted: ${s.accepted}`);
+  w(`duplicates: ${s.duplicates}`);
+  w(`quarantined: ${s.quarantined}`);
+  for (const [r, n] of Object.entries(s.quarantineByReason).sort()) w(`  ${r}: ${n}`);
+  if (Object.keys(s.ignoredResources).length) {
+    w(`ignored FHIR resources (not used by the pipeline, not quarantined): ${Object.entries(s.ignoredResources).map(([t, n]) => `${t} ${n}`).join(', ')}`);
+  }
+  if (s.orphanResources) w(`ignored FHIR resources without an encounter in the input: ${s.orphanResources}`);
+  w(s.deid.enabled ? `de-identification: on (${Object.entries(s.deid.phiSpans).map(([t, n]) => `${t} ${n}`).join(', ') || 'no identifiers found'})` : 'de-identification: OFF');
+}
+
+/** Tokens of each record's SFT example as the model sees it (chat template applied when the
+ *  model has one, else the plain record text). */
+function tokenCounter(modelDir: string, config: DataConfig): (rec: CaseRecord, text: string) => number {
+  const tok = loadTokenizer(modelDir);
+  const allowed = new Set(DEFAULT_ALLOWED);
+  return (rec, text) => {
+    const rendered = tok.hasChatTemplate ? tok.applyChatTemplate(chatExample(rec, allowed, config).messages) : text;
+    return tok.encode(rendered, { addSpecialTokens: false }).length;
+  };
+}
+
+export function register(g: CliGroups): void {
+  g.site
+    .command('ingest')
+    .description('ingest hospital records (CSV, JSONL, FHIR R4 Bundles/NDJSON) into the site database, de-identified')
+    .requiredOption('--format <format>', 'csv | jsonl | fhir')
+    .option('--site-dir <dir>', 'site directory (default: $FEDLORA_SITE_DIR or .)')
+    .option('--config <file>', 'site config (site.yaml/json) or a data-section file; default: the site dir\'s site.yaml')
+    .option('--json', 'print the summary as JSON')
+    .argument('<paths...>', 'input files')
+    .action(async (paths: string[], o: { format: string; siteDir?: string; config?: string; json?: boolean }) => {
+      if (!['csv', 'jsonl', 'fhir'].includes(o.format)) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `--format ${o.format}: expected csv, jsonl or fhir`);
+      const s = await ingestIntoSite(siteDirOf(o), paths, { format: o.format as IngestFormat, configFile: o.config });
+      if (o.json) {
+        if (!s.deid.enabled) process.stderr.write(`\n${DEID_DISABLED_WARNING}\n\n`);
+        process.stdout.write(JSON.stringify(s, null, 2) + '\n');
+      } else printSummary(s);
+      if (s.files.some((f) => f.error)) process.exitCode = 2;
+    });
+
+  const data = g.site.command('data').description('the site\'s ingested data');
+  data
+    .command('report')
+    .description('counts per department/diagnosis, length distribution, quarantine reasons')
+    .option('--site-dir <dir>', 'site directory')
+    .option('--model <dir>', 'base model folder: also report token lengths (of the SFT example, chat template applied)')
+    .option('--config <file>', 'site config or data-section file (prompt templates for token counts)')
+    .option('--json', 'print as JSON')
+    .action((o: { siteDir?: string; model?: string; config?: string; json?: boolean }) => {
+      const db = siteDbPath(siteDirOf(o));
+      if (!existsSync(db)) throw fail('FEDLORA_ERR_NOT_FOUND', `${db}: no site database; run "fedlora site ingest" first`);
+      const count = o.model ? tokenCounter(resolve(o.model), loadDataConfig(siteDirOf(o), o.config)) : undefined;
+      const store = openSiteDataStore(db);
+      try {
+        const rep = dataReport(store, count);
+        process.stdout.write((o.json ? JSON.stringify(rep, null, 2) : formatReport(rep)) + '\n');
+      } finally {
+        store.close();
+      }
+    });
+  data
+    .command('build')
+    .description('assign stored splits and write train/validation/test/choices JSONL')
+    .option('--site-dir <dir>', 'site directory')
+    .option('--config <file>', 'site config or data-section file')
+    .option('--allowed-fields <list>', 'comma-separated fields the policy allows (default: all but icd10)')
+    .requiredOption('--out <dir>', 'output folder')
+    .action((o: { siteDir?: string; config?: string; allowedFields?: string; out: string }) => {
+      const siteDir = siteDirOf(o);
+      const config = loadDataConfig(siteDir, o.config);
+      const store = openSiteDataStore(siteDbPath(siteDir));
+      try {
+        const ds = buildDatasets(store, { config, allowedFields: o.allowedFields?.split(',').map((s) => s.trim()) });
+        const { files } = writeDatasetFiles(resolve(o.out), ds);
+        process.stdout.write(`train ${ds.train.length}, validation ${ds.validation.length}, test ${ds.test.length}, choices ${ds.choices.length}\n`);
+        for (const [k, p] of Object.entries(files)) process.stdout.write(`  ${k}: ${p}\n`);
+      } finally {
+        store.close();
+      }
+    });
+
+  g.program
+    .command('synth')
+    .description('generate synthetic hospital records (non-IID sites, planted identifiers)')
+    .requiredOption('--sites <n>', 'number of sites', (v) => parseInt(v, 10))
+    .requiredOption('--records <m>', 'records per site', (v) => parseInt(v, 10))
+    .requiredOption('--out <dir>', 'output folder (DIR/site-<k>/records.<ext>)')
+    .option('--lang <lang>', 'zh | en | mixed', 'mixed')
+    .option('--skew <x>', '0..1: share of site i\'s cases from department i', parseFloat, 0.6)
+    .option('--format <format>', 'csv | jsonl | fhir', 'csv')
+    .option('--seed <n>', 'random seed', (v) => parseInt(v, 10), 42)
+    .action((o: { sites: number; records: number; out: string; lang: string; skew: number; format: string; seed: number }) => {
+      const bad = (flag: string, why: string) => fail('FEDLORA_ERR_INVALID_ARGUMENT', `${flag}: ${why}`);
+      if (!Number.isInteger(o.sites) || o.sites < 1) throw bad('--sites', 'expected a positive integer');
+      if (!Number.isInteger(o.records) || o.records < 1) throw bad('--records', 'expected a positive integer');
+      if (!['zh', 'en', 'mixed'].includes(o.lang)) throw bad('--lang', 'expected zh, en or mixed');
+      if (!(o.skew >= 0 && o.skew <= 1)) throw bad('--skew', 'expected a number in [0, 1]');
+      if (!['csv', 'jsonl', 'fhir'].includes(o.format)) throw bad('--format', 'expected csv, jsonl or fhir');
+      if (!Number.isInteger(o.seed)) throw bad('--seed', 'expected an integer');
+      const sites = generateSites({
+        sites: o.sites, records: o.records, out: resolve(o.out), lang: o.lang as 'zh', skew: o.skew, format: o.format as 'csv', seed: o.seed,
+      });
+      for (const s of sites) process.stdout.write(`${s.name}: ${s.records.length} records, ${s.planted.length} planted identifiers → ${s.file}\n`);
+    });
 }

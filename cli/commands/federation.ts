@@ -1,5 +1,96 @@
+// Coordinator-side commands: `coordinator init|start`, `job submit|status|list`,
+// `adapter list|download`. (Site-side `site start|status` go in the marked section below.)
 import type { CliGroups } from '../groups.ts';
+import type { Command } from 'commander';
 
-export function register(_g: CliGroups): void {
-  // filled in by the area that owns these commands
+const out = (v: unknown) => process.stdout.write(typeof v === 'string' ? v + '\n' : JSON.stringify(v, null, 2) + '\n');
+
+function apiOptions(c: Command): Command {
+  return c
+    .option('--url <url>', 'coordinator HTTP API (default $FEDLORA_COORDINATOR_URL or http://127.0.0.1:8080)')
+    .option('--token <token>', 'admin token (default $FEDLORA_ADMIN_TOKEN or <data-dir>/admin.token)')
+    .option('--data-dir <dir>', 'a local coordinator data dir (its URL and admin token are used)');
+}
+
+export function register(g: CliGroups): void {
+  // ---- coordinator ----------------------------------------------------------------------
+  g.coordinator.command('init')
+    .description('create coordinator.yaml, the consortium CA, the server certificate, the manifest key and an admin token')
+    .requiredOption('--data-dir <dir>', 'coordinator data dir')
+    .option('--san <names...>', 'extra DNS names / IPs for the server certificate')
+    .option('--federation-port <n>', 'mutual-TLS listener port', '7443')
+    .option('--enrollment-port <n>', 'enrollment listener port', '7444')
+    .option('--http-port <n>', 'HTTP API port', '8080')
+    .option('--public-endpoint <host:port>', 'Federation endpoint that sites dial')
+    .option('--force', 'overwrite an existing data dir (invalidates all site certificates)')
+    .action(async (o) => {
+      const { initCoordinator } = await import('../../coordinator/service.ts');
+      const r = await initCoordinator({
+        dataDir: o.dataDir, sans: o.san, force: !!o.force,
+        config: {
+          federation: { port: Number(o.federationPort), ...(o.publicEndpoint ? { public_endpoint: o.publicEndpoint } : {}) },
+          enrollment: { port: Number(o.enrollmentPort) }, http: { port: Number(o.httpPort) },
+        },
+      });
+      out(`config: ${r.configPath}\nCA sha256: ${r.caSha256}\nadmin token (shown once; also in ${o.dataDir}/admin.token, mode 0600): ${r.adminToken}`);
+    });
+
+  g.coordinator.command('start')
+    .description('run the coordinator (Federation mTLS + Enrollment + HTTP API) until SIGTERM/SIGINT')
+    .requiredOption('--data-dir <dir>', 'coordinator data dir')
+    .action(async (o) => {
+      const { startCoordinator } = await import('../../coordinator/service.ts');
+      const c = await startCoordinator(o.dataDir);
+      out(`federation (mTLS): ${c.federationEndpoint}\nenrollment (TLS): ${c.enrollmentEndpoint}\nhttp: ${c.httpUrl}`);
+      await new Promise<void>((resolve) => {
+        const stop = (sig: string) => {
+          process.stderr.write(`coordinator: ${sig}, stopping\n`);
+          c.stop().then(resolve, resolve);
+        };
+        process.once('SIGTERM', () => stop('SIGTERM'));
+        process.once('SIGINT', () => stop('SIGINT'));
+      });
+    });
+
+  // ---- jobs -----------------------------------------------------------------------------
+  apiOptions(g.job.command('submit').argument('<file>', 'job spec (YAML or JSON)').description('validate and submit a job').option('--id <id>', 'job id'))
+    .action(async (file: string, o) => {
+      const { loadJobSpecFile } = await import('../../coordinator/jobs/spec.ts');
+      const { api, resolveTarget } = await import('../../coordinator/http/client.ts');
+      const spec = loadJobSpecFile(file);
+      const j = await api<{ id: string; status: string }>(resolveTarget(o), 'POST', `/api/jobs${o.id ? `?id=${encodeURIComponent(o.id)}` : ''}`, spec);
+      out(`job ${j.id} ${j.status}`);
+    });
+  apiOptions(g.job.command('status').argument('<job>').description('job status with its rounds'))
+    .action(async (job: string, o) => {
+      const { api, resolveTarget } = await import('../../coordinator/http/client.ts');
+      const t = resolveTarget(o);
+      const j = await api<Record<string, unknown>>(t, 'GET', `/api/jobs/${encodeURIComponent(job)}`);
+      const r = await api<{ rounds: unknown[] }>(t, 'GET', `/api/jobs/${encodeURIComponent(job)}/rounds`);
+      const { spec: _spec, ...rest } = j;
+      out({ ...rest, rounds: r.rounds });
+    });
+  apiOptions(g.job.command('list').description('list jobs'))
+    .action(async (o) => {
+      const { api, resolveTarget } = await import('../../coordinator/http/client.ts');
+      const { jobs } = await api<{ jobs: { id: string; name: string; status: string; current_version: number; rounds_total: number }[] }>(resolveTarget(o), 'GET', '/api/jobs');
+      out(jobs.map((j) => `${j.id}\t${j.status}\tv${j.current_version}/${j.rounds_total}\t${j.name}`).join('\n') || '(no jobs)');
+    });
+
+  // ---- adapters -------------------------------------------------------------------------
+  apiOptions(g.adapter.command('list').description('published adapter versions of a job').requiredOption('--job <id>'))
+    .action(async (o) => {
+      const { api, resolveTarget } = await import('../../coordinator/http/client.ts');
+      const { versions } = await api<{ versions: { version: number; round: number; sha256: string; size: number; created: string; manifest: { contributing_sites: number } }[] }>(resolveTarget(o), 'GET', `/api/jobs/${encodeURIComponent(o.job)}/adapters`);
+      out(versions.map((v) => `v${v.version}\tround ${v.round}\t${v.manifest.contributing_sites} site(s)\t${v.sha256}\t${v.size} B\t${v.created}`).join('\n'));
+    });
+  apiOptions(g.adapter.command('download').description('download a version as a PEFT folder (signature and sha256 checked)')
+    .requiredOption('--job <id>').requiredOption('--version <n>').requiredOption('--out <dir>'))
+    .action(async (o) => {
+      const { downloadAdapter, resolveTarget } = await import('../../coordinator/http/client.ts');
+      const r = await downloadAdapter(resolveTarget(o), o.job, Number(o.version), o.out);
+      out(`adapter ${r.sha256} (manifest signature verified)\n${r.files.join('\n')}`);
+    });
+
+  // ---- site start|status: added by the site-agent runtime (lead) below this line ------------
 }

@@ -43,4 +43,18 @@ export interface Strategy {
   /** Extra settings sent to sites with the round's task (e.g. FedProx mu, DP clip norm). */
   configureRound(round: number, state: Record<string, Float32Array | number>): Record<string, string>;
   aggregate(updates: UpdateRef[], ctx: RoundContext): Promise<AggregateResult>;
+  /** Optional (added by the strategies area): the [start, end) element ranges sites actually
+   *  train and send (e.g. only the lora_B tensors for FFA-LoRA). DP clips and noises only
+   *  these, and secure aggregation only masks these. Absent = the whole layout. */
+  trainable?(layout: AdapterLayout): Array<[number, number]>;
+  /** True for strategies that aggregate by a (weighted) mean and stream one update at a time
+   *  (FedAvg family); the DP wrapper only wraps these. */
+  readonly meanBased?: boolean;
+}
+
+/** A strategy that can also finish a round from a secure-aggregation SUM (the coordinator only
+ *  learns sum_k x_k of the surviving sites, never one site's update). Sites must have clipped
+ *  their deltas to the round's dp_clip_norm before masking. */
+export interface SecureSumStrategy extends Strategy {
+  aggregateSum(sum: Float32Array, count: number, ctx: RoundContext, unclippedCount?: number): Promise<AggregateResult>;
 }

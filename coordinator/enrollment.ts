@@ -1,0 +1,233 @@
+// Coordinator side of enrollment: join tokens, certificate issue/renewal, revocation.
+//
+// Coordinator data dir layout:
+//   <dataDir>/coordinator.sqlite         SQLite (WAL); the pki_* tables below live here
+//   <dataDir>/pki/ca.crt, ca.key         consortium CA (0644 / 0600)
+//   <dataDir>/pki/server.crt, server.key coordinator TLS server certificate (both listeners)
+//   <dataDir>/pki/manifest-signing.crt/.key  key that signs publication manifests
+//
+// Tables (owned here): pki_tokens (only sha256 of the secret is stored), pki_certificates
+// (every certificate issued to a site), pki_crl (revoked serials, checked on every call),
+// pki_sites (site status as PKI sees it: active | disabled | revoked).
+import type { Database } from 'better-sqlite3';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { fail, toGrpcError } from '../shared/errors.ts';
+import type { EnrollmentHandlers, EnrollResponse } from '../shared/proto.ts';
+import { initCa, loadCa, issueServerCertificate, issueManifestSigningKey, signCsr, type LoadedCa } from '../certs/ca.ts';
+import type { KeyAlgorithm } from '../certs/x509.ts';
+import { assertSiteId, normalizeSerial } from '../certs/x509.ts';
+import { encodeJoinToken, hashSecret, newSecret } from '../certs/tokens.ts';
+
+export const pkiDirOf = (dataDir: string) => join(dataDir, 'pki');
+export const sqlitePathOf = (dataDir: string) => join(dataDir, 'coordinator.sqlite');
+
+export const DEFAULT_SITE_CERT_DAYS = 90;
+
+export function ensurePkiSchema(db: Database): void {
+  db.exec(`
+    CREATE TABLE IF NOT EXISTS pki_tokens (
+      token_hash TEXT PRIMARY KEY,
+      site_id TEXT NOT NULL,
+      created_at_ms INTEGER NOT NULL,
+      expires_at_ms INTEGER NOT NULL,
+      used_at_ms INTEGER,
+      used_cert_serial TEXT
+    );
+    CREATE TABLE IF NOT EXISTS pki_certificates (
+      serial TEXT PRIMARY KEY,
+      site_id TEXT NOT NULL,
+      not_before_ms INTEGER NOT NULL,
+      not_after_ms INTEGER NOT NULL,
+      issued_at_ms INTEGER NOT NULL,
+      sha256 TEXT NOT NULL,
+      pem TEXT NOT NULL,
+      via TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS pki_certificates_site ON pki_certificates(site_id);
+    CREATE TABLE IF NOT EXISTS pki_crl (
+      serial TEXT PRIMARY KEY,
+      site_id TEXT NOT NULL,
+      revoked_at_ms INTEGER NOT NULL,
+      reason TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS pki_sites (
+      site_id TEXT PRIMARY KEY,
+      status TEXT NOT NULL CHECK (status IN ('active','disabled','revoked')),
+      updated_at_ms INTEGER NOT NULL
+    );
+  `);
+}
+
+export interface SetupPkiOptions {
+  dataDir: string;
+  algorithm?: KeyAlgorithm;
+  validityDays?: number;
+  commonName?: string;
+  /** Extra DNS names / IPs for the coordinator server certificate (localhost, 127.0.0.1 always). */
+  sans?: string[];
+  force?: boolean;
+}
+
+/** `fedlora ca init`: CA + coordinator server certificate + manifest signing key. */
+export async function setupCoordinatorPki(o: SetupPkiOptions): Promise<LoadedCa> {
+  const ca = await initCa({ dir: pkiDirOf(o.dataDir), commonName: o.commonName, algorithm: o.algorithm, validityDays: o.validityDays, force: o.force });
+  await issueServerCertificate(ca, { sans: o.sans });
+  await issueManifestSigningKey(ca);
+  return ca;
+}
+
+export function loadCoordinatorCa(dataDir: string): Promise<LoadedCa> {
+  return loadCa(pkiDirOf(dataDir));
+}
+
+export interface IssueTokenOptions {
+  siteId: string;
+  ttlMs: number;
+  enrollEndpoint: string; // host:port the site dials for Enrollment
+  caSha256: string;
+  now?: number;
+}
+
+/** Issue a one-time join token; only sha256(secret) is stored. Returns the printable token. */
+export function issueJoinToken(db: Database, o: IssueTokenOptions): { token: string; expiresAtMs: number } {
+  assertSiteId(o.siteId, 'site invite');
+  if (!(o.ttlMs > 0)) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `token ttl must be > 0 ms, got ${o.ttlMs}`);
+  if (!/^.+:\d+$/.test(o.enrollEndpoint)) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `enroll endpoint ${JSON.stringify(o.enrollEndpoint)} must be host:port`);
+  ensurePkiSchema(db);
+  const now = o.now ?? Date.now();
+  const secret = newSecret();
+  const expiresAtMs = now + o.ttlMs;
+  db.prepare('INSERT INTO pki_tokens (token_hash, site_id, created_at_ms, expires_at_ms) VALUES (?, ?, ?, ?)').run(hashSecret(secret), o.siteId, now, expiresAtMs);
+  return { token: encodeJoinToken({ v: 1, site: o.siteId, secret, enroll: o.enrollEndpoint, caSha256: o.caSha256, exp: expiresAtMs }), expiresAtMs };
+}
+
+interface TokenRow { token_hash: string; site_id: string; expires_at_ms: number; used_at_ms: number | null }
+
+function checkToken(db: Database, secret: string, now: number): TokenRow {
+  const row = db.prepare('SELECT token_hash, site_id, expires_at_ms, used_at_ms FROM pki_tokens WHERE token_hash = ?').get(hashSecret(secret)) as TokenRow | undefined;
+  if (!row) throw fail('FEDLORA_ERR_TOKEN_INVALID', 'EnrollRequest.token: unknown join token (ask the consortium operator for a new `fedlora site invite`)');
+  if (row.used_at_ms !== null) throw fail('FEDLORA_ERR_TOKEN_USED', `EnrollRequest.token: the join token for site ${row.site_id} was already used at ${new Date(row.used_at_ms).toISOString()}`);
+  if (row.expires_at_ms <= now) throw fail('FEDLORA_ERR_TOKEN_EXPIRED', `EnrollRequest.token: the join token for site ${row.site_id} expired at ${new Date(row.expires_at_ms).toISOString()}`);
+  return row;
+}
+
+function recordCertificate(db: Database, siteId: string, c: { serial: string; notBefore: number; notAfter: number; sha256: string; pem: string }, via: string, now: number): void {
+  db.prepare('INSERT INTO pki_certificates (serial, site_id, not_before_ms, not_after_ms, issued_at_ms, sha256, pem, via) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
+    .run(normalizeSerial(c.serial), siteId, c.notBefore, c.notAfter, now, c.sha256, c.pem, via);
+}
+
+export interface EnrollOptions {
+  token: string; // the secret part (EnrollRequest.token)
+  csrPem: string | Buffer;
+  federationEndpoint: string;
+  validityDays?: number;
+  now?: number;
+}
+
+/**
+ * Consume a join token and issue the site certificate. The certificate is signed first
+ * (async), then one SQLite transaction marks the token used (conditional UPDATE, so a token
+ * cannot be used twice even by concurrent calls) and records the certificate; a losing
+ * concurrent call discards its unrecorded, never-returned certificate.
+ */
+export async function enrollSite(db: Database, ca: LoadedCa, o: EnrollOptions): Promise<EnrollResponse & { serial: string }> {
+  ensurePkiSchema(db);
+  const now = o.now ?? Date.now();
+  if (!o.token) throw fail('FEDLORA_ERR_TOKEN_INVALID', 'EnrollRequest.token is empty');
+  const row = checkToken(db, o.token, now);
+  const signed = await signCsr(ca, o.csrPem, { siteId: row.site_id, validityDays: o.validityDays ?? DEFAULT_SITE_CERT_DAYS });
+  const tx = db.transaction(() => {
+    const r = db.prepare('UPDATE pki_tokens SET used_at_ms = ?, used_cert_serial = ? WHERE token_hash = ? AND used_at_ms IS NULL AND expires_at_ms > ?')
+      .run(now, normalizeSerial(signed.serial), row.token_hash, now);
+    if (r.changes !== 1) checkToken(db, o.token, now); // throws USED / EXPIRED
+    recordCertificate(db, row.site_id, signed, 'enroll', now);
+    db.prepare(`INSERT INTO pki_sites (site_id, status, updated_at_ms) VALUES (?, 'active', ?)
+                ON CONFLICT(site_id) DO UPDATE SET status = 'active', updated_at_ms = excluded.updated_at_ms`).run(row.site_id, now);
+  });
+  tx.immediate();
+  return {
+    siteId: row.site_id,
+    certificatePem: Buffer.from(signed.pem),
+    caCertificatePem: Buffer.from(ca.certPem),
+    federationEndpoint: o.federationEndpoint,
+    notAfterUnixMs: signed.notAfter,
+    serial: normalizeSerial(signed.serial),
+  };
+}
+
+/** Renewal (Federation.RenewCertificate): the caller is already authenticated as siteId. */
+export async function renewSiteCertificate(db: Database, ca: LoadedCa, o: { siteId: string; csrPem: string | Buffer; validityDays?: number; now?: number }): Promise<{ certificatePem: Buffer; notAfterUnixMs: number; serial: string }> {
+  ensurePkiSchema(db);
+  const now = o.now ?? Date.now();
+  const st = getPkiSiteStatus(db, o.siteId);
+  if (st !== 'active') throw fail(st === undefined ? 'FEDLORA_ERR_SITE_UNKNOWN' : 'FEDLORA_ERR_SITE_DISABLED', `site ${o.siteId} is ${st ?? 'not enrolled'}: no certificate renewal`);
+  const signed = await signCsr(ca, o.csrPem, { siteId: o.siteId, validityDays: o.validityDays ?? DEFAULT_SITE_CERT_DAYS });
+  recordCertificate(db, o.siteId, signed, 'renew', now);
+  return { certificatePem: Buffer.from(signed.pem), notAfterUnixMs: signed.notAfter, serial: signed.serial };
+}
+
+export type PkiSiteStatus = 'active' | 'disabled' | 'revoked';
+
+export function getPkiSiteStatus(db: Database, siteId: string): PkiSiteStatus | undefined {
+  ensurePkiSchema(db);
+  const r = db.prepare('SELECT status FROM pki_sites WHERE site_id = ?').get(siteId) as { status: PkiSiteStatus } | undefined;
+  return r?.status;
+}
+
+export function setPkiSiteStatus(db: Database, siteId: string, status: PkiSiteStatus, now = Date.now()): void {
+  ensurePkiSchema(db);
+  const r = db.prepare('UPDATE pki_sites SET status = ?, updated_at_ms = ? WHERE site_id = ?').run(status, now, siteId);
+  if (r.changes !== 1) throw fail('FEDLORA_ERR_SITE_UNKNOWN', `site ${siteId} has never enrolled`);
+}
+
+/** `fedlora site revoke`: every certificate of the site goes on the CRL; the site is marked revoked. */
+export function revokeSite(db: Database, siteId: string, reason = 'revoked by operator', now = Date.now()): { serials: string[] } {
+  ensurePkiSchema(db);
+  const serials = (db.prepare('SELECT serial FROM pki_certificates WHERE site_id = ?').all(siteId) as { serial: string }[]).map((r) => r.serial);
+  if (serials.length === 0 && getPkiSiteStatus(db, siteId) === undefined) throw fail('FEDLORA_ERR_SITE_UNKNOWN', `site ${siteId} has no certificates to revoke`);
+  db.transaction(() => {
+    const ins = db.prepare('INSERT OR IGNORE INTO pki_crl (serial, site_id, revoked_at_ms, reason) VALUES (?, ?, ?, ?)');
+    for (const s of serials) ins.run(s, siteId, now, reason);
+    db.prepare(`INSERT INTO pki_sites (site_id, status, updated_at_ms) VALUES (?, 'revoked', ?)
+                ON CONFLICT(site_id) DO UPDATE SET status = 'revoked', updated_at_ms = excluded.updated_at_ms`).run(siteId, now);
+    // Outstanding join tokens for the site die with it.
+    db.prepare('UPDATE pki_tokens SET expires_at_ms = ? WHERE site_id = ? AND used_at_ms IS NULL AND expires_at_ms > ?').run(now, siteId, now);
+  }).immediate();
+  return { serials };
+}
+
+/** Revoke one certificate (e.g. superseded by renewal, or a lost key). */
+export function revokeCertificate(db: Database, serial: string, reason: string, now = Date.now()): void {
+  ensurePkiSchema(db);
+  const s = normalizeSerial(serial);
+  const row = db.prepare('SELECT site_id FROM pki_certificates WHERE serial = ?').get(s) as { site_id: string } | undefined;
+  if (!row) throw fail('FEDLORA_ERR_NOT_FOUND', `no certificate with serial ${s}`);
+  db.prepare('INSERT OR IGNORE INTO pki_crl (serial, site_id, revoked_at_ms, reason) VALUES (?, ?, ?, ?)').run(s, row.site_id, now, reason);
+}
+
+export interface EnrollmentServiceOptions {
+  federationEndpoint: string;
+  validityDays?: number;
+  /** Called after a successful enrollment (e.g. C3's store registers the site). */
+  onEnrolled?: (siteId: string, serial: string) => void;
+}
+
+/** Handlers for the Enrollment service: `server.addService(enrollmentService(), handlers)`. */
+export function createEnrollmentHandlers(db: Database, ca: LoadedCa, o: EnrollmentServiceOptions): EnrollmentHandlers {
+  return {
+    enroll: (call, callback) => {
+      const req = call.request;
+      enrollSite(db, ca, { token: req.token, csrPem: Buffer.from(req.csrPem ?? []), federationEndpoint: o.federationEndpoint, validityDays: o.validityDays })
+        .then(({ serial, ...res }) => {
+          try {
+            o.onEnrolled?.(res.siteId, serial);
+          } catch {
+            /* the certificate is issued and recorded; a hook failure must not lose it */
+          }
+          callback(null, res);
+        })
+        .catch((e) => callback(toGrpcError(e) as grpc.ServiceError));
+    },
+  };
+}

@@ -1,0 +1,210 @@
+// The Federation service (mutual TLS). Every handler first derives the caller's site id from
+// its client certificate (C1's authenticateCall); nothing in a message body names the caller.
+// Errors go out through toGrpcError (status + "FEDLORA_ERR_...: message" details).
+import { X509Certificate } from 'node:crypto';
+import { closeSync, openSync, readSync } from 'node:fs';
+import * as grpc from '@grpc/grpc-js';
+import type { Database } from 'better-sqlite3';
+import { fail, toGrpcError } from '../../shared/errors.ts';
+import type { FederationHandlers, UpdateMessage, SubmitUpdateResponse, AdapterChunk, FetchAdapterRequest } from '../../shared/proto.ts';
+import { verifyUpdateSignature } from '../../shared/update-signature.ts';
+import { authenticateCall, type AuthDeps, type CallerIdentity, type CallWithAuth } from '../auth.ts';
+import { renewSiteCertificate } from '../enrollment.ts';
+import type { LoadedCa } from '../../certs/ca.ts';
+import type { RoundEngine } from '../rounds/engine.ts';
+import { admitUpdate, appendChunk, finishUpdate } from '../rounds/intake.ts';
+import { adapterFiles, readAdapterConfig } from '../publish/publisher.ts';
+import { routeSecAgg } from './secagg-seam.ts';
+import { TaskHub } from './task-hub.ts';
+import { createHash } from 'node:crypto';
+
+export interface FederationDeps {
+  engine: RoundEngine;
+  db: Database;
+  ca: LoadedCa;
+  auth: AuthDeps;
+  chunkSize: number;
+  maxUpdateBytes: number;
+  heartbeatIntervalMs: number;
+  requireUpdateSignature: boolean;
+  siteCertDays?: number;
+}
+
+const RENEW_BEFORE_MS = 14 * 24 * 3600_000;
+
+function peerPem(call: CallWithAuth): string | undefined {
+  const raw = call.getAuthContext()?.sslPeerCertificate?.raw;
+  return raw ? new X509Certificate(raw).toString() : undefined;
+}
+
+export function createFederationHandlers(d: FederationDeps): { handlers: FederationHandlers; hub: TaskHub } {
+  const { engine } = d;
+  const store = engine.store;
+  const hub = new TaskHub(engine);
+
+  const who = (call: CallWithAuth): CallerIdentity => {
+    const id = authenticateCall(call, { ...d.auth, now: engine.now });
+    store.upsertSite(id.siteId, engine.now(), { serial: id.certSerial, notAfter: id.notAfter });
+    return id;
+  };
+  const unary = <Req, Res>(fn: (call: grpc.ServerUnaryCall<Req, Res>, id: CallerIdentity) => Promise<Res> | Res): grpc.handleUnaryCall<Req, Res> =>
+    (call, cb) => {
+      Promise.resolve()
+        .then(() => fn(call, who(call)))
+        .then((res) => cb(null, res))
+        .catch((e) => cb(toGrpcError(e) as grpc.ServiceError));
+    };
+
+  const handlers: FederationHandlers = {
+    heartbeat: unary((call, id) => {
+      const now = engine.now();
+      store.touchSite(id.siteId, now, { agentVersion: call.request.agentVersion, state: call.request.state });
+      hub.push(id.siteId);
+      void engine.tick().catch(() => undefined); // a site coming online may open a waiting round
+      return { serverTimeUnixMs: now, renewCertificate: id.notAfter - now < RENEW_BEFORE_MS, heartbeatIntervalMs: d.heartbeatIntervalMs };
+    }),
+
+    renewCertificate: unary(async (call, id) => {
+      const r = await renewSiteCertificate(d.db, d.ca, { siteId: id.siteId, csrPem: Buffer.from(call.request.csrPem ?? []), validityDays: d.siteCertDays, now: engine.now() });
+      return { certificatePem: r.certificatePem, notAfterUnixMs: r.notAfterUnixMs };
+    }),
+
+    streamTasks: (call) => {
+      let id: CallerIdentity;
+      try {
+        id = who(call);
+      } catch (e) {
+        call.destroy(toGrpcError(e) as unknown as Error);
+        return;
+      }
+      store.touchSite(id.siteId, engine.now(), { agentVersion: call.request.agentVersion });
+      hub.attach(id.siteId, call);
+      void engine.tick().catch(() => undefined);
+    },
+
+    declineTask: unary((call, id) => {
+      engine.declineTask(id.siteId, call.request.taskId, call.request.reason, call.request.code);
+      return { ok: true, message: `task ${call.request.taskId} declined` };
+    }),
+
+    fetchAdapter: (call) => {
+      void (async () => {
+        try {
+          who(call);
+          await sendAdapter(call, call.request);
+        } catch (e) {
+          call.destroy(toGrpcError(e) as unknown as Error);
+        }
+      })();
+    },
+
+    submitUpdate: (call, cb) => {
+      let id: CallerIdentity | undefined;
+      let updateId: string | undefined;
+      let result: SubmitUpdateResponse | undefined;
+      let done = false;
+      let chain: Promise<void> = Promise.resolve();
+      const finish = (err: unknown, res?: SubmitUpdateResponse) => {
+        if (done) return;
+        done = true;
+        if (err) cb(toGrpcError(err) as grpc.ServiceError);
+        else cb(null, res);
+      };
+      const handle = async (m: UpdateMessage) => {
+        if (done || result) return;
+        if (m.part === 'header' && 'header' in m) {
+          if (updateId) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', 'UpdateMessage: a second header in one stream');
+          id = who(call);
+          const h = m.header;
+          const { row, complete } = admitUpdate(engine, id.siteId, h, d.maxUpdateBytes);
+          updateId = row.update_id;
+          if (complete) result = { updateId: row.update_id, receivedBytes: row.size, receivedChunks: row.received_chunks, complete: true, sha256: row.sha256 };
+          else if (h.resumeFromChunk > row.received_chunks) {
+            throw fail('FEDLORA_ERR_CHUNK_ORDER', `update ${row.update_id}: resume_from_chunk ${h.resumeFromChunk}, but only ${row.received_chunks} chunks are persisted`);
+          }
+          return;
+        }
+        if (!updateId || !id) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', 'UpdateMessage: the first message must be the header');
+        if (m.part === 'chunk' && 'chunk' in m) {
+          const row = store.update(updateId)!;
+          if (m.chunk.index < row.received_chunks) return; // already persisted (resend after resume)
+          appendChunk(engine, updateId, m.chunk);
+          return;
+        }
+        if (m.part === 'trailer' && 'trailer' in m) {
+          const row = store.update(updateId)!;
+          if (m.trailer.chunks !== row.received_chunks) {
+            throw fail('FEDLORA_ERR_CHUNK_ORDER', `update ${updateId}: trailer says ${m.trailer.chunks} chunks, ${row.received_chunks} received`);
+          }
+          const pem = peerPem(call);
+          const fin = await finishUpdate(engine, updateId, (r) => {
+            if (!r.signature || r.signature.length === 0) return !d.requireUpdateSignature;
+            return !!pem && verifyUpdateSignature(pem, { updateId: r.update_id, jobId: r.job_id, round: r.round, baseVersion: r.base_version, sha256: r.sha256, numExamples: r.examples }, r.signature);
+          });
+          result = { updateId, receivedBytes: fin.size, receivedChunks: fin.received_chunks, complete: true, sha256: fin.sha256 };
+        }
+      };
+      call.on('data', (m: UpdateMessage) => {
+        chain = chain.then(() => handle(m)).catch((e) => finish(e));
+      });
+      call.on('end', () => {
+        chain = chain.then(() => {
+          if (result) return finish(null, result);
+          const row = updateId ? store.update(updateId) : undefined;
+          finish(null, { updateId: updateId ?? '', receivedBytes: row?.received_bytes ?? 0, receivedChunks: row?.received_chunks ?? 0, complete: false, sha256: '' });
+        }).catch((e) => finish(e));
+      });
+      call.on('error', () => { done = true; });
+    },
+
+    getUploadStatus: unary((call, id) => {
+      const row = store.update(call.request.updateId);
+      if (!row || row.site_id !== id.siteId) return { known: false, receivedChunks: 0, receivedBytes: 0, complete: false };
+      if (row.status === 'rejected' || row.status === 'discarded') throw fail(row.status === 'rejected' ? 'FEDLORA_ERR_UPDATE_INVALID' : 'FEDLORA_ERR_ROUND_CLOSED', `update ${row.update_id} is ${row.status}: ${row.reason ?? ''}`);
+      return { known: true, receivedChunks: row.received_chunks, receivedBytes: row.received_bytes, complete: row.status === 'accepted' };
+    }),
+
+    reportMetrics: unary((call, id) => {
+      const n = engine.reportMetrics(id.siteId, call.request);
+      return { ok: true, message: `${n} metric(s) stored` };
+    }),
+
+    secAgg: unary(async (call, id) => {
+      const r = await routeSecAgg({ siteId: id.siteId, jobId: call.request.jobId, round: call.request.round, stage: call.request.stage, payload: Buffer.from(call.request.payload ?? []) });
+      return { stage: call.request.stage, payload: r.payload, ready: r.ready };
+    }),
+  };
+
+  async function sendAdapter(call: grpc.ServerWritableStream<FetchAdapterRequest, AdapterChunk>, req: FetchAdapterRequest): Promise<void> {
+    const row = req.ownerSite ? store.adapterVersion(req.jobId, req.version, req.ownerSite) : store.adapterVersion(req.jobId, req.version);
+    if (!row) throw fail('FEDLORA_ERR_NOT_FOUND', `FetchAdapterRequest: job ${req.jobId} has no ${req.ownerSite ? `adapter of site ${req.ownerSite}` : 'published'} version ${req.version}`);
+    const file = adapterFiles(row).model;
+    const cs = d.chunkSize;
+    // Any byte offset may be resumed from (the site keeps whatever it had written); chunks
+    // then run from there, numbered by their position in whole chunk_size units.
+    if (!(req.offset >= 0 && req.offset <= row.size)) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `FetchAdapterRequest.offset ${req.offset} is outside the ${row.size}-byte adapter`);
+    const write = (m: AdapterChunk) => new Promise<void>((resolve) => (call.write(m) ? resolve() : call.once('drain', resolve)));
+    await write({
+      part: 'header',
+      header: {
+        ref: { jobId: row.job_id, version: row.version, sha256: row.sha256, sizeBytes: row.size, manifestSha256: row.manifest_sha256 },
+        adapterConfigJson: readAdapterConfig(row), manifestJson: Buffer.from(row.manifest_json, 'utf8'), signature: Buffer.from(row.signature, 'base64'),
+        chunkSize: cs, totalBytes: row.size,
+      },
+    });
+    const fd = openSync(file, 'r');
+    try {
+      for (let off = req.offset; off < row.size; off += cs) {
+        if (call.cancelled) return;
+        const buf = Buffer.alloc(Math.min(cs, row.size - off));
+        readSync(fd, buf, 0, buf.length, off);
+        await write({ part: 'chunk', chunk: { index: Math.floor(off / cs), offset: off, data: buf, sha256: createHash('sha256').update(buf).digest('hex') } });
+      }
+    } finally {
+      closeSync(fd);
+    }
+    call.end();
+  }
+
+  return { handlers, hub };
+}

@@ -1,0 +1,63 @@
+// The coordinator's HTTP API (fastify). Route groups are encapsulated plugins; read routes are
+// open on the HTTP listener (bound to 127.0.0.1 by default), writes need an admin bearer token
+// (stored as sha256 in coordinator.yaml). Errors: {error: {code, message}} with the
+// catalogue's HTTP status. Security headers on every response.
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { isFedloraError, fail, ERRORS } from '../../shared/errors.ts';
+import type { RoundEngine } from '../rounds/engine.ts';
+import { checkAdminToken, type CoordinatorConfig } from '../config.ts';
+import { healthRoutes, siteRoutes } from './routes-sites.ts';
+import { jobRoutes } from './routes-jobs.ts';
+import { adapterRoutes } from './routes-adapters.ts';
+import { metricsRoutes } from './routes-metrics.ts';
+import { OPENAPI } from './openapi.ts';
+
+export interface HttpDeps {
+  engine: RoundEngine;
+  config: Pick<CoordinatorConfig, 'admin_tokens'>;
+  /** Public key/certificate PEM that verifies manifests (served at /api/manifest-key). */
+  manifestKeyPem: string;
+  logger?: boolean;
+}
+
+export type AdminGuard = (req: FastifyRequest) => void;
+
+export async function buildHttpApp(d: HttpDeps): Promise<FastifyInstance> {
+  const app = Fastify({ logger: d.logger ?? false, bodyLimit: 16 * 1024 * 1024 });
+  const requireAdmin: AdminGuard = (req) => {
+    const m = /^Bearer (.+)$/.exec(req.headers.authorization ?? '');
+    if (!m) throw fail('FEDLORA_ERR_UNAUTHENTICATED', 'this route needs an admin token: Authorization: Bearer <token>');
+    if (!checkAdminToken(d.config, m[1].trim())) throw fail('FEDLORA_ERR_PERMISSION', 'admin token not recognised');
+  };
+
+  app.addContentTypeParser(['application/yaml', 'text/yaml', 'application/x-yaml', 'text/plain'], { parseAs: 'string' }, (_req, body, done) => done(null, body));
+  app.addHook('onSend', async (_req, reply, payload) => {
+    reply.header('X-Content-Type-Options', 'nosniff');
+    reply.header('X-Frame-Options', 'DENY');
+    reply.header('Referrer-Policy', 'no-referrer');
+    reply.header('Content-Security-Policy', "default-src 'none'; frame-ancestors 'none'");
+    reply.header('Cross-Origin-Resource-Policy', 'same-origin');
+    if (!reply.hasHeader('Cache-Control')) reply.header('Cache-Control', 'no-store');
+    return payload;
+  });
+  app.setErrorHandler((err: unknown, _req: FastifyRequest, reply: FastifyReply) => {
+    if (isFedloraError(err)) return reply.status(err.httpStatus).send({ error: { code: err.code, message: err.message } });
+    const e = err as { validation?: unknown; statusCode?: number; message?: string };
+    if (e.validation || (e.statusCode && e.statusCode >= 400 && e.statusCode < 500)) {
+      return reply.status(e.statusCode ?? 400).send({ error: { code: 'FEDLORA_ERR_INVALID_ARGUMENT', message: e.message ?? 'bad request' } });
+    }
+    return reply.status(500).send({ error: { code: 'FEDLORA_ERR_INTERNAL', message: e.message ?? String(err) } });
+  });
+  app.setNotFoundHandler((req, reply) => {
+    reply.status(ERRORS.FEDLORA_ERR_NOT_FOUND.http).send({ error: { code: 'FEDLORA_ERR_NOT_FOUND', message: `no route ${req.method} ${req.url.split('?')[0]}` } });
+  });
+
+  app.get('/api/openapi.json', async () => OPENAPI);
+  app.get('/api/manifest-key', async (_req, reply) => reply.type('application/x-pem-file').send(d.manifestKeyPem));
+  await app.register(healthRoutes, { engine: d.engine });
+  await app.register(siteRoutes, { engine: d.engine, requireAdmin });
+  await app.register(jobRoutes, { engine: d.engine, requireAdmin });
+  await app.register(adapterRoutes, { engine: d.engine });
+  await app.register(metricsRoutes, { engine: d.engine });
+  return app;
+}

@@ -1,0 +1,381 @@
+// The round state machine of every running job. `tick()` is idempotent: it looks at SQLite
+// (the only source of truth) and moves each job one step at a time:
+//
+//   (no round | last published) --enough online sites--> open(round r, attempt 1)
+//   open --all selected answered, or deadline, with >= min_sites accepted--> aggregating
+//   open --deadline (or all answered) with < min_sites accepted--> failed
+//   failed --attempt <= round_retries--> open(round r, attempt+1, fresh selection)
+//   failed --retries exhausted--> job failed
+//   aggregating --strategy + publish version r--> published --r == rounds--> job completed
+//
+// Restart: nothing lives only in memory. An open round keeps its selection, deadline and
+// accepted updates; an aggregating round is redone from its accepted update files with the
+// persisted seed, strategy state and aggregation start time, so the result is identical.
+// Time and site selection are injected (tests drive `tick()` with a fake clock).
+import { EventEmitter } from 'node:events';
+import { createHash, randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { fail } from '../../shared/errors.ts';
+import { decodeSafetensorsF32 } from '../../shared/safetensors.ts';
+import { flatten } from '../../shared/tensors.ts';
+import type { Task, MetricsReport } from '../../shared/proto.ts';
+import type { CoordinatorStore, JobRow, RoundRow, TaskRow } from '../store/store.ts';
+import { parseJobSpec, type JobSpec } from '../jobs/spec.ts';
+import { jobLayout, extract, merge, type JobLayout } from '../publish/layout.ts';
+import { initialAdapterFlat } from '../publish/init-adapter.ts';
+import { adapterFiles, publishVersion, type Signer } from '../publish/publisher.ts';
+import { loadUpdateFile } from './validate-update.ts';
+import { strategyFor as defaultStrategyFor, encodeState, decodeState } from './strategy-seam.ts';
+import type { Strategy, UpdateRef } from '../strategies/types.ts';
+import { createPrivacyLedger } from '../privacy/ledger.ts';
+
+export type SelectFn = (candidates: string[], n: number, seed: number) => string[];
+
+export interface EngineOptions {
+  store: CoordinatorStore;
+  dataDir: string;
+  signer: Signer;
+  now?: () => number;
+  heartbeatTimeoutMs?: number;
+  select?: SelectFn;
+  strategyFor?: (spec: JobSpec) => Promise<Strategy>;
+}
+
+/** Deterministic selection: a seeded Fisher-Yates shuffle of the sorted candidates. */
+export const seededSelect: SelectFn = (candidates, n, seed) => {
+  const a = [...candidates].sort();
+  let s = seed >>> 0 || 1;
+  const rnd = () => ((s = (Math.imul(s ^ (s >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0) / 4294967296);
+  for (let i = a.length - 1; i > 0; i--) {
+    const j = Math.floor(rnd() * (i + 1));
+    [a[i], a[j]] = [a[j], a[i]];
+  }
+  return a.slice(0, n).sort();
+};
+
+function roundSeed(spec: JobSpec, jobId: string, round: number, attempt: number): number {
+  return createHash('sha256').update(`${spec.selection_seed}:${jobId}:${round}:${attempt}`).digest().readUInt32LE(0);
+}
+
+export class RoundEngine extends EventEmitter {
+  readonly store: CoordinatorStore;
+  readonly dataDir: string;
+  private readonly signer: Signer;
+  readonly now: () => number;
+  readonly heartbeatTimeoutMs: number;
+  private readonly select: SelectFn;
+  private readonly strategyFor: (spec: JobSpec) => Promise<Strategy>;
+  private readonly specs = new Map<string, { spec: JobSpec; layout: JobLayout }>();
+  private ticking: Promise<void> | null = null;
+  private again = false;
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(o: EngineOptions) {
+    super();
+    this.store = o.store;
+    this.dataDir = o.dataDir;
+    this.signer = o.signer;
+    this.now = o.now ?? Date.now;
+    this.heartbeatTimeoutMs = o.heartbeatTimeoutMs ?? 60_000;
+    this.select = o.select ?? seededSelect;
+    this.strategyFor = o.strategyFor ?? defaultStrategyFor;
+  }
+
+  /** Tick every `intervalMs` (deadlines, sites coming online). */
+  start(intervalMs = 1000): void {
+    if (this.timer) return;
+    this.timer = setInterval(() => void this.tick().catch((e) => this.emit('error', e)), intervalMs);
+    this.timer.unref();
+  }
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    await this.ticking?.catch(() => undefined);
+  }
+
+  jobInfo(jobId: string): { spec: JobSpec; layout: JobLayout } {
+    let c = this.specs.get(jobId);
+    if (!c) {
+      const row = this.store.job(jobId);
+      if (!row) throw fail('FEDLORA_ERR_NOT_FOUND', `job ${jobId} does not exist`);
+      const spec = parseJobSpec(JSON.parse(row.spec_json), `job ${jobId}`);
+      c = { spec, layout: jobLayout(spec) };
+      this.specs.set(jobId, c);
+    }
+    return c;
+  }
+
+  /** Register a job and publish its version 0 (A from init_seed, B = 0). */
+  async submitJob(spec: JobSpec, jobId = `job-${randomUUID().slice(0, 8)}`): Promise<string> {
+    const layout = jobLayout(spec); // refuses a bad base model config before anything is stored
+    await this.strategyFor(spec); // refuses an unknown strategy at submission
+    const now = this.now();
+    this.store.tx(() => {
+      if (this.store.job(jobId)) throw fail('FEDLORA_ERR_JOB_STATE', `job ${jobId} already exists`);
+      this.store.insertJob({ id: jobId, name: spec.name, specJson: JSON.stringify(spec), now });
+    });
+    publishVersion(this.store, this.dataDir, this.signer, {
+      jobId, spec, version: 0, round: 0, flat: initialAdapterFlat(layout.model, spec, layout.full), layout: layout.full,
+      contributingSites: 0, numExamples: 0, createdMs: now,
+    });
+    this.emit('job', jobId);
+    void this.tick().catch((e) => this.emit('error', e));
+    return jobId;
+  }
+
+  cancelJob(jobId: string): void {
+    const j = this.store.job(jobId);
+    if (!j) throw fail('FEDLORA_ERR_NOT_FOUND', `job ${jobId} does not exist`);
+    if (j.status !== 'running') throw fail('FEDLORA_ERR_JOB_STATE', `job ${jobId} is ${j.status}`);
+    this.store.setJobStatus(jobId, 'cancelled', this.now());
+    this.emit('job', jobId);
+  }
+
+  /** Advance every running job as far as it goes now. Serialised: concurrent calls coalesce. */
+  tick(): Promise<void> {
+    if (this.ticking) {
+      this.again = true;
+      return this.ticking;
+    }
+    this.ticking = (async () => {
+      // Yield first: if the body finished synchronously, `finally` would clear `ticking`
+      // before the assignment below and a stale resolved promise would stick forever.
+      await null;
+      try {
+        do {
+          this.again = false;
+          for (const job of this.store.jobs('running')) await this.advance(job);
+        } while (this.again);
+      } finally {
+        this.ticking = null;
+      }
+    })();
+    return this.ticking;
+  }
+
+  private async advance(job: JobRow): Promise<void> {
+    // Loop: one job may take several steps in one tick (e.g. aggregate then open the next round).
+    for (let step = 0; step < 8; step++) {
+      const j = this.store.job(job.id)!;
+      if (j.status !== 'running') return;
+      const { spec } = this.jobInfo(job.id);
+      const cur = this.store.currentRound(job.id);
+      let moved = false;
+      try {
+        if (!cur || cur.state === 'published') {
+          const next = cur ? cur.round + 1 : 1;
+          if (next > spec.rounds) {
+            this.store.setJobStatus(job.id, 'completed', this.now());
+            this.emit('job', job.id);
+            return;
+          }
+          if (spec.privacy.dp && createPrivacyLedger(spec.privacy.dp).wouldExceedBudget(next)) {
+            // The budget is spent: stop with what is published (not a failure of the job).
+            const e = createPrivacyLedger(spec.privacy.dp).epsilonAfter(next).epsilon;
+            this.store.setJobStatus(job.id, 'completed', this.now(), `FEDLORA_ERR_PRIVACY_BUDGET: round ${next} would raise epsilon to ${e.toFixed(4)} > budget ${spec.privacy.dp.epsilon_budget}; stopped after round ${next - 1}`);
+            this.emit('job', job.id);
+            return;
+          }
+          moved = this.openRound(j, spec, next, 1, await this.strategyFor(spec));
+        } else if (cur.state === 'failed') {
+          if (cur.attempt <= spec.round_retries) moved = this.openRound(j, spec, cur.round, cur.attempt + 1, await this.strategyFor(spec));
+          else {
+            this.store.setJobStatus(job.id, 'failed', this.now(), `round ${cur.round} failed ${cur.attempt} times: ${cur.error ?? ''}`);
+            this.emit('job', job.id);
+            return;
+          }
+        } else if (cur.state === 'open') moved = this.checkCollection(spec, cur);
+        else if (cur.state === 'aggregating') {
+          await this.aggregate(j, spec, cur);
+          moved = true;
+        }
+      } catch (e) {
+        // An aggregation/publication error fails the job (with the error) rather than looping.
+        this.store.setJobStatus(job.id, 'failed', this.now(), (e as Error).message);
+        this.emit('job', job.id);
+        this.emit('error', e);
+        return;
+      }
+      if (!moved) return;
+    }
+  }
+
+  private openRound(job: JobRow, spec: JobSpec, round: number, attempt: number, strategy: Strategy): boolean {
+    const now = this.now();
+    const online = this.store.onlineSites(now - this.heartbeatTimeoutMs);
+    if (online.length < spec.min_sites) return false; // wait for sites
+    const seed = roundSeed(spec, job.id, round, attempt);
+    const selected = this.select(online, Math.min(spec.max_sites, online.length), seed);
+    const prevState = decodeState(this.store.lastPublishedRound(job.id)?.strategy_state ?? null);
+    const taskConfig = {
+      payload_kind: spec.privacy.secure_aggregation ? 'masked' : strategy.payloadKind,
+      strategy_config: strategy.configureRound(round, prevState),
+    };
+    this.store.tx(() => {
+      this.store.insertRound({
+        job_id: job.id, round, attempt, state: 'open', base_version: job.current_version, selected_json: JSON.stringify(selected),
+        seed, deadline_ms: now + spec.round_deadline_s * 1000, started_ms: now, task_config: JSON.stringify(taskConfig),
+      });
+      for (const s of selected) {
+        this.store.insertTask({ task_id: `${job.id}.r${round}.a${attempt}.${s}`, job_id: job.id, round, attempt, site_id: s, kind: 'TASK_KIND_TRAIN', status: 'pending', created_ms: now });
+      }
+    });
+    this.emit('tasks', selected);
+    this.emit('round', job.id, round);
+    return true;
+  }
+
+  private checkCollection(spec: JobSpec, r: RoundRow): boolean {
+    const now = this.now();
+    const tasks = this.store.roundTasks(r.job_id, r.round, r.attempt);
+    const accepted = this.store.roundUpdates(r.job_id, r.round, r.attempt, 'accepted');
+    const allAnswered = tasks.every((t) => t.status === 'declined' || t.status === 'submitted' || t.status === 'cancelled');
+    const late = now >= r.deadline_ms;
+    if (!allAnswered && !late) return false;
+    const enough = accepted.length >= spec.min_sites;
+    this.store.tx(() => {
+      for (const t of tasks) if (t.status === 'pending' || t.status === 'delivered') this.store.setTaskStatus(t.task_id, 'cancelled');
+      if (enough) this.store.setRoundState(r.job_id, r.round, r.attempt, 'aggregating', { now });
+      else {
+        const why = `${late ? 'deadline passed' : 'all selected sites answered'} with ${accepted.length} accepted update(s), min_sites is ${spec.min_sites}`;
+        this.store.setRoundState(r.job_id, r.round, r.attempt, 'failed', { now, error: why });
+        for (const u of this.store.roundUpdates(r.job_id, r.round, r.attempt)) {
+          if (u.status !== 'rejected') this.store.setUpdateStatus(u.update_id, 'discarded', 'round attempt failed');
+        }
+      }
+    });
+    const cancelled = tasks.filter((t) => t.status === 'pending' || t.status === 'delivered').map((t) => t.site_id);
+    if (cancelled.length) this.emit('cancel', cancelled.map((s) => ({ siteId: s, taskId: tasks.find((t) => t.site_id === s)!.task_id })));
+    this.emit('round', r.job_id, r.round);
+    return true;
+  }
+
+  /** Load a published version as a flat vector in the job's full layout. */
+  loadVersion(jobId: string, version: number): Float32Array {
+    const row = this.store.adapterVersion(jobId, version);
+    if (!row) throw fail('FEDLORA_ERR_NOT_FOUND', `job ${jobId} has no adapter version ${version}`);
+    const { tensors } = decodeSafetensorsF32(readFileSync(adapterFiles(row).model), adapterFiles(row).model);
+    return flatten(tensors, this.jobInfo(jobId).layout.full);
+  }
+
+  private async aggregate(job: JobRow, spec: JobSpec, r: RoundRow): Promise<void> {
+    const { layout } = this.jobInfo(job.id);
+    const accepted = this.store.roundUpdates(r.job_id, r.round, r.attempt, 'accepted'); // sorted by site id
+    const baseFull = this.loadVersion(job.id, r.base_version);
+    const prev = this.store.lastPublishedRound(job.id);
+    const strategy = await this.strategyFor(spec);
+    const refs: UpdateRef[] = accepted.map((u) => ({
+      siteId: u.site_id,
+      numExamples: u.examples,
+      load: async () => loadUpdateFile(u.path, layout.update),
+      ...(u.clipped === null ? {} : { unclippedBit: u.clipped ? 0 : 1 }),
+    }));
+    let res;
+    try {
+      res = await strategy.aggregate(refs, {
+        round: r.round, layout: layout.update, global: extract(baseFull, layout.full, layout.update),
+        selected: (JSON.parse(r.selected_json) as string[]).length, state: decodeState(prev?.strategy_state ?? null), seed: r.seed,
+      });
+    } catch (e) {
+      throw e instanceof Error && 'code' in e ? e : fail('FEDLORA_ERR_AGGREGATION', `job ${job.id} round ${r.round}: ${(e as Error).message}`);
+    }
+    const version = r.base_version + 1;
+    const createdMs = r.aggregating_ms ?? this.now();
+    publishVersion(this.store, this.dataDir, this.signer, {
+      jobId: job.id, spec, version, round: r.round, flat: merge(baseFull, layout.full, layout.update, res.global), layout: layout.full,
+      contributingSites: accepted.length, numExamples: accepted.reduce((a, u) => a + u.examples, 0), createdMs,
+    });
+    const now = this.now();
+    this.store.tx(() => {
+      this.store.setRoundState(r.job_id, r.round, r.attempt, 'published', { now, strategyState: encodeState(res.state), metricsJson: JSON.stringify(res.metrics) });
+      this.store.setJobVersion(job.id, version, now);
+      const dp = spec.privacy.dp;
+      if (dp) {
+        // C2's RDP accountant: epsilon spent once this round is aggregated.
+        const eps = createPrivacyLedger(dp).epsilonAfter(r.round).epsilon;
+        this.store.recordPrivacy({ job_id: job.id, round: r.round, epsilon: eps, delta: dp.delta, noise_multiplier: dp.noise_multiplier, sample_rate: dp.sample_rate, created_ms: now });
+      }
+    });
+    this.emit('published', job.id, version);
+    this.emit('round', job.id, r.round);
+  }
+
+  // ---- what the wire (or a test) calls ---------------------------------------------------
+
+  /** The Task message for a task row (TRAIN for the round's base version). */
+  taskMessage(t: TaskRow): Task {
+    const { spec } = this.jobInfo(t.job_id);
+    const r = this.store.rounds(t.job_id).find((x) => x.round === t.round && x.attempt === t.attempt)!;
+    const g = this.store.adapterVersion(t.job_id, r.base_version)!;
+    const tc = (r.task_config ? JSON.parse(r.task_config) : {}) as { payload_kind?: string; strategy_config?: Record<string, string> };
+    const strategyCfg: Record<string, string> = tc.strategy_config ?? {};
+    const dp = spec.privacy.dp;
+    const spent = dp ? createPrivacyLedger(dp).epsilonAfter(t.round).epsilon : 0;
+    return {
+      taskId: t.task_id, jobId: t.job_id, round: t.round, kind: t.kind as Task['kind'],
+      baseModel: { id: spec.base_model.id, manifestSha256: spec.base_model.manifest_sha256 },
+      lora: { r: spec.lora.r, alpha: spec.lora.alpha, targetModules: spec.lora.target_modules, dropout: spec.lora.dropout, useRslora: spec.lora.use_rslora, freezeA: spec.lora.freeze_a, initSeed: spec.lora.init_seed },
+      train: {
+        localSteps: spec.train.local_steps, localEpochs: spec.train.local_epochs, learningRate: spec.train.learning_rate, optimizer: spec.train.optimizer,
+        batchTokens: spec.train.batch_tokens, seed: (spec.train.seed + t.round) % Number.MAX_SAFE_INTEGER, proxMu: Number(strategyCfg.mu ?? strategyCfg.prox_mu ?? spec.aggregation.mu ?? 0) || 0,
+        weightDecay: spec.train.weight_decay, warmupSteps: spec.train.warmup_steps, maxGradNorm: spec.train.max_grad_norm,
+      },
+      globalAdapter: { jobId: t.job_id, version: g.version, sha256: g.sha256, sizeBytes: g.size, manifestSha256: g.manifest_sha256 },
+      privacy: {
+        dpEnabled: !!dp, clipNorm: dp?.clip_norm ?? 0, noiseMultiplier: dp?.noise_multiplier ?? 0, epsilonAfterRound: spent, delta: dp?.delta ?? 0,
+        secureAggregation: spec.privacy.secure_aggregation, minSites: spec.min_sites, adaptiveClipping: dp?.adaptive_clipping ?? false, clippedBitNoise: 0,
+      },
+      deadlineUnixMs: r.deadline_ms, selectedSites: (JSON.parse(r.selected_json) as string[]).length, aggregation: spec.aggregation.name,
+      payloadKind: tc.payload_kind ?? 'delta', strategyConfig: strategyCfg, peerAdapters: [], peerSites: [],
+      evaluateBase: spec.evaluation.evaluate_base && t.round === 1,
+    };
+  }
+
+  declineTask(siteId: string, taskId: string, reason: string, code: string): void {
+    const t = this.store.task(taskId);
+    if (!t || t.site_id !== siteId) throw fail('FEDLORA_ERR_NOT_FOUND', `DeclineRequest.task_id: no task ${taskId} for site ${siteId}`);
+    if (t.status !== 'pending' && t.status !== 'delivered') throw fail('FEDLORA_ERR_ROUND_CLOSED', `task ${taskId} is already ${t.status}`);
+    this.store.setTaskStatus(taskId, 'declined', { reason: reason.slice(0, 1000), code: code.slice(0, 100) });
+    void this.tick().catch((e) => this.emit('error', e));
+  }
+
+  reportMetrics(siteId: string, m: MetricsReport): number {
+    if (!this.store.job(m.jobId)) throw fail('FEDLORA_ERR_NOT_FOUND', `MetricsReport.job_id: job ${m.jobId} does not exist`);
+    const now = this.now();
+    this.store.tx(() => {
+      for (const x of m.metrics) {
+        if (!['global', 'local', 'base', 'cross'].includes(x.kind)) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `MetricsReport.metrics.kind: "${x.kind}" is not global|local|base|cross`);
+        if (!Number.isFinite(x.value)) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `MetricsReport.metrics: ${x.name} = ${x.value} is not finite`);
+        this.store.insertMetric({
+          job_id: m.jobId, round: m.round, site_id: siteId, kind: x.kind, metric: x.name, value: x.value, count: x.count, model_owner: x.modelOwner,
+          adapter_version: x.adapterVersion, phase: m.phase || null, task_id: m.taskId || null, created_ms: now,
+        });
+      }
+    });
+    return m.metrics.length;
+  }
+
+  /** Resolve when the job leaves 'running' (or reject after timeoutMs). */
+  waitForJob(jobId: string, timeoutMs = 600_000): Promise<JobRow> {
+    return new Promise((resolve, reject) => {
+      const check = (id?: string) => {
+        if (id !== undefined && id !== jobId) return;
+        const j = this.store.job(jobId);
+        if (j && j.status !== 'running') {
+          cleanup();
+          resolve(j);
+        }
+      };
+      const timer = setTimeout(() => {
+        cleanup();
+        reject(fail('FEDLORA_ERR_UNAVAILABLE', `job ${jobId} still running after ${timeoutMs} ms`));
+      }, timeoutMs);
+      const cleanup = () => {
+        clearTimeout(timer);
+        this.off('job', check);
+      };
+      this.on('job', check);
+      check();
+    });
+  }
+}

@@ -1,0 +1,160 @@
+// Receiving a site's update, independent of the transport: admit the header (is this site
+// selected for this open round, right base version, fresh update id?), append verified
+// chunks to <dataDir>/updates/<job>/r<round>a<attempt>/<update_id>.part (progress committed
+// to SQLite after each chunk, so GetUploadStatus can resume it), then verify the whole hash,
+// the site's signature and the content, and commit accepted/rejected BEFORE answering.
+// SEAM: C1's shared/transfer UploadReceiver can replace appendChunk/finish (same contract).
+import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, statSync, truncateSync, writeSync, createReadStream } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { dirname, join } from 'node:path';
+import { fail, isFedloraError } from '../../shared/errors.ts';
+import type { UpdateHeader, Chunk } from '../../shared/proto.ts';
+import type { UpdateRow } from '../store/store.ts';
+import type { RoundEngine } from './engine.ts';
+import { loadUpdateFile } from './validate-update.ts';
+
+export const UPDATE_ID_RE = /^[A-Za-z0-9._-]{1,128}$/;
+export const MAX_CHUNK_BYTES = 4 * 1024 * 1024;
+
+export type HeaderIn = Pick<UpdateHeader, 'updateId' | 'taskId' | 'jobId' | 'round' | 'baseVersion' | 'totalBytes' | 'sha256' | 'chunkSize' | 'numExamples'>
+  & Partial<Pick<UpdateHeader, 'payloadKind' | 'signature' | 'updateNorm' | 'clipped' | 'metadataJson'>>;
+
+export interface Admitted {
+  row: UpdateRow;
+  /** Already persisted whole and accepted: answer complete without reading chunks. */
+  complete: boolean;
+}
+
+export function admitUpdate(engine: RoundEngine, siteId: string, h: HeaderIn, maxBytes: number): Admitted {
+  const store = engine.store;
+  if (!UPDATE_ID_RE.test(h.updateId)) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `UpdateHeader.update_id ${JSON.stringify(h.updateId)} must match ${UPDATE_ID_RE}`);
+  const prior = store.update(h.updateId);
+  if (prior) {
+    if (prior.site_id !== siteId || prior.job_id !== h.jobId || prior.round !== h.round || prior.task_id !== h.taskId || prior.sha256 !== h.sha256) {
+      throw fail('FEDLORA_ERR_REPLAY', `update ${h.updateId} was already used (site ${prior.site_id}, job ${prior.job_id}, round ${prior.round}); choose a fresh update_id`);
+    }
+    if (prior.status === 'accepted') return { row: prior, complete: true };
+    if (prior.status === 'rejected') throw fail('FEDLORA_ERR_UPDATE_INVALID', `update ${h.updateId} was rejected: ${prior.reason ?? ''}`);
+    if (prior.status === 'discarded') throw fail('FEDLORA_ERR_ROUND_CLOSED', `update ${h.updateId} was discarded: ${prior.reason ?? 'round closed'}`);
+  }
+  const task = store.task(h.taskId);
+  if (!task || task.site_id !== siteId) throw fail('FEDLORA_ERR_NOT_SELECTED', `UpdateHeader.task_id: site ${siteId} has no task ${h.taskId}`);
+  if (task.job_id !== h.jobId || task.round !== h.round) {
+    throw fail('FEDLORA_ERR_UPDATE_INVALID', `UpdateHeader: task ${h.taskId} is job ${task.job_id} round ${task.round}, header says job ${h.jobId} round ${h.round}`);
+  }
+  const round = store.rounds(task.job_id).find((r) => r.round === task.round && r.attempt === task.attempt)!;
+  if (round.state !== 'open' || (task.status !== 'pending' && task.status !== 'delivered')) {
+    throw fail('FEDLORA_ERR_ROUND_CLOSED', `job ${h.jobId} round ${h.round}: round is ${round.state}, task ${h.taskId} is ${task.status}`);
+  }
+  if (h.baseVersion !== round.base_version) {
+    throw fail('FEDLORA_ERR_UPDATE_INVALID', `UpdateHeader.base_version: ${h.baseVersion}, but round ${h.round} trains from version ${round.base_version}`);
+  }
+  if (!(h.totalBytes > 0) || h.totalBytes > maxBytes) throw fail('FEDLORA_ERR_CHUNK_SIZE', `UpdateHeader.total_bytes: ${h.totalBytes} (limit ${maxBytes})`);
+  if (!(h.chunkSize > 0) || h.chunkSize > MAX_CHUNK_BYTES) throw fail('FEDLORA_ERR_CHUNK_SIZE', `UpdateHeader.chunk_size: ${h.chunkSize} (1..${MAX_CHUNK_BYTES})`);
+  if (!/^[0-9a-f]{64}$/.test(h.sha256)) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', 'UpdateHeader.sha256: expected 64 lowercase hex characters');
+  if (!(h.numExamples > 0)) throw fail('FEDLORA_ERR_UPDATE_INVALID', `UpdateHeader.num_examples: ${h.numExamples}, must be > 0`);
+  if (prior) return { row: prior, complete: false }; // resume a 'receiving' upload
+  const row: UpdateRow = {
+    update_id: h.updateId, job_id: h.jobId, round: h.round, attempt: task.attempt, site_id: siteId, task_id: h.taskId, base_version: h.baseVersion,
+    path: join(engine.dataDir, 'updates', h.jobId, `r${h.round}a${task.attempt}`, `${h.updateId}.part`), sha256: h.sha256, size: h.totalBytes,
+    chunk_size: h.chunkSize, received_chunks: 0, received_bytes: 0, examples: h.numExamples, norm: Number.isFinite(h.updateNorm) ? h.updateNorm ?? null : null,
+    clipped: h.clipped === undefined ? null : h.clipped ? 1 : 0, status: 'receiving', reason: null,
+    signature: h.signature ? Buffer.from(h.signature) : null, metadata_json: h.metadataJson?.length ? Buffer.from(h.metadataJson).toString('utf8').slice(0, 65536) : null,
+    received_ms: engine.now(),
+  };
+  mkdirSync(dirname(row.path), { recursive: true });
+  store.tx(() => {
+    store.insertUpdate(row);
+    store.setTaskStatus(task.task_id, 'delivered');
+  });
+  return { row, complete: false };
+}
+
+/** Append chunk `c` (must be the next one). Data is fsynced before progress is committed. */
+export function appendChunk(engine: RoundEngine, updateId: string, c: Pick<Chunk, 'index' | 'offset' | 'data' | 'sha256'>): UpdateRow {
+  const row = engine.store.update(updateId)!;
+  if (row.status !== 'receiving') throw fail('FEDLORA_ERR_ROUND_CLOSED', `update ${updateId} is ${row.status}`);
+  if (c.index !== row.received_chunks || c.offset !== row.received_bytes) {
+    throw fail('FEDLORA_ERR_CHUNK_ORDER', `update ${updateId}: chunk ${c.index} at offset ${c.offset}, expected chunk ${row.received_chunks} at offset ${row.received_bytes}`);
+  }
+  const data = Buffer.from(c.data);
+  if (data.length === 0 || data.length > row.chunk_size || row.received_bytes + data.length > row.size) {
+    throw fail('FEDLORA_ERR_CHUNK_SIZE', `update ${updateId}: chunk ${c.index} has ${data.length} bytes (chunk size ${row.chunk_size}, total ${row.size})`);
+  }
+  if (createHash('sha256').update(data).digest('hex') !== c.sha256) throw fail('FEDLORA_ERR_CHUNK_HASH', `update ${updateId}: chunk ${c.index} sha256 mismatch`);
+  const fd = openSync(row.path, 'a+');
+  try {
+    // A crash after a write but before the commit leaves extra bytes: cut back to what is committed.
+    if (statSync(row.path).size !== row.received_bytes) truncateSync(row.path, row.received_bytes);
+    writeSync(fd, data, 0, data.length, row.received_bytes);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  engine.store.setUpdateProgress(updateId, row.received_chunks + 1, row.received_bytes + data.length);
+  return engine.store.update(updateId)!;
+}
+
+async function fileSha256(path: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const b of createReadStream(path)) h.update(b as Buffer);
+  return h.digest('hex');
+}
+
+/** All bytes are in: check the hash, the signature, the content; commit accepted or rejected.
+ *  Throws the rejection (after committing it) so the transport can report it. */
+export async function finishUpdate(engine: RoundEngine, updateId: string, verifySignature?: (row: UpdateRow) => boolean): Promise<UpdateRow> {
+  const store = engine.store;
+  let row = store.update(updateId)!;
+  if (row.status === 'accepted') return row;
+  if (row.received_bytes !== row.size) throw fail('FEDLORA_ERR_CHUNK_SIZE', `update ${updateId}: ${row.received_bytes} of ${row.size} bytes received`);
+  const reject = (e: unknown): never => {
+    const msg = isFedloraError(e) ? e.toString() : String((e as Error)?.message ?? e);
+    store.setUpdateStatus(updateId, 'rejected', msg);
+    throw e;
+  };
+  const sha = await fileSha256(row.path);
+  if (sha !== row.sha256) {
+    // Not the site's fault necessarily (corruption in transit): start this upload again.
+    store.tx(() => { store.setUpdateProgress(updateId, 0, 0); });
+    truncateSync(row.path, 0);
+    throw fail('FEDLORA_ERR_UPDATE_HASH', `update ${updateId}: payload sha256 ${sha} != header ${row.sha256}; upload again`);
+  }
+  if (verifySignature && !verifySignature(row)) reject(fail('FEDLORA_ERR_SIGNATURE', `update ${updateId}: site ${row.site_id}'s signature does not verify`));
+  const { layout } = engine.jobInfo(row.job_id);
+  try {
+    loadUpdateFile(row.path, layout.update);
+  } catch (e) {
+    reject(e);
+  }
+  const final = row.path.replace(/\.part$/, '.safetensors');
+  renameSync(row.path, final);
+  // Accept only while the round is still open; the commit is what the ack stands for.
+  store.tx(() => {
+    const task = store.task(row.task_id)!;
+    const round = store.rounds(row.job_id).find((r) => r.round === row.round && r.attempt === row.attempt)!;
+    if (round.state !== 'open' || (task.status !== 'pending' && task.status !== 'delivered')) {
+      store.setUpdateStatus(updateId, 'discarded', `round ${row.round} closed before the upload finished`, final);
+      throw fail('FEDLORA_ERR_ROUND_CLOSED', `update ${updateId}: round ${row.round} closed before the upload finished`);
+    }
+    store.setUpdateStatus(updateId, 'accepted', null, final);
+    store.setTaskStatus(row.task_id, 'submitted');
+  });
+  row = store.update(updateId)!;
+  engine.emit('update', row.job_id, row.round, row.site_id);
+  void engine.tick().catch((e) => engine.emit('error', e));
+  return row;
+}
+
+/** Whole-buffer convenience (tests, in-process sites): admit, one chunk at a time, finish. */
+export async function submitUpdateBytes(engine: RoundEngine, siteId: string, h: Omit<HeaderIn, 'totalBytes' | 'sha256' | 'chunkSize'>, bytes: Uint8Array, o: { maxBytes?: number; chunkSize?: number } = {}): Promise<UpdateRow> {
+  const chunkSize = o.chunkSize ?? 1024 * 1024;
+  const sha256 = createHash('sha256').update(bytes).digest('hex');
+  const { row, complete } = admitUpdate(engine, siteId, { ...h, totalBytes: bytes.length, sha256, chunkSize }, o.maxBytes ?? 1 << 30);
+  if (complete) return row;
+  for (let off = row.received_bytes, i = row.received_chunks; off < bytes.length; off += chunkSize, i++) {
+    const data = bytes.subarray(off, Math.min(off + chunkSize, bytes.length));
+    appendChunk(engine, h.updateId, { index: i, offset: off, data, sha256: createHash('sha256').update(data).digest('hex') });
+  }
+  return finishUpdate(engine, h.updateId);
+}

@@ -1,0 +1,193 @@
+// The coordinator's state in SQLite (better-sqlite3, WAL, synchronous=FULL so a commit that
+// acknowledged something to a site survives a power cut). All writes are small synchronous
+// transactions; callers commit BEFORE they answer the site.
+import Database from 'better-sqlite3';
+import type { Database as Db } from 'better-sqlite3';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { migrate } from './migrations.ts';
+import { ensurePkiSchema } from '../enrollment.ts';
+
+export type JobStatus = 'running' | 'completed' | 'failed' | 'cancelled';
+export type RoundState = 'open' | 'aggregating' | 'published' | 'failed';
+export type UpdateStatus = 'receiving' | 'received' | 'accepted' | 'rejected' | 'discarded';
+export type TaskStatus = 'pending' | 'delivered' | 'declined' | 'submitted' | 'cancelled';
+
+export interface SiteRow { id: string; status: 'active' | 'disabled' | 'revoked'; last_seen_ms: number | null; cert_serial: string | null; cert_not_after_ms: number | null; agent_version: string | null; state: string | null; enrolled_at_ms: number }
+export interface JobRow { id: string; name: string; spec_json: string; status: JobStatus; current_version: number; error: string | null; created_ms: number; updated_ms: number }
+export interface RoundRow {
+  job_id: string; round: number; attempt: number; state: RoundState; base_version: number; selected_json: string; seed: number;
+  deadline_ms: number; started_ms: number; aggregating_ms: number | null; published_ms: number | null; error: string | null;
+  strategy_state: string | null; metrics_json: string | null; task_config: string | null;
+}
+export interface TaskRow { task_id: string; job_id: string; round: number; attempt: number; site_id: string; kind: string; status: TaskStatus; decline_reason: string | null; decline_code: string | null; created_ms: number }
+export interface UpdateRow {
+  update_id: string; job_id: string; round: number; attempt: number; site_id: string; task_id: string; base_version: number; path: string;
+  sha256: string; size: number; chunk_size: number; received_chunks: number; received_bytes: number; examples: number; norm: number | null;
+  clipped: number | null; status: UpdateStatus; reason: string | null; signature: Buffer | null; metadata_json: string | null; received_ms: number;
+}
+export interface AdapterVersionRow { job_id: string; version: number; owner_site: string; round: number; sha256: string; size: number; manifest_json: string; manifest_sha256: string; signature: string; path: string; created_ms: number }
+export interface MetricRow { id: number; job_id: string; round: number; site_id: string; kind: string; metric: string; value: number; count: number; model_owner: string; adapter_version: number | null; phase: string | null; task_id: string | null; created_ms: number }
+export interface LedgerRow { job_id: string; round: number; epsilon: number; delta: number; noise_multiplier: number; sample_rate: number; created_ms: number }
+
+export class CoordinatorStore {
+  readonly db: Db;
+  constructor(file: string) {
+    mkdirSync(dirname(file), { recursive: true });
+    this.db = new Database(file);
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = FULL');
+    this.db.pragma('foreign_keys = ON');
+    this.db.pragma('busy_timeout = 5000');
+    ensurePkiSchema(this.db);
+    migrate(this.db);
+  }
+  close(): void {
+    if (this.db.open) this.db.close();
+  }
+  tx<T>(fn: () => T): T {
+    return this.db.transaction(fn).immediate();
+  }
+
+  // ---- sites ----------------------------------------------------------------------------
+  upsertSite(id: string, now: number, cert?: { serial: string; notAfter: number }): void {
+    this.db.prepare(`INSERT INTO sites (id, status, enrolled_at_ms, cert_serial, cert_not_after_ms) VALUES (?, 'active', ?, ?, ?)
+      ON CONFLICT(id) DO UPDATE SET cert_serial = COALESCE(excluded.cert_serial, cert_serial), cert_not_after_ms = COALESCE(excluded.cert_not_after_ms, cert_not_after_ms)`)
+      .run(id, now, cert?.serial ?? null, cert?.notAfter ?? null);
+  }
+  touchSite(id: string, now: number, info: { agentVersion?: string; state?: string; cert?: { serial: string; notAfter: number } } = {}): void {
+    this.upsertSite(id, now, info.cert);
+    this.db.prepare('UPDATE sites SET last_seen_ms = ?, agent_version = COALESCE(?, agent_version), state = COALESCE(?, state) WHERE id = ?')
+      .run(now, info.agentVersion || null, info.state || null, id);
+  }
+  setSiteStatus(id: string, status: SiteRow['status']): void {
+    this.db.prepare('UPDATE sites SET status = ? WHERE id = ?').run(status, id);
+  }
+  site(id: string): SiteRow | undefined {
+    return this.db.prepare('SELECT * FROM sites WHERE id = ?').get(id) as SiteRow | undefined;
+  }
+  sites(): SiteRow[] {
+    return this.db.prepare('SELECT * FROM sites ORDER BY id').all() as SiteRow[];
+  }
+  /** Active sites seen at or after `since` (PKI status must agree: a revoked site is never online). */
+  onlineSites(since: number): string[] {
+    return (this.db.prepare(`SELECT s.id FROM sites s LEFT JOIN pki_sites p ON p.site_id = s.id
+      WHERE s.status = 'active' AND COALESCE(p.status, 'active') = 'active' AND s.last_seen_ms >= ? ORDER BY s.id`).all(since) as { id: string }[]).map((r) => r.id);
+  }
+
+  // ---- jobs -----------------------------------------------------------------------------
+  insertJob(j: { id: string; name: string; specJson: string; now: number }): void {
+    this.db.prepare(`INSERT INTO jobs (id, name, spec_json, status, created_ms, updated_ms) VALUES (?, ?, ?, 'running', ?, ?)`).run(j.id, j.name, j.specJson, j.now, j.now);
+  }
+  job(id: string): JobRow | undefined {
+    return this.db.prepare('SELECT * FROM jobs WHERE id = ?').get(id) as JobRow | undefined;
+  }
+  jobs(status?: JobStatus): JobRow[] {
+    return (status ? this.db.prepare('SELECT * FROM jobs WHERE status = ? ORDER BY created_ms, id').all(status) : this.db.prepare('SELECT * FROM jobs ORDER BY created_ms, id').all()) as JobRow[];
+  }
+  setJobStatus(id: string, status: JobStatus, now: number, error: string | null = null): void {
+    this.db.prepare('UPDATE jobs SET status = ?, error = ?, updated_ms = ? WHERE id = ?').run(status, error, now, id);
+  }
+  setJobVersion(id: string, version: number, now: number): void {
+    this.db.prepare('UPDATE jobs SET current_version = ?, updated_ms = ? WHERE id = ?').run(version, now, id);
+  }
+
+  // ---- rounds ---------------------------------------------------------------------------
+  insertRound(r: Omit<RoundRow, 'aggregating_ms' | 'published_ms' | 'error' | 'strategy_state' | 'metrics_json'>): void {
+    this.db.prepare(`INSERT INTO rounds (job_id, round, attempt, state, base_version, selected_json, seed, deadline_ms, started_ms, task_config)
+      VALUES (@job_id, @round, @attempt, @state, @base_version, @selected_json, @seed, @deadline_ms, @started_ms, @task_config)`).run(r);
+  }
+  /** The newest attempt of the newest round of a job. */
+  currentRound(jobId: string): RoundRow | undefined {
+    return this.db.prepare('SELECT * FROM rounds WHERE job_id = ? ORDER BY round DESC, attempt DESC LIMIT 1').get(jobId) as RoundRow | undefined;
+  }
+  rounds(jobId: string): RoundRow[] {
+    return this.db.prepare('SELECT * FROM rounds WHERE job_id = ? ORDER BY round, attempt').all(jobId) as RoundRow[];
+  }
+  lastPublishedRound(jobId: string): RoundRow | undefined {
+    return this.db.prepare(`SELECT * FROM rounds WHERE job_id = ? AND state = 'published' ORDER BY round DESC LIMIT 1`).get(jobId) as RoundRow | undefined;
+  }
+  setRoundState(jobId: string, round: number, attempt: number, state: RoundState, fields: { now: number; error?: string; strategyState?: string; metricsJson?: string }): void {
+    const col = state === 'aggregating' ? 'aggregating_ms' : state === 'published' ? 'published_ms' : null;
+    this.db.prepare(`UPDATE rounds SET state = ?, error = COALESCE(?, error), strategy_state = COALESCE(?, strategy_state), metrics_json = COALESCE(?, metrics_json)
+      ${col ? `, ${col} = COALESCE(${col}, ?)` : ''} WHERE job_id = ? AND round = ? AND attempt = ?`)
+      .run(...[state, fields.error ?? null, fields.strategyState ?? null, fields.metricsJson ?? null, ...(col ? [fields.now] : []), jobId, round, attempt]);
+  }
+
+  // ---- tasks ----------------------------------------------------------------------------
+  insertTask(t: Omit<TaskRow, 'decline_reason' | 'decline_code'>): void {
+    this.db.prepare(`INSERT INTO tasks (task_id, job_id, round, attempt, site_id, kind, status, created_ms) VALUES (@task_id, @job_id, @round, @attempt, @site_id, @kind, @status, @created_ms)`).run(t);
+  }
+  task(taskId: string): TaskRow | undefined {
+    return this.db.prepare('SELECT * FROM tasks WHERE task_id = ?').get(taskId) as TaskRow | undefined;
+  }
+  roundTasks(jobId: string, round: number, attempt: number): TaskRow[] {
+    return this.db.prepare('SELECT * FROM tasks WHERE job_id = ? AND round = ? AND attempt = ? ORDER BY site_id').all(jobId, round, attempt) as TaskRow[];
+  }
+  /** Tasks a site still has to work on: in an open round attempt of a running job. */
+  openTasksFor(siteId: string): TaskRow[] {
+    return this.db.prepare(`SELECT t.* FROM tasks t JOIN rounds r ON r.job_id = t.job_id AND r.round = t.round AND r.attempt = t.attempt
+      JOIN jobs j ON j.id = t.job_id WHERE t.site_id = ? AND t.status IN ('pending','delivered') AND r.state = 'open' AND j.status = 'running' ORDER BY t.created_ms`).all(siteId) as TaskRow[];
+  }
+  setTaskStatus(taskId: string, status: TaskStatus, decline?: { reason: string; code: string }): void {
+    this.db.prepare('UPDATE tasks SET status = ?, decline_reason = COALESCE(?, decline_reason), decline_code = COALESCE(?, decline_code) WHERE task_id = ?')
+      .run(status, decline?.reason ?? null, decline?.code ?? null, taskId);
+  }
+
+  // ---- updates --------------------------------------------------------------------------
+  update(updateId: string): UpdateRow | undefined {
+    return this.db.prepare('SELECT * FROM updates WHERE update_id = ?').get(updateId) as UpdateRow | undefined;
+  }
+  insertUpdate(u: Omit<UpdateRow, 'received_chunks' | 'received_bytes' | 'reason'>): void {
+    this.db.prepare(`INSERT INTO updates (update_id, job_id, round, attempt, site_id, task_id, base_version, path, sha256, size, chunk_size, examples, norm, clipped, status, signature, metadata_json, received_ms)
+      VALUES (@update_id, @job_id, @round, @attempt, @site_id, @task_id, @base_version, @path, @sha256, @size, @chunk_size, @examples, @norm, @clipped, @status, @signature, @metadata_json, @received_ms)`).run(u);
+  }
+  setUpdateProgress(updateId: string, chunks: number, bytes: number): void {
+    this.db.prepare('UPDATE updates SET received_chunks = ?, received_bytes = ? WHERE update_id = ?').run(chunks, bytes, updateId);
+  }
+  setUpdateStatus(updateId: string, status: UpdateStatus, reason: string | null = null, path?: string): void {
+    this.db.prepare('UPDATE updates SET status = ?, reason = COALESCE(?, reason), path = COALESCE(?, path) WHERE update_id = ?').run(status, reason, path ?? null, updateId);
+  }
+  roundUpdates(jobId: string, round: number, attempt: number, status?: UpdateStatus): UpdateRow[] {
+    return (status
+      ? this.db.prepare('SELECT * FROM updates WHERE job_id = ? AND round = ? AND attempt = ? AND status = ? ORDER BY site_id, update_id').all(jobId, round, attempt, status)
+      : this.db.prepare('SELECT * FROM updates WHERE job_id = ? AND round = ? AND attempt = ? ORDER BY site_id, update_id').all(jobId, round, attempt)) as UpdateRow[];
+  }
+
+  // ---- adapters -------------------------------------------------------------------------
+  insertAdapterVersion(a: AdapterVersionRow): void {
+    this.db.prepare(`INSERT OR IGNORE INTO adapter_versions (job_id, version, owner_site, round, sha256, size, manifest_json, manifest_sha256, signature, path, created_ms)
+      VALUES (@job_id, @version, @owner_site, @round, @sha256, @size, @manifest_json, @manifest_sha256, @signature, @path, @created_ms)`).run(a);
+  }
+  adapterVersion(jobId: string, version: number, ownerSite = ''): AdapterVersionRow | undefined {
+    return this.db.prepare('SELECT * FROM adapter_versions WHERE job_id = ? AND version = ? AND owner_site = ?').get(jobId, version, ownerSite) as AdapterVersionRow | undefined;
+  }
+  /** A site's latest shared local-only adapter (for cross-evaluation). */
+  latestOwnedAdapter(jobId: string, ownerSite: string): AdapterVersionRow | undefined {
+    return this.db.prepare('SELECT * FROM adapter_versions WHERE job_id = ? AND owner_site = ? ORDER BY version DESC LIMIT 1').get(jobId, ownerSite) as AdapterVersionRow | undefined;
+  }
+  adapterVersions(jobId: string): AdapterVersionRow[] {
+    return this.db.prepare(`SELECT * FROM adapter_versions WHERE job_id = ? AND owner_site = '' ORDER BY version`).all(jobId) as AdapterVersionRow[];
+  }
+
+  // ---- metrics, privacy -----------------------------------------------------------------
+  insertMetric(m: Omit<MetricRow, 'id'>): void {
+    this.db.prepare(`INSERT INTO metrics (job_id, round, site_id, kind, metric, value, count, model_owner, adapter_version, phase, task_id, created_ms)
+      VALUES (@job_id, @round, @site_id, @kind, @metric, @value, @count, @model_owner, @adapter_version, @phase, @task_id, @created_ms)`).run(m);
+  }
+  metrics(jobId: string, f: { site?: string; metric?: string; kind?: string } = {}): MetricRow[] {
+    const where = ['job_id = @job'];
+    if (f.site) where.push('site_id = @site');
+    if (f.metric) where.push('metric = @metric');
+    if (f.kind) where.push('kind = @kind');
+    return this.db.prepare(`SELECT * FROM metrics WHERE ${where.join(' AND ')} ORDER BY round, site_id, kind, metric, id`)
+      .all({ job: jobId, site: f.site, metric: f.metric, kind: f.kind }) as MetricRow[];
+  }
+  recordPrivacy(l: LedgerRow): void {
+    this.db.prepare(`INSERT OR REPLACE INTO privacy_ledger (job_id, round, epsilon, delta, noise_multiplier, sample_rate, created_ms)
+      VALUES (@job_id, @round, @epsilon, @delta, @noise_multiplier, @sample_rate, @created_ms)`).run(l);
+  }
+  privacyLedger(jobId: string): LedgerRow[] {
+    return this.db.prepare('SELECT * FROM privacy_ledger WHERE job_id = ? ORDER BY round').all(jobId) as LedgerRow[];
+  }
+}

@@ -1,0 +1,13 @@
+// Public surface of the aggregation strategies (the coordinator imports from here).
+export type { Strategy, UpdateRef, RoundContext, AggregateResult } from './types.ts';
+export { createStrategy, parseAggregationSpec, AggregationSpecSchema, type AggregationSpec, type CreateStrategyOptions, type JobDpSettings } from './registry.ts';
+export { createFedAvg, createFedProx, weightedMean } from './fedavg.ts';
+export { createFedOpt } from './fedopt.ts';
+export { createMedian, createTrimmedMean, createNormBound, createMultiKrum } from './robust.ts';
+export { createDpStrategy, selectSites, splitNoiseMultiplier, roundSeed, type DpOptions, type AdaptiveClipOptions } from './dp.ts';
+export { createFedIt } from './lora-fedit.ts';
+export { createFfa, bRanges } from './lora-ffa.ts';
+export { createLoraSvd } from './lora-svd.ts';
+export { loraPairs } from './lora-pairs.ts';
+export { aggregateSecureSum, packTrainable, unpackTrainable } from './secure.ts';
+export type { SecureSumStrategy } from './types.ts';

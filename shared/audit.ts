@@ -1,0 +1,139 @@
+// Tamper-evident audit log, used by the coordinator and by each site agent.
+//
+// An append-only SQLite table where every entry carries the sha256 of the previous entry:
+// hash_i = sha256(hash_{i-1} || canonical JSON of entry i). Editing, deleting or reordering a
+// row breaks the chain from that row on, and `verify()` reports the first broken entry.
+// Triggers refuse UPDATE and DELETE through SQLite itself, so an accidental write by the
+// product fails loudly; a deliberate edit of the file is caught by the chain.
+
+import type Database from 'better-sqlite3';
+import { createHash } from 'node:crypto';
+
+export interface AuditEntry {
+  seq: number;
+  ts: string; // ISO time
+  actor: string; // 'coordinator', 'admin', a site id, 'site-agent'
+  action: string; // enroll, token_issued, task, update_received, aggregate, publish, privacy_spend, revoke, egress, ...
+  subject: string; // what it is about: job/round/site/update id
+  details: Record<string, unknown>;
+  prevHash: string;
+  hash: string;
+}
+
+export interface VerifyResult {
+  ok: boolean;
+  entries: number;
+  /** First entry whose hash or link does not match (null when ok). */
+  firstBroken: { seq: number; reason: string } | null;
+}
+
+const GENESIS = '0'.repeat(64);
+
+/** Canonical JSON: keys sorted at every level, so the hash does not depend on insertion order. */
+export function canonicalJson(v: unknown): string {
+  if (v === null || typeof v !== 'object') return JSON.stringify(v ?? null);
+  if (Array.isArray(v)) return '[' + v.map(canonicalJson).join(',') + ']';
+  const o = v as Record<string, unknown>;
+  return '{' + Object.keys(o).filter((k) => o[k] !== undefined).sort().map((k) => JSON.stringify(k) + ':' + canonicalJson(o[k])).join(',') + '}';
+}
+
+function entryHash(prevHash: string, e: Omit<AuditEntry, 'hash' | 'prevHash'>): string {
+  const body = canonicalJson({ seq: e.seq, ts: e.ts, actor: e.actor, action: e.action, subject: e.subject, details: e.details });
+  return createHash('sha256').update(prevHash).update(body).digest('hex');
+}
+
+export class AuditLog {
+  private readonly db: Database.Database;
+  private readonly table: string;
+
+  constructor(db: Database.Database, table = 'audit_log') {
+    if (!/^[a-z_]+$/.test(table)) throw new Error(`audit table name "${table}" must be [a-z_]+`);
+    this.db = db;
+    this.table = table;
+    db.exec(`
+      CREATE TABLE IF NOT EXISTS ${table} (
+        seq INTEGER PRIMARY KEY,
+        ts TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        details TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+      );
+      CREATE TRIGGER IF NOT EXISTS ${table}_no_update BEFORE UPDATE ON ${table}
+        BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+      CREATE TRIGGER IF NOT EXISTS ${table}_no_delete BEFORE DELETE ON ${table}
+        BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+    `);
+  }
+
+  /** Append one entry (inside the caller's transaction if there is one). */
+  append(actor: string, action: string, subject: string, details: Record<string, unknown> = {}, now = new Date()): AuditEntry {
+    const run = this.db.transaction(() => {
+      const last = this.db.prepare(`SELECT seq, hash FROM ${this.table} ORDER BY seq DESC LIMIT 1`).get() as { seq: number; hash: string } | undefined;
+      const seq = (last?.seq ?? 0) + 1;
+      const prevHash = last?.hash ?? GENESIS;
+      const base = { seq, ts: now.toISOString(), actor, action, subject, details };
+      const hash = entryHash(prevHash, base);
+      this.db
+        .prepare(`INSERT INTO ${this.table} (seq, ts, actor, action, subject, details, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`)
+        .run(seq, base.ts, actor, action, subject, canonicalJson(details), prevHash, hash);
+      return { ...base, prevHash, hash };
+    });
+    return run();
+  }
+
+  list(opts: { action?: string; limit?: number; afterSeq?: number } = {}): AuditEntry[] {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    if (opts.action) {
+      where.push('action = ?');
+      args.push(opts.action);
+    }
+    if (opts.afterSeq !== undefined) {
+      where.push('seq > ?');
+      args.push(opts.afterSeq);
+    }
+    const sql = `SELECT * FROM ${this.table} ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY seq ${opts.limit ? 'DESC LIMIT ' + Number(opts.limit) : 'ASC'}`;
+    const rows = this.db.prepare(sql).all(...args) as Record<string, unknown>[];
+    const out = rows.map(rowToEntry);
+    return opts.limit ? out.reverse() : out;
+  }
+
+  /** Walk the whole chain; report the first entry whose link or hash does not match. */
+  verify(): VerifyResult {
+    let prev = GENESIS;
+    let n = 0;
+    let expectedSeq = 1;
+    for (const row of this.db.prepare(`SELECT * FROM ${this.table} ORDER BY seq ASC`).iterate() as Iterable<Record<string, unknown>>) {
+      n++;
+      let e: AuditEntry;
+      try {
+        e = rowToEntry(row);
+      } catch {
+        return { ok: false, entries: n, firstBroken: { seq: Number(row.seq), reason: 'details are not valid JSON' } };
+      }
+      if (e.seq !== expectedSeq) return { ok: false, entries: n, firstBroken: { seq: e.seq, reason: `sequence gap: expected ${expectedSeq}` } };
+      if (e.prevHash !== prev) return { ok: false, entries: n, firstBroken: { seq: e.seq, reason: 'prev_hash does not match the previous entry' } };
+      const h = entryHash(prev, e);
+      if (h !== e.hash) return { ok: false, entries: n, firstBroken: { seq: e.seq, reason: 'entry content does not match its hash (edited)' } };
+      prev = e.hash;
+      expectedSeq++;
+    }
+    return { ok: true, entries: n, firstBroken: null };
+  }
+}
+
+function rowToEntry(r: Record<string, unknown>): AuditEntry {
+  return {
+    seq: Number(r.seq),
+    ts: String(r.ts),
+    actor: String(r.actor),
+    action: String(r.action),
+    subject: String(r.subject),
+    details: JSON.parse(String(r.details)),
+    prevHash: String(r.prev_hash),
+    hash: String(r.hash),
+  };
+}

@@ -1,0 +1,120 @@
+// Site side of SubmitUpdate: stream a file in chunks (never the whole payload in memory),
+// resuming from what the coordinator says it has persisted (GetUploadStatus).
+import { once } from 'node:events';
+import { open, stat } from 'node:fs/promises';
+import * as grpc from '@grpc/grpc-js';
+import { fail, fromGrpcError, type FedloraError } from '../errors.ts';
+import { unary, type FederationClient, type SubmitUpdateResponse, type UpdateHeader, type UpdateMessage } from '../proto.ts';
+import { checkChunkSize, chunkCount, DEFAULT_CHUNK_BYTES, hashFileChunks, ioError } from './chunks.ts';
+
+export interface UploadOptions {
+  chunkSize?: number; // default 2 MiB (1..4 MiB)
+  /** Ask GetUploadStatus first and continue from the persisted chunk (default true). */
+  resume?: boolean;
+  /** Tries in all when the connection breaks (UNAVAILABLE / cancelled); default 1. */
+  attempts?: number;
+  backoffMs?: number;
+  deadlineMs?: number; // per attempt, default 10 minutes
+  /** Test hook: called after each chunk is handed to the stream; may return 'cut'. */
+  onChunkSent?: (index: number) => void | 'cut';
+}
+
+export interface UploadHeaderInput extends Partial<UpdateHeader> {
+  updateId: string;
+  jobId: string;
+}
+
+export interface UploadResult extends SubmitUpdateResponse {
+  resumedFromChunk: number;
+  attempts: number;
+}
+
+function isRetryable(e: FedloraError, raw: unknown): boolean {
+  const code = (raw as grpc.ServiceError)?.code;
+  return code === grpc.status.UNAVAILABLE || code === grpc.status.CANCELLED || code === grpc.status.DEADLINE_EXCEEDED || e.code === 'FEDLORA_ERR_UNAVAILABLE';
+}
+
+/**
+ * Upload `file` as one update. Header fields not given are filled in: total_bytes and sha256
+ * from the file, chunk_size from options, resume_from_chunk from GetUploadStatus.
+ */
+export async function uploadFile(client: FederationClient, header: UploadHeaderInput, file: string, o: UploadOptions = {}): Promise<UploadResult> {
+  const chunkSize = header.chunkSize || o.chunkSize || DEFAULT_CHUNK_BYTES;
+  checkChunkSize(chunkSize, `upload of ${file}`);
+  let size: number;
+  try {
+    size = (await stat(file)).size;
+  } catch (e) {
+    throw ioError(e, `reading update file ${file}`);
+  }
+  if (header.totalBytes && header.totalBytes !== size) throw fail('FEDLORA_ERR_UPDATE_INVALID', `header total_bytes ${header.totalBytes} but ${file} has ${size} bytes`);
+  // One read pass gives the whole sha256 and every chunk's; the upload pass then only reads.
+  const hashed = await hashFileChunks(file, chunkSize);
+  if (hashed.size !== size) throw fail('FEDLORA_ERR_IO', `${file} changed size while hashing`);
+  if (header.sha256 && header.sha256 !== hashed.sha256) throw fail('FEDLORA_ERR_UPDATE_HASH', `header sha256 ${header.sha256} but ${file} hashes to ${hashed.sha256}`);
+  const sha256 = hashed.sha256;
+  const full: UpdateHeader = {
+    taskId: '', round: 0, baseVersion: 0, numExamples: 0, payloadKind: 'delta', signature: Buffer.alloc(0),
+    updateNorm: 0, clipped: false, metadataJson: Buffer.alloc(0), ...header,
+    totalBytes: size, sha256, chunkSize, resumeFromChunk: 0,
+  };
+  const attempts = Math.max(1, o.attempts ?? 1);
+  let lastErr: unknown;
+  for (let attempt = 1; attempt <= attempts; attempt++) {
+    try {
+      let from = 0;
+      if (o.resume !== false) {
+        const st = await unary(client.getUploadStatus.bind(client), { updateId: full.updateId }, { deadline: Date.now() + 30_000 });
+        if (st.known) from = st.complete ? chunkCount(size, chunkSize) : st.receivedChunks;
+      }
+      const res = await sendOnce(client, { ...full, resumeFromChunk: from }, file, hashed.chunks, o);
+      return { ...res, resumedFromChunk: from, attempts: attempt };
+    } catch (e) {
+      lastErr = e;
+      const fe = (e as FedloraError).code ? (e as FedloraError) : fromGrpcError(e as grpc.ServiceError);
+      if (attempt === attempts || !isRetryable(fe, e)) throw fe;
+      await new Promise((r) => setTimeout(r, (o.backoffMs ?? 500) * attempt));
+    }
+  }
+  throw lastErr;
+}
+
+async function sendOnce(client: FederationClient, h: UpdateHeader, file: string, chunkHashes: string[], o: UploadOptions): Promise<SubmitUpdateResponse> {
+  const total = chunkCount(h.totalBytes, h.chunkSize);
+  let settle!: { resolve: (r: SubmitUpdateResponse) => void; reject: (e: unknown) => void };
+  const done = new Promise<SubmitUpdateResponse>((resolve, reject) => (settle = { resolve, reject }));
+  const call = client.submitUpdate(new grpc.Metadata(), { deadline: Date.now() + (o.deadlineMs ?? 600_000) }, (err, res) => (err ? settle.reject(err) : settle.resolve(res!)));
+  done.catch(() => undefined); // observed below or superseded by a local error
+  let failed = false;
+  call.on('error', () => (failed = true)); // the callback carries the error
+  const write = async (m: UpdateMessage) => {
+    if (!call.write(m)) await Promise.race([once(call, 'drain'), done.then(() => undefined, () => undefined)]);
+  };
+  const fh = await open(file, 'r');
+  try {
+    await write({ header: h });
+    for (let i = h.resumeFromChunk; i < total && !failed; i++) {
+      const offset = i * h.chunkSize;
+      const len = Math.min(h.chunkSize, h.totalBytes - offset);
+      const buf = Buffer.allocUnsafe(len);
+      const { bytesRead } = await fh.read(buf, 0, len, offset);
+      if (bytesRead !== len) throw fail('FEDLORA_ERR_IO', `${file} shrank while uploading (chunk ${i})`);
+      await write({ chunk: { index: i, offset, data: buf, sha256: chunkHashes[i] } });
+      if (o.onChunkSent?.(i) === 'cut') {
+        failed = true;
+        call.cancel();
+        break;
+      }
+    }
+    if (!failed) {
+      await write({ trailer: { chunks: total } });
+      call.end();
+    }
+  } catch (e) {
+    call.cancel();
+    throw e;
+  } finally {
+    await fh.close();
+  }
+  return done;
+}

@@ -1,0 +1,93 @@
+// The site agent's view of the wire: the Federation service of proto/fedlora.proto, seen
+// from the site (every call outbound). The gRPC binding lives in grpc-wire.ts; tests can
+// substitute another implementation of this interface.
+
+export interface WireTask {
+  taskId: string;
+  jobId: string;
+  round: number;
+  kind: string; // TASK_KIND_TRAIN | TASK_KIND_EVALUATE | ...
+  baseModel: { id: string; manifestSha256: string };
+  lora: { r: number; alpha: number; targetModules: string[]; dropout: number; useRslora: boolean; freezeA: boolean; initSeed: number | string };
+  train: {
+    localSteps: number;
+    localEpochs: number;
+    learningRate: number;
+    optimizer: string;
+    batchTokens: number;
+    seed: number | string;
+    proxMu: number;
+    weightDecay: number;
+    warmupSteps: number;
+    maxGradNorm: number;
+  };
+  globalAdapter: { jobId: string; version: number; sha256: string; sizeBytes: number | string; manifestSha256: string };
+  privacy: {
+    dpEnabled: boolean;
+    clipNorm: number;
+    noiseMultiplier: number;
+    epsilonAfterRound: number;
+    delta: number;
+    secureAggregation: boolean;
+    minSites: number;
+    adaptiveClipping: boolean;
+    clippedBitNoise: number;
+  };
+  deadlineUnixMs: number | string;
+  selectedSites: number;
+  aggregation: string;
+  payloadKind: string;
+  strategyConfig: Record<string, string>;
+  evaluateBase: boolean;
+}
+
+export interface UpdateHeaderOut {
+  updateId: string;
+  taskId: string;
+  jobId: string;
+  round: number;
+  baseVersion: number;
+  totalBytes: number;
+  sha256: string;
+  chunkSize: number;
+  numExamples: number;
+  payloadKind: string;
+  signature: Buffer;
+  updateNorm: number;
+  clipped: boolean;
+  metadataJson: Buffer;
+}
+
+export interface SubmitResult {
+  updateId: string;
+  receivedBytes: number;
+  complete: boolean;
+  sha256: string;
+}
+
+export interface FetchedAdapter {
+  adapterFile: string; // adapter_model.safetensors on local disk, sha256 verified
+  adapterConfigJson: Buffer;
+  manifestJson: Buffer;
+  signature: Buffer;
+}
+
+export interface MetricOut {
+  kind: string;
+  name: string;
+  value: number;
+  count: number;
+  modelOwner: string;
+  adapterVersion: number;
+}
+
+export interface FederationWire {
+  heartbeat(req: { agentVersion: string; state: string; currentTaskId: string; trainingTokensPerS: number }): Promise<{ serverTimeUnixMs: number; renewCertificate: boolean }>;
+  /** Resolves when the server ends the stream; rejects on a transport error. */
+  streamTasks(onTask: (t: WireTask) => void, signal: AbortSignal): Promise<void>;
+  declineTask(taskId: string, reason: string, code: string): Promise<void>;
+  fetchAdapter(req: { jobId: string; version: number; ownerSite?: string }, outDir: string): Promise<FetchedAdapter>;
+  submitUpdate(header: UpdateHeaderOut, file: string): Promise<SubmitResult>;
+  reportMetrics(r: { taskId: string; jobId: string; round: number; phase: string; metrics: MetricOut[] }): Promise<void>;
+  close(): void;
+}

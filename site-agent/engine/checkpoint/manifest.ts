@@ -1,0 +1,147 @@
+// The model manifest: which files (config, tokenizer, weights) with which sizes and sha256s.
+// Its own sha256 identifies a base model across sites: the coordinator and every site compare it.
+//
+// Hashing a 16 GB checkpoint takes a minute, so file hashes are cached by (absolute path, size,
+// mtime) in memory and in a small cache folder under os.tmpdir() — never inside the model folder
+// (it may be read-only, and it is shared by other tools).
+
+import { createHash } from 'node:crypto';
+import { createReadStream, closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fail } from '../../../shared/errors.ts';
+
+export interface ManifestFile {
+  file: string; // relative to the model folder
+  size: number;
+  sha256: string;
+}
+
+export interface ModelManifest {
+  format: 'fedlora-model-manifest/1';
+  files: ManifestFile[];
+}
+
+/** Tokenizer and config files that take part in the manifest when present. */
+export const MANIFEST_AUX_FILES = ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'tokenizer.model'];
+
+const memCache = new Map<string, string>();
+
+function cacheDir(): string {
+  return process.env.FEDLORA_HASH_CACHE ?? join(tmpdir(), 'fedlora-hash-cache');
+}
+
+/** sha256 of a file, read in 8 MiB chunks (never the whole file in memory), cached by path+size+mtime. */
+export function sha256File(path: string): string {
+  const abs = resolve(path);
+  let st;
+  try {
+    st = statSync(abs);
+  } catch (e) {
+    throw fail('FEDLORA_ERR_MODEL_FILES', `${abs}: cannot stat (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  const key = `${abs}\0${st.size}\0${st.mtimeMs}`;
+  const cached = cacheGet(key);
+  if (cached) return cached;
+  const h = createHash('sha256');
+  const fd = openSync(abs, 'r');
+  try {
+    const buf = Buffer.allocUnsafe(8 * 1024 * 1024);
+    let pos = 0;
+    for (;;) {
+      const n = readSync(fd, buf, 0, buf.length, pos);
+      if (n <= 0) break;
+      h.update(buf.subarray(0, n));
+      pos += n;
+    }
+  } finally {
+    closeSync(fd);
+  }
+  const digest = h.digest('hex');
+  cachePut(key, digest);
+  return digest;
+}
+
+/** Same as sha256File without blocking the event loop (for servers: coordinator, site agent). */
+export async function sha256FileAsync(path: string): Promise<string> {
+  const abs = resolve(path);
+  let st;
+  try {
+    st = statSync(abs);
+  } catch (e) {
+    throw fail('FEDLORA_ERR_MODEL_FILES', `${abs}: cannot stat (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  const key = `${abs}\0${st.size}\0${st.mtimeMs}`;
+  const cached = cacheGet(key);
+  if (cached) return cached;
+  const h = createHash('sha256');
+  for await (const chunk of createReadStream(abs, { highWaterMark: 8 * 1024 * 1024 })) h.update(chunk as Buffer);
+  const digest = h.digest('hex');
+  cachePut(key, digest);
+  return digest;
+}
+
+function diskCacheFile(key: string): string {
+  return join(cacheDir(), `${createHash('sha256').update(key).digest('hex')}.json`);
+}
+
+function cacheGet(key: string): string | null {
+  const mem = memCache.get(key);
+  if (mem) return mem;
+  try {
+    const rec = JSON.parse(readFileSync(diskCacheFile(key), 'utf8'));
+    if (rec && rec.key === key && typeof rec.sha256 === 'string' && /^[0-9a-f]{64}$/.test(rec.sha256)) {
+      memCache.set(key, rec.sha256);
+      return rec.sha256;
+    }
+  } catch {
+    // no cache entry (or unreadable): the caller hashes the file.
+  }
+  return null;
+}
+
+function cachePut(key: string, digest: string): void {
+  memCache.set(key, digest);
+  try {
+    mkdirSync(cacheDir(), { recursive: true });
+    const file = diskCacheFile(key);
+    const tmp = `${file}.tmp-${process.pid}`;
+    writeFileSync(tmp, JSON.stringify({ key, sha256: digest }));
+    renameSync(tmp, file);
+  } catch {
+    // The disk cache is an optimisation only.
+  }
+}
+
+/** Files of a manifest: config, tokenizer files and weights (index + shards, or model.safetensors). */
+export function manifestFileList(dir: string, weightFiles: string[]): string[] {
+  const files = MANIFEST_AUX_FILES.filter((f) => existsSync(join(dir, f)));
+  if (existsSync(join(dir, 'model.safetensors.index.json'))) files.push('model.safetensors.index.json');
+  for (const w of weightFiles) if (!files.includes(w)) files.push(w);
+  return files.sort();
+}
+
+/** Canonical JSON (sorted files, fixed key order) and its sha256. */
+export function manifestDigest(m: ModelManifest): { json: string; sha256: string } {
+  const json = JSON.stringify({ format: m.format, files: m.files.map((f) => ({ file: f.file, size: f.size, sha256: f.sha256 })) });
+  return { json, sha256: createHash('sha256').update(json).digest('hex') };
+}
+
+export async function buildManifestAsync(dir: string, files: string[]): Promise<ModelManifest> {
+  const out: ManifestFile[] = [];
+  for (const f of [...files].sort()) {
+    const p = join(dir, f);
+    out.push({ file: f, size: statSync(p).size, sha256: await sha256FileAsync(p) });
+  }
+  return { format: 'fedlora-model-manifest/1', files: out };
+}
+
+export function buildManifest(dir: string, files: string[]): ModelManifest {
+  return {
+    format: 'fedlora-model-manifest/1',
+    files: [...files].sort().map((f) => {
+      const p = join(dir, f);
+      return { file: f, size: statSync(p).size, sha256: sha256File(p) };
+    }),
+  };
+}
