@@ -12,6 +12,8 @@ import * as federationCmds from './commands/federation.ts';
 import * as demoCmds from './commands/demo.ts';
 import * as siteAgentCmds from './commands/site-agent.ts';
 import * as opsCmds from './commands/ops.ts';
+import * as researcherCmds from './commands/researcher.ts';
+import * as auditCmds from './commands/audit.ts';
 
 export function buildProgram(): Command {
   const program = new Command('fedlora')
@@ -28,7 +30,7 @@ export function buildProgram(): Command {
     privacy: program.command('privacy').description('differential-privacy accounting'),
     audit: program.command('audit').description('tamper-evident audit log'),
   };
-  for (const mod of [modelCmds, dataCmds, deidCmds, privacyCmds, pkiCmds, federationCmds, siteAgentCmds, demoCmds, opsCmds]) mod.register(groups);
+  for (const mod of [modelCmds, dataCmds, deidCmds, privacyCmds, pkiCmds, federationCmds, siteAgentCmds, demoCmds, opsCmds, auditCmds, researcherCmds]) mod.register(groups);
   return program;
 }
 

@@ -18,6 +18,9 @@ import { initCa, loadCa, issueServerCertificate, issueManifestSigningKey, signCs
 import type { KeyAlgorithm } from '../certs/x509.ts';
 import { assertSiteId, normalizeSerial } from '../certs/x509.ts';
 import { encodeJoinToken, hashSecret, newSecret } from '../certs/tokens.ts';
+import { coordinatorAudit } from './store/audit.ts';
+
+const tableExists = (db: Database, name: string) => db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(name) !== undefined;
 
 export const pkiDirOf = (dataDir: string) => join(dataDir, 'pki');
 export const sqlitePathOf = (dataDir: string) => join(dataDir, 'coordinator.sqlite');
@@ -98,7 +101,12 @@ export function issueJoinToken(db: Database, o: IssueTokenOptions): { token: str
   const now = o.now ?? Date.now();
   const secret = newSecret();
   const expiresAtMs = now + o.ttlMs;
-  db.prepare('INSERT INTO pki_tokens (token_hash, site_id, created_at_ms, expires_at_ms) VALUES (?, ?, ?, ?)').run(hashSecret(secret), o.siteId, now, expiresAtMs);
+  const tokenHash = hashSecret(secret);
+  db.transaction(() => {
+    db.prepare('INSERT INTO pki_tokens (token_hash, site_id, created_at_ms, expires_at_ms) VALUES (?, ?, ?, ?)').run(tokenHash, o.siteId, now, expiresAtMs);
+    // Never the token: a 16-hex prefix of its sha256 identifies it against pki_tokens.
+    coordinatorAudit(db).append('coordinator', 'token_issued', o.siteId, { token_ref: tokenHash.slice(0, 16), expires_at: new Date(expiresAtMs).toISOString(), enroll_endpoint: o.enrollEndpoint }, new Date(now));
+  }).immediate();
   return { token: encodeJoinToken({ v: 1, site: o.siteId, secret, enroll: o.enrollEndpoint, caSha256: o.caSha256, exp: expiresAtMs }), expiresAtMs };
 }
 
@@ -144,6 +152,11 @@ export async function enrollSite(db: Database, ca: LoadedCa, o: EnrollOptions): 
     recordCertificate(db, row.site_id, signed, 'enroll', now);
     db.prepare(`INSERT INTO pki_sites (site_id, status, updated_at_ms) VALUES (?, 'active', ?)
                 ON CONFLICT(site_id) DO UPDATE SET status = 'active', updated_at_ms = excluded.updated_at_ms`).run(row.site_id, now);
+    // A fresh enrollment (new invite from the operator) re-activates a revoked site everywhere.
+    if (tableExists(db, 'sites')) db.prepare(`UPDATE sites SET status = 'active' WHERE id = ? AND status = 'revoked'`).run(row.site_id);
+    coordinatorAudit(db).append(row.site_id, 'enroll', row.site_id, {
+      serial: normalizeSerial(signed.serial), cert_sha256: signed.sha256, not_after: new Date(signed.notAfter).toISOString(), token_ref: row.token_hash.slice(0, 16),
+    }, new Date(now));
   });
   tx.immediate();
   return {
@@ -163,7 +176,10 @@ export async function renewSiteCertificate(db: Database, ca: LoadedCa, o: { site
   const st = getPkiSiteStatus(db, o.siteId);
   if (st !== 'active') throw fail(st === undefined ? 'FEDLORA_ERR_SITE_UNKNOWN' : 'FEDLORA_ERR_SITE_DISABLED', `site ${o.siteId} is ${st ?? 'not enrolled'}: no certificate renewal`);
   const signed = await signCsr(ca, o.csrPem, { siteId: o.siteId, validityDays: o.validityDays ?? DEFAULT_SITE_CERT_DAYS });
-  recordCertificate(db, o.siteId, signed, 'renew', now);
+  db.transaction(() => {
+    recordCertificate(db, o.siteId, signed, 'renew', now);
+    coordinatorAudit(db).append(o.siteId, 'cert_renewed', o.siteId, { serial: normalizeSerial(signed.serial), cert_sha256: signed.sha256, not_after: new Date(signed.notAfter).toISOString() }, new Date(now));
+  }).immediate();
   return { certificatePem: Buffer.from(signed.pem), notAfterUnixMs: signed.notAfter, serial: signed.serial };
 }
 
@@ -181,11 +197,16 @@ export function setPkiSiteStatus(db: Database, siteId: string, status: PkiSiteSt
   if (r.changes !== 1) throw fail('FEDLORA_ERR_SITE_UNKNOWN', `site ${siteId} has never enrolled`);
 }
 
-/** `fedlora site revoke`: every certificate of the site goes on the CRL; the site is marked revoked. */
-export function revokeSite(db: Database, siteId: string, reason = 'revoked by operator', now = Date.now()): { serials: string[] } {
+/** `fedlora site revoke`: every certificate of the site goes on the CRL; the site is marked
+ *  revoked in pki_sites AND in the federation's `sites` table; its in-flight updates (received
+ *  or accepted, not yet aggregated, in an open round) are discarded and its open tasks
+ *  cancelled, so nothing it sent can reach an aggregate. Works on a live coordinator's file
+ *  (WAL): the round engine reads SQLite on every tick. */
+export function revokeSite(db: Database, siteId: string, reason = 'revoked by operator', now = Date.now()): { serials: string[]; discardedUpdates: string[] } {
   ensurePkiSchema(db);
   const serials = (db.prepare('SELECT serial FROM pki_certificates WHERE site_id = ?').all(siteId) as { serial: string }[]).map((r) => r.serial);
   if (serials.length === 0 && getPkiSiteStatus(db, siteId) === undefined) throw fail('FEDLORA_ERR_SITE_UNKNOWN', `site ${siteId} has no certificates to revoke`);
+  let discardedUpdates: string[] = [];
   db.transaction(() => {
     const ins = db.prepare('INSERT OR IGNORE INTO pki_crl (serial, site_id, revoked_at_ms, reason) VALUES (?, ?, ?, ?)');
     for (const s of serials) ins.run(s, siteId, now, reason);
@@ -193,8 +214,19 @@ export function revokeSite(db: Database, siteId: string, reason = 'revoked by op
                 ON CONFLICT(site_id) DO UPDATE SET status = 'revoked', updated_at_ms = excluded.updated_at_ms`).run(siteId, now);
     // Outstanding join tokens for the site die with it.
     db.prepare('UPDATE pki_tokens SET expires_at_ms = ? WHERE site_id = ? AND used_at_ms IS NULL AND expires_at_ms > ?').run(now, siteId, now);
+    if (tableExists(db, 'sites')) db.prepare(`UPDATE sites SET status = 'revoked' WHERE id = ?`).run(siteId);
+    if (tableExists(db, 'updates') && tableExists(db, 'rounds')) {
+      const openRound = `EXISTS (SELECT 1 FROM rounds r WHERE r.job_id = x.job_id AND r.round = x.round AND r.attempt = x.attempt AND r.state = 'open')`;
+      discardedUpdates = (db.prepare(`SELECT update_id FROM updates x WHERE site_id = ? AND status IN ('receiving','received','accepted') AND ${openRound} ORDER BY update_id`)
+        .all(siteId) as { update_id: string }[]).map((r) => r.update_id);
+      const upd = db.prepare(`UPDATE updates SET status = 'discarded', reason = ? WHERE update_id = ?`);
+      for (const u of discardedUpdates) upd.run(`site ${siteId} revoked: ${reason}`, u);
+      // Its tasks in open rounds are answered (cancelled): the round neither waits for it nor counts it.
+      db.prepare(`UPDATE tasks SET status = 'cancelled' WHERE site_id = ? AND status IN ('pending','delivered','submitted') AND ${openRound.replaceAll('x.', 'tasks.')}`).run(siteId);
+    }
+    coordinatorAudit(db).append('operator', 'revoke', siteId, { serials, reason, discarded_updates: discardedUpdates }, new Date(now));
   }).immediate();
-  return { serials };
+  return { serials, discardedUpdates };
 }
 
 /** Revoke one certificate (e.g. superseded by renewal, or a lost key). */
@@ -203,7 +235,10 @@ export function revokeCertificate(db: Database, serial: string, reason: string, 
   const s = normalizeSerial(serial);
   const row = db.prepare('SELECT site_id FROM pki_certificates WHERE serial = ?').get(s) as { site_id: string } | undefined;
   if (!row) throw fail('FEDLORA_ERR_NOT_FOUND', `no certificate with serial ${s}`);
-  db.prepare('INSERT OR IGNORE INTO pki_crl (serial, site_id, revoked_at_ms, reason) VALUES (?, ?, ?, ?)').run(s, row.site_id, now, reason);
+  db.transaction(() => {
+    db.prepare('INSERT OR IGNORE INTO pki_crl (serial, site_id, revoked_at_ms, reason) VALUES (?, ?, ?, ?)').run(s, row.site_id, now, reason);
+    coordinatorAudit(db).append('operator', 'revoke_certificate', row.site_id, { serial: s, reason }, new Date(now));
+  }).immediate();
 }
 
 export interface EnrollmentServiceOptions {

@@ -95,6 +95,7 @@ export async function startCoordinator(configOrDir: CoordinatorConfig | string, 
   const { handlers, hub } = createFederationHandlers({
     engine, db: store.db, ca, auth: pkiAuthDeps(store.db), chunkSize: config.transfer.chunk_size, maxUpdateBytes: config.transfer.max_update_bytes,
     heartbeatIntervalMs: config.heartbeat.interval_ms, requireUpdateSignature: config.transfer.require_update_signature, siteCertDays: config.site_cert_days,
+    signerCertPem: signer.certPem,
   });
   fed.addService(federationService(), handlers);
   const federationPort = await bind(fed, `${config.federation.host}:${config.federation.port}`, createFederationServerCredentials(pki));

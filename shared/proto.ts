@@ -67,6 +67,7 @@ export interface DeclineRequest { taskId: string; reason: string; code: string }
 export interface FetchAdapterRequest { jobId: string; version: number; offset: number; ownerSite: string }
 export interface AdapterHeader {
   ref: AdapterRef | null; adapterConfigJson: Bytes; manifestJson: Bytes; signature: Bytes; chunkSize: number; totalBytes: number;
+  signerCertificatePem: Bytes;
 }
 export interface Chunk { index: number; offset: number; data: Bytes; sha256: string }
 export type AdapterChunk =

@@ -9,6 +9,7 @@ import { join, resolve, dirname, isAbsolute } from 'node:path';
 import { z } from 'zod';
 import YAML from 'yaml';
 import { fail } from '../shared/errors.ts';
+import { DataConfigSchema } from './data/config-schema.ts';
 
 export const SitePolicySchema = z
   .object({
@@ -53,7 +54,7 @@ export const SiteConfigSchema = z
     trainer: TrainerSchema.default({ kind: 'engine' }),
     policy: SitePolicySchema.default(SitePolicySchema.parse({})),
     /** Data pipeline settings (field mapping, de-identification, splits, prompts). */
-    data: z.record(z.string(), z.unknown()).default({}),
+    data: DataConfigSchema.default(DataConfigSchema.parse({})),
     training: z
       .object({
         /** Keep a local-only adapter trained on this site's data alone, for comparison. */
@@ -77,10 +78,10 @@ export const SiteConfigSchema = z
         heartbeat_interval_ms: z.number().int().positive().default(5000),
         reconnect_initial_ms: z.number().int().positive().default(500),
         reconnect_max_ms: z.number().int().positive().default(30_000),
-        chunk_size: z.number().int().min(64 * 1024).max(4 * 1024 * 1024).default(1024 * 1024),
+        chunk_size: z.number().int().min(1024 * 1024).max(4 * 1024 * 1024).default(2 * 1024 * 1024),
       })
       .strict()
-      .default({ heartbeat_interval_ms: 5000, reconnect_initial_ms: 500, reconnect_max_ms: 30_000, chunk_size: 1024 * 1024 }),
+      .default({ heartbeat_interval_ms: 5000, reconnect_initial_ms: 500, reconnect_max_ms: 30_000, chunk_size: 2 * 1024 * 1024 }),
     http: z
       .object({ host: z.string().default('127.0.0.1'), port: z.number().int().min(0).max(65535).nullable().default(null) })
       .strict()

@@ -5,14 +5,14 @@ import { X509Certificate } from 'node:crypto';
 import { closeSync, openSync, readSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import type { Database } from 'better-sqlite3';
-import { fail, toGrpcError } from '../../shared/errors.ts';
+import { fail, isFedloraError, toGrpcError } from '../../shared/errors.ts';
 import type { FederationHandlers, UpdateMessage, SubmitUpdateResponse, AdapterChunk, FetchAdapterRequest } from '../../shared/proto.ts';
 import { verifyUpdateSignature } from '../../shared/update-signature.ts';
 import { authenticateCall, type AuthDeps, type CallerIdentity, type CallWithAuth } from '../auth.ts';
 import { renewSiteCertificate } from '../enrollment.ts';
 import type { LoadedCa } from '../../certs/ca.ts';
 import type { RoundEngine } from '../rounds/engine.ts';
-import { admitUpdate, appendChunk, finishUpdate } from '../rounds/intake.ts';
+import { admitUpdate, appendChunk, finishUpdate, type HeaderVerifier } from '../rounds/intake.ts';
 import { adapterFiles, readAdapterConfig } from '../publish/publisher.ts';
 import { routeSecAgg } from './secagg-seam.ts';
 import { TaskHub } from './task-hub.ts';
@@ -28,6 +28,8 @@ export interface FederationDeps {
   heartbeatIntervalMs: number;
   requireUpdateSignature: boolean;
   siteCertDays?: number;
+  /** The manifest-signing certificate (CA-issued), sent with every adapter so sites can verify. */
+  signerCertPem?: string;
 }
 
 const RENEW_BEFORE_MS = 14 * 24 * 3600_000;
@@ -42,15 +44,68 @@ export function createFederationHandlers(d: FederationDeps): { handlers: Federat
   const store = engine.store;
   const hub = new TaskHub(engine);
 
-  const who = (call: CallWithAuth): CallerIdentity => {
-    const id = authenticateCall(call, { ...d.auth, now: engine.now });
+  // Refused calls go in the audit log, once per (certificate, code, method) per minute: a revoked
+  // site's agent retrying every few seconds must not flood it.
+  const refusedSeen = new Map<string, number>();
+  const auditRefused = (call: CallWithAuth, e: unknown, method: string) => {
+    if (!isFedloraError(e)) return;
+    let cert: { subject?: string; serial?: string } = {};
+    try {
+      const raw = call.getAuthContext()?.sslPeerCertificate?.raw;
+      if (raw) {
+        const x = new X509Certificate(raw);
+        cert = { subject: x.subject.replace(/\n/g, ','), serial: x.serialNumber.toLowerCase().replace(/^0+/, '') };
+      }
+    } catch {
+      /* unparsable certificate: the code says so */
+    }
+    const key = `${cert.serial}:${e.code}:${method}`;
+    const now = engine.now();
+    if ((refusedSeen.get(key) ?? -Infinity) > now - 60_000) return;
+    if (refusedSeen.size > 4096) refusedSeen.clear();
+    refusedSeen.set(key, now);
+    try {
+      store.audit.append('unauthenticated', 'call_refused', cert.subject ?? 'no certificate', { method, code: e.code, reason: e.message.slice(0, 500), serial: cert.serial ?? null }, new Date(now));
+    } catch {
+      /* the refusal itself must still go out */
+    }
+  };
+  const who = (call: CallWithAuth, method = 'unknown'): CallerIdentity => {
+    let id: CallerIdentity;
+    try {
+      id = authenticateCall(call, { ...d.auth, now: engine.now });
+    } catch (e) {
+      auditRefused(call, e, method);
+      throw e;
+    }
     store.upsertSite(id.siteId, engine.now(), { serial: id.certSerial, notAfter: id.notAfter });
     return id;
+  };
+  // An update header's signature must verify with the caller's certificate over (update id,
+  // job, round, base version, sha256, examples) before any byte is stored (shared/update-signature.ts).
+  const headerVerifier = (call: CallWithAuth): HeaderVerifier => (h) => {
+    if (!h.signature || h.signature.length === 0) {
+      if (d.requireUpdateSignature) throw fail('FEDLORA_ERR_SIGNATURE', `update ${h.updateId}: UpdateHeader.signature is empty; this coordinator requires every update to be signed with the site key`);
+      return;
+    }
+    const pem = peerPem(call);
+    const f = { updateId: h.updateId, jobId: h.jobId, round: h.round, baseVersion: h.baseVersion, sha256: h.sha256, numExamples: h.numExamples };
+    if (!pem || !verifyUpdateSignature(pem, f, h.signature)) {
+      throw fail('FEDLORA_ERR_SIGNATURE', `update ${h.updateId}: UpdateHeader.signature does not verify with the caller's certificate over (update id, job ${h.jobId}, round ${h.round}, base version ${h.baseVersion}, sha256, num_examples)`);
+    }
+  };
+  const auditAdmissionRefused = (siteId: string, h: { updateId: string; jobId: string; round: number; sha256: string; totalBytes: number }, e: unknown) => {
+    if (!isFedloraError(e)) return;
+    try {
+      store.audit.append(siteId, 'update_rejected', h.updateId, { stage: 'admission', code: e.code, reason: e.message.slice(0, 2000), job: h.jobId, round: h.round, sha256: h.sha256, size: h.totalBytes }, new Date(engine.now()));
+    } catch {
+      /* the refusal itself must still go out */
+    }
   };
   const unary = <Req, Res>(fn: (call: grpc.ServerUnaryCall<Req, Res>, id: CallerIdentity) => Promise<Res> | Res): grpc.handleUnaryCall<Req, Res> =>
     (call, cb) => {
       Promise.resolve()
-        .then(() => fn(call, who(call)))
+        .then(() => fn(call, who(call, (call as { getPath?: () => string }).getPath?.() ?? 'unary')))
         .then((res) => cb(null, res))
         .catch((e) => cb(toGrpcError(e) as grpc.ServiceError));
     };
@@ -72,7 +127,7 @@ export function createFederationHandlers(d: FederationDeps): { handlers: Federat
     streamTasks: (call) => {
       let id: CallerIdentity;
       try {
-        id = who(call);
+        id = who(call, 'StreamTasks');
       } catch (e) {
         call.destroy(toGrpcError(e) as unknown as Error);
         return;
@@ -90,7 +145,7 @@ export function createFederationHandlers(d: FederationDeps): { handlers: Federat
     fetchAdapter: (call) => {
       void (async () => {
         try {
-          who(call);
+          who(call, 'FetchAdapter');
           await sendAdapter(call, call.request);
         } catch (e) {
           call.destroy(toGrpcError(e) as unknown as Error);
@@ -112,11 +167,21 @@ export function createFederationHandlers(d: FederationDeps): { handlers: Federat
       };
       const handle = async (m: UpdateMessage) => {
         if (done || result) return;
+        // The CRL and site status are checked on EVERY message: a site revoked while it streams
+        // is cut off at its next chunk (its in-flight update is discarded by revokeSite).
+        const caller = who(call, 'SubmitUpdate');
         if (m.part === 'header' && 'header' in m) {
           if (updateId) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', 'UpdateMessage: a second header in one stream');
-          id = who(call);
+          id = caller;
           const h = m.header;
-          const { row, complete } = admitUpdate(engine, id.siteId, h, d.maxUpdateBytes);
+          let admitted: ReturnType<typeof admitUpdate>;
+          try {
+            admitted = admitUpdate(engine, id.siteId, h, d.maxUpdateBytes, headerVerifier(call));
+          } catch (e) {
+            auditAdmissionRefused(caller.siteId, h, e);
+            throw e;
+          }
+          const { row, complete } = admitted;
           updateId = row.update_id;
           if (complete) result = { updateId: row.update_id, receivedBytes: row.size, receivedChunks: row.received_chunks, complete: true, sha256: row.sha256 };
           else if (h.resumeFromChunk > row.received_chunks) {
@@ -189,7 +254,7 @@ export function createFederationHandlers(d: FederationDeps): { handlers: Federat
       header: {
         ref: { jobId: row.job_id, version: row.version, sha256: row.sha256, sizeBytes: row.size, manifestSha256: row.manifest_sha256 },
         adapterConfigJson: readAdapterConfig(row), manifestJson: Buffer.from(row.manifest_json, 'utf8'), signature: Buffer.from(row.signature, 'base64'),
-        chunkSize: cs, totalBytes: row.size,
+        chunkSize: cs, totalBytes: row.size, signerCertificatePem: Buffer.from(d.signerCertPem ?? ''),
       },
     });
     const fd = openSync(file, 'r');

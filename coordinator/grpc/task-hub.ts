@@ -4,6 +4,7 @@
 import type * as grpc from '@grpc/grpc-js';
 import type { Task, TaskStreamRequest } from '../../shared/proto.ts';
 import type { RoundEngine } from '../rounds/engine.ts';
+import type { TaskRow } from '../store/store.ts';
 
 type Stream = grpc.ServerWritableStream<TaskStreamRequest, Task>;
 
@@ -18,9 +19,36 @@ export class TaskHub {
       }
     }
   };
+  /** When a job completes, every connected site that took part evaluates the final version on
+   *  its held-out data (an EVALUATE task; the last round's TRAIN tasks evaluated only the
+   *  versions before it). Sites offline at that moment miss it; the metrics are then absent. */
+  private readonly onJob = (jobId: string) => {
+    const j = this.engine.store.job(jobId);
+    if (!j || j.status !== 'completed') return;
+    const versions = this.engine.store.adapterVersions(jobId).filter((v) => !v.owner_site);
+    const last = versions.at(-1);
+    if (!last || last.version === 0) return;
+    const lastTaskBySite = new Map<string, TaskRow>();
+    for (const r of this.engine.store.rounds(jobId)) {
+      for (const t of this.engine.store.roundTasks(jobId, r.round, r.attempt)) lastTaskBySite.set(t.site_id, t);
+    }
+    for (const [siteId, t] of lastTaskBySite) {
+      const base = this.engine.taskMessage(t);
+      const msg: Task = {
+        ...base,
+        taskId: `eval-${jobId}-v${last.version}-${siteId}`,
+        kind: 'TASK_KIND_EVALUATE',
+        round: last.version,
+        globalAdapter: { jobId, version: last.version, sha256: last.sha256, sizeBytes: last.size, manifestSha256: last.manifest_sha256 },
+      };
+      for (const call of this.streams.get(siteId)?.keys() ?? []) call.write(msg);
+    }
+  };
+
   constructor(private readonly engine: RoundEngine) {
     engine.on('tasks', this.onTasks);
     engine.on('cancel', this.onCancel);
+    engine.on('job', this.onJob);
   }
 
   attach(siteId: string, call: Stream): void {
@@ -59,6 +87,7 @@ export class TaskHub {
   close(): void {
     this.engine.off('tasks', this.onTasks);
     this.engine.off('cancel', this.onCancel);
+    this.engine.off('job', this.onJob);
     for (const m of this.streams.values()) for (const call of m.keys()) call.end();
     this.streams.clear();
   }

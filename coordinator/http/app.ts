@@ -1,7 +1,8 @@
 // The coordinator's HTTP API (fastify). Route groups are encapsulated plugins; read routes are
 // open on the HTTP listener (bound to 127.0.0.1 by default), writes need an admin bearer token
 // (stored as sha256 in coordinator.yaml). Errors: {error: {code, message}} with the
-// catalogue's HTTP status. Security headers on every response.
+// catalogue's HTTP status. Security headers on every response. Also: Prometheus /metrics and
+// the researchers' dashboard (static files, /dashboard/, same read-open/write-token rule).
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { isFedloraError, fail, ERRORS } from '../../shared/errors.ts';
 import type { RoundEngine } from '../rounds/engine.ts';
@@ -11,6 +12,10 @@ import { jobRoutes } from './routes-jobs.ts';
 import { adapterRoutes } from './routes-adapters.ts';
 import { metricsRoutes } from './routes-metrics.ts';
 import { OPENAPI } from './openapi.ts';
+import { installRateLimit } from './rate-limit.ts';
+import { installAdminAudit } from './admin-audit.ts';
+import { dashboardRoutes } from './routes-dashboard.ts';
+import { prometheusRoutes } from './routes-prometheus.ts';
 
 export interface HttpDeps {
   engine: RoundEngine;
@@ -20,14 +25,19 @@ export interface HttpDeps {
   logger?: boolean;
 }
 
-export type AdminGuard = (req: FastifyRequest) => void;
+/** Throws unless the request carries a known admin token; returns the token's name. */
+export type AdminGuard = (req: FastifyRequest) => string;
 
 export async function buildHttpApp(d: HttpDeps): Promise<FastifyInstance> {
   const app = Fastify({ logger: d.logger ?? false, bodyLimit: 16 * 1024 * 1024 });
+  installRateLimit(app); // per-IP token buckets, stricter for admin writes and failed auth (429)
+  installAdminAudit(app, () => d.engine.store.audit, d.config); // HTTP writes -> audit_log
   const requireAdmin: AdminGuard = (req) => {
     const m = /^Bearer (.+)$/.exec(req.headers.authorization ?? '');
     if (!m) throw fail('FEDLORA_ERR_UNAUTHENTICATED', 'this route needs an admin token: Authorization: Bearer <token>');
-    if (!checkAdminToken(d.config, m[1].trim())) throw fail('FEDLORA_ERR_PERMISSION', 'admin token not recognised');
+    const name = checkAdminToken(d.config, m[1].trim());
+    if (!name) throw fail('FEDLORA_ERR_PERMISSION', 'admin token not recognised');
+    return name;
   };
 
   app.addContentTypeParser(['application/yaml', 'text/yaml', 'application/x-yaml', 'text/plain'], { parseAs: 'string' }, (_req, body, done) => done(null, body));
@@ -35,7 +45,8 @@ export async function buildHttpApp(d: HttpDeps): Promise<FastifyInstance> {
     reply.header('X-Content-Type-Options', 'nosniff');
     reply.header('X-Frame-Options', 'DENY');
     reply.header('Referrer-Policy', 'no-referrer');
-    reply.header('Content-Security-Policy', "default-src 'none'; frame-ancestors 'none'");
+    // The dashboard sets its own (self-hosted scripts/styles only); everything else gets none.
+    if (!reply.hasHeader('Content-Security-Policy')) reply.header('Content-Security-Policy', "default-src 'none'; frame-ancestors 'none'");
     reply.header('Cross-Origin-Resource-Policy', 'same-origin');
     if (!reply.hasHeader('Cache-Control')) reply.header('Cache-Control', 'no-store');
     return payload;
@@ -58,6 +69,8 @@ export async function buildHttpApp(d: HttpDeps): Promise<FastifyInstance> {
   await app.register(siteRoutes, { engine: d.engine, requireAdmin });
   await app.register(jobRoutes, { engine: d.engine, requireAdmin });
   await app.register(adapterRoutes, { engine: d.engine });
-  await app.register(metricsRoutes, { engine: d.engine });
+  await app.register(metricsRoutes, { engine: d.engine, requireAdmin });
+  await app.register(prometheusRoutes, { engine: d.engine });
+  await app.register(dashboardRoutes);
   return app;
 }

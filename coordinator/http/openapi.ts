@@ -37,6 +37,23 @@ export const OPENAPI = {
         responses: { 200: ok('metrics'), 400: err, 404: err },
       },
     },
+    '/api/jobs/{id}/metrics/summary': {
+      get: {
+        summary: 'unweighted and count-weighted averages across sites per round/kind/metric (JSON, or CSV with format=csv)',
+        parameters: [idParam, ...['site', 'metric', 'kind', 'format'].map((name) => ({ name, in: 'query', required: false, schema: { type: 'string' } }))],
+        responses: { 200: ok('summary'), 400: err, 404: err },
+      },
+    },
+    '/api/jobs/{id}/cross-eval': {
+      get: {
+        summary: 'cross-evaluation matrix {data site x model owner} from kind=cross metrics; available=false when none has run (CSV with format=csv)',
+        parameters: [idParam, ...['metric', 'format'].map((name) => ({ name, in: 'query', required: false, schema: { type: 'string' } }))],
+        responses: { 200: ok('matrix'), 404: err },
+      },
+      post: { summary: 'request a cross-evaluation (recorded; tasks go to consenting sites); body {sites?: string[]}', security: [{ admin: [] }], parameters: [idParam], responses: { 202: ok('request recorded'), 401: err, 403: err, 404: err } },
+    },
+    '/metrics': { get: { summary: 'Prometheus text exposition 0.0.4', responses: { 200: ok('metrics') } } },
+    '/dashboard/': { get: { summary: 'researchers dashboard (static HTML/JS)', responses: { 200: ok('HTML') } } },
     '/api/jobs/{id}/privacy': { get: { summary: 'privacy ledger (epsilon per round)', parameters: [idParam], responses: { 200: ok('ledger'), 404: err } } },
     '/api/openapi.json': { get: { summary: 'this document', responses: { 200: ok('OpenAPI') } } },
   },

@@ -105,29 +105,35 @@ export class RoundEngine extends EventEmitter {
     return c;
   }
 
-  /** Register a job and publish its version 0 (A from init_seed, B = 0). */
-  async submitJob(spec: JobSpec, jobId = `job-${randomUUID().slice(0, 8)}`): Promise<string> {
+  /** Register a job and publish its version 0 (A from init_seed, B = 0). `actor` goes in the audit log. */
+  async submitJob(spec: JobSpec, jobId = `job-${randomUUID().slice(0, 8)}`, actor = 'admin'): Promise<string> {
     const layout = jobLayout(spec); // refuses a bad base model config before anything is stored
     await this.strategyFor(spec); // refuses an unknown strategy at submission
     const now = this.now();
     this.store.tx(() => {
       if (this.store.job(jobId)) throw fail('FEDLORA_ERR_JOB_STATE', `job ${jobId} already exists`);
-      this.store.insertJob({ id: jobId, name: spec.name, specJson: JSON.stringify(spec), now });
+      const specJson = JSON.stringify(spec);
+      this.store.insertJob({ id: jobId, name: spec.name, specJson, now });
+      this.store.audit.append(actor, 'job_submitted', jobId, { name: spec.name, spec_sha256: createHash('sha256').update(specJson).digest('hex'), rounds: spec.rounds, aggregation: spec.aggregation.name, dp: !!spec.privacy.dp, secure_aggregation: spec.privacy.secure_aggregation }, new Date(now));
     });
-    publishVersion(this.store, this.dataDir, this.signer, {
+    const v0 = publishVersion(this.store, this.dataDir, this.signer, {
       jobId, spec, version: 0, round: 0, flat: initialAdapterFlat(layout.model, spec, layout.full), layout: layout.full,
       contributingSites: 0, numExamples: 0, createdMs: now,
     });
+    this.store.audit.append('coordinator', 'publish', `${jobId}/v0`, { job: jobId, version: 0, round: 0, sha256: v0.sha256, size: v0.size, manifest_sha256: v0.manifest_sha256 }, new Date(now));
     this.emit('job', jobId);
     void this.tick().catch((e) => this.emit('error', e));
     return jobId;
   }
 
-  cancelJob(jobId: string): void {
+  cancelJob(jobId: string, actor = 'admin'): void {
     const j = this.store.job(jobId);
     if (!j) throw fail('FEDLORA_ERR_NOT_FOUND', `job ${jobId} does not exist`);
     if (j.status !== 'running') throw fail('FEDLORA_ERR_JOB_STATE', `job ${jobId} is ${j.status}`);
-    this.store.setJobStatus(jobId, 'cancelled', this.now());
+    this.store.tx(() => {
+      this.store.setJobStatus(jobId, 'cancelled', this.now());
+      this.store.audit.append(actor, 'job_cancelled', jobId, { version: j.current_version }, new Date(this.now()));
+    });
     this.emit('job', jobId);
   }
 
@@ -153,6 +159,15 @@ export class RoundEngine extends EventEmitter {
     return this.ticking;
   }
 
+  /** A job leaves 'running' (completed / failed): the row and its audit entry together. */
+  private endJob(jobId: string, status: 'completed' | 'failed', error: string | null = null): void {
+    const now = this.now();
+    this.store.tx(() => {
+      this.store.setJobStatus(jobId, status, now, error);
+      this.store.audit.append('coordinator', `job_${status}`, jobId, { version: this.store.job(jobId)?.current_version ?? null, error }, new Date(now));
+    });
+  }
+
   private async advance(job: JobRow): Promise<void> {
     // Loop: one job may take several steps in one tick (e.g. aggregate then open the next round).
     for (let step = 0; step < 8; step++) {
@@ -165,14 +180,14 @@ export class RoundEngine extends EventEmitter {
         if (!cur || cur.state === 'published') {
           const next = cur ? cur.round + 1 : 1;
           if (next > spec.rounds) {
-            this.store.setJobStatus(job.id, 'completed', this.now());
+            this.endJob(job.id, 'completed');
             this.emit('job', job.id);
             return;
           }
           if (spec.privacy.dp && createPrivacyLedger(spec.privacy.dp).wouldExceedBudget(next)) {
             // The budget is spent: stop with what is published (not a failure of the job).
             const e = createPrivacyLedger(spec.privacy.dp).epsilonAfter(next).epsilon;
-            this.store.setJobStatus(job.id, 'completed', this.now(), `FEDLORA_ERR_PRIVACY_BUDGET: round ${next} would raise epsilon to ${e.toFixed(4)} > budget ${spec.privacy.dp.epsilon_budget}; stopped after round ${next - 1}`);
+            this.endJob(job.id, 'completed', `FEDLORA_ERR_PRIVACY_BUDGET: round ${next} would raise epsilon to ${e.toFixed(4)} > budget ${spec.privacy.dp.epsilon_budget}; stopped after round ${next - 1}`);
             this.emit('job', job.id);
             return;
           }
@@ -180,7 +195,7 @@ export class RoundEngine extends EventEmitter {
         } else if (cur.state === 'failed') {
           if (cur.attempt <= spec.round_retries) moved = this.openRound(j, spec, cur.round, cur.attempt + 1, await this.strategyFor(spec));
           else {
-            this.store.setJobStatus(job.id, 'failed', this.now(), `round ${cur.round} failed ${cur.attempt} times: ${cur.error ?? ''}`);
+            this.endJob(job.id, 'failed', `round ${cur.round} failed ${cur.attempt} times: ${cur.error ?? ''}`);
             this.emit('job', job.id);
             return;
           }
@@ -191,7 +206,7 @@ export class RoundEngine extends EventEmitter {
         }
       } catch (e) {
         // An aggregation/publication error fails the job (with the error) rather than looping.
-        this.store.setJobStatus(job.id, 'failed', this.now(), (e as Error).message);
+        this.endJob(job.id, 'failed', (e as Error).message);
         this.emit('job', job.id);
         this.emit('error', e);
         return;
@@ -217,7 +232,9 @@ export class RoundEngine extends EventEmitter {
         seed, deadline_ms: now + spec.round_deadline_s * 1000, started_ms: now, task_config: JSON.stringify(taskConfig),
       });
       for (const s of selected) {
-        this.store.insertTask({ task_id: `${job.id}.r${round}.a${attempt}.${s}`, job_id: job.id, round, attempt, site_id: s, kind: 'TASK_KIND_TRAIN', status: 'pending', created_ms: now });
+        const taskId = `${job.id}.r${round}.a${attempt}.${s}`;
+        this.store.insertTask({ task_id: taskId, job_id: job.id, round, attempt, site_id: s, kind: 'TASK_KIND_TRAIN', status: 'pending', created_ms: now });
+        this.store.audit.append('coordinator', 'task', taskId, { job: job.id, round, attempt, site: s, kind: 'TASK_KIND_TRAIN', base_version: job.current_version, deadline: new Date(now + spec.round_deadline_s * 1000).toISOString() }, new Date(now));
       }
     });
     this.emit('tasks', selected);
@@ -239,9 +256,14 @@ export class RoundEngine extends EventEmitter {
       else {
         const why = `${late ? 'deadline passed' : 'all selected sites answered'} with ${accepted.length} accepted update(s), min_sites is ${spec.min_sites}`;
         this.store.setRoundState(r.job_id, r.round, r.attempt, 'failed', { now, error: why });
+        const discarded: string[] = [];
         for (const u of this.store.roundUpdates(r.job_id, r.round, r.attempt)) {
-          if (u.status !== 'rejected') this.store.setUpdateStatus(u.update_id, 'discarded', 'round attempt failed');
+          if (u.status !== 'rejected' && u.status !== 'discarded') {
+            this.store.setUpdateStatus(u.update_id, 'discarded', 'round attempt failed');
+            discarded.push(u.update_id);
+          }
         }
+        this.store.audit.append('coordinator', 'round_failed', `${r.job_id}/r${r.round}a${r.attempt}`, { job: r.job_id, round: r.round, attempt: r.attempt, reason: why, discarded_updates: discarded }, new Date(now));
       }
     });
     const cancelled = tasks.filter((t) => t.status === 'pending' || t.status === 'delivered').map((t) => t.site_id);
@@ -281,7 +303,7 @@ export class RoundEngine extends EventEmitter {
     }
     const version = r.base_version + 1;
     const createdMs = r.aggregating_ms ?? this.now();
-    publishVersion(this.store, this.dataDir, this.signer, {
+    const pub = publishVersion(this.store, this.dataDir, this.signer, {
       jobId: job.id, spec, version, round: r.round, flat: merge(baseFull, layout.full, layout.update, res.global), layout: layout.full,
       contributingSites: accepted.length, numExamples: accepted.reduce((a, u) => a + u.examples, 0), createdMs,
     });
@@ -289,11 +311,19 @@ export class RoundEngine extends EventEmitter {
     this.store.tx(() => {
       this.store.setRoundState(r.job_id, r.round, r.attempt, 'published', { now, strategyState: encodeState(res.state), metricsJson: JSON.stringify(res.metrics) });
       this.store.setJobVersion(job.id, version, now);
+      const at = new Date(now);
+      const subject = `${job.id}/r${r.round}a${r.attempt}`;
+      this.store.audit.append('coordinator', 'aggregate', subject, {
+        job: job.id, round: r.round, attempt: r.attempt, strategy: strategy.name, updates: accepted.map((u) => ({ update_id: u.update_id, site: u.site_id, sha256: u.sha256, examples: u.examples })),
+        metrics: res.metrics, // the strategy's report: for DP dp_clip_norm, dp_clipped (sites clipped), dp_noise_std, dp_unclipped_fraction
+      }, at);
+      this.store.audit.append('coordinator', 'publish', `${job.id}/v${version}`, { job: job.id, version, round: r.round, sha256: pub.sha256, size: pub.size, manifest_sha256: pub.manifest_sha256 }, at);
       const dp = spec.privacy.dp;
       if (dp) {
         // C2's RDP accountant: epsilon spent once this round is aggregated.
         const eps = createPrivacyLedger(dp).epsilonAfter(r.round).epsilon;
         this.store.recordPrivacy({ job_id: job.id, round: r.round, epsilon: eps, delta: dp.delta, noise_multiplier: dp.noise_multiplier, sample_rate: dp.sample_rate, created_ms: now });
+        this.store.audit.append('coordinator', 'privacy_spend', job.id, { round: r.round, epsilon: eps, delta: dp.delta, budget_epsilon: dp.epsilon_budget, noise_multiplier: dp.noise_multiplier, sample_rate: dp.sample_rate }, at);
       }
     });
     this.emit('published', job.id, version);
@@ -335,7 +365,10 @@ export class RoundEngine extends EventEmitter {
     const t = this.store.task(taskId);
     if (!t || t.site_id !== siteId) throw fail('FEDLORA_ERR_NOT_FOUND', `DeclineRequest.task_id: no task ${taskId} for site ${siteId}`);
     if (t.status !== 'pending' && t.status !== 'delivered') throw fail('FEDLORA_ERR_ROUND_CLOSED', `task ${taskId} is already ${t.status}`);
-    this.store.setTaskStatus(taskId, 'declined', { reason: reason.slice(0, 1000), code: code.slice(0, 100) });
+    this.store.tx(() => {
+      this.store.setTaskStatus(taskId, 'declined', { reason: reason.slice(0, 1000), code: code.slice(0, 100) });
+      this.store.audit.append(siteId, 'task_declined', taskId, { code: code.slice(0, 100), reason: reason.slice(0, 1000) }, new Date(this.now()));
+    });
     void this.tick().catch((e) => this.emit('error', e));
   }
 

@@ -12,6 +12,7 @@ import type { UpdateHeader, Chunk } from '../../shared/proto.ts';
 import type { UpdateRow } from '../store/store.ts';
 import type { RoundEngine } from './engine.ts';
 import { loadUpdateFile } from './validate-update.ts';
+import { l2norm } from '../store/audit.ts';
 
 export const UPDATE_ID_RE = /^[A-Za-z0-9._-]{1,128}$/;
 export const MAX_CHUNK_BYTES = 4 * 1024 * 1024;
@@ -25,9 +26,19 @@ export interface Admitted {
   complete: boolean;
 }
 
-export function admitUpdate(engine: RoundEngine, siteId: string, h: HeaderIn, maxBytes: number): Admitted {
+/** Admission-time signature check (the transport knows the caller's certificate): throws
+ *  FEDLORA_ERR_SIGNATURE. Called only for a NEW update id, after the replay checks. */
+export type HeaderVerifier = (h: HeaderIn) => void;
+
+export function admitUpdate(engine: RoundEngine, siteId: string, h: HeaderIn, maxBytes: number, verify?: HeaderVerifier): Admitted {
   const store = engine.store;
   if (!UPDATE_ID_RE.test(h.updateId)) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `UpdateHeader.update_id ${JSON.stringify(h.updateId)} must match ${UPDATE_ID_RE}`);
+  // A captured update presented again under another update id (or for another round) still
+  // carries the signature it was captured with: a signature is good for one update only.
+  if (h.signature && h.signature.length > 0) {
+    const twin = store.updateBySignature(h.signature, h.updateId);
+    if (twin) throw fail('FEDLORA_ERR_REPLAY', `UpdateHeader.signature: this signature was already used by update ${twin.update_id} (site ${twin.site_id}, job ${twin.job_id}, round ${twin.round}); a replayed update is refused`);
+  }
   const prior = store.update(h.updateId);
   if (prior) {
     if (prior.site_id !== siteId || prior.job_id !== h.jobId || prior.round !== h.round || prior.task_id !== h.taskId || prior.sha256 !== h.sha256) {
@@ -54,6 +65,7 @@ export function admitUpdate(engine: RoundEngine, siteId: string, h: HeaderIn, ma
   if (!/^[0-9a-f]{64}$/.test(h.sha256)) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', 'UpdateHeader.sha256: expected 64 lowercase hex characters');
   if (!(h.numExamples > 0)) throw fail('FEDLORA_ERR_UPDATE_INVALID', `UpdateHeader.num_examples: ${h.numExamples}, must be > 0`);
   if (prior) return { row: prior, complete: false }; // resume a 'receiving' upload
+  verify?.(h);
   const row: UpdateRow = {
     update_id: h.updateId, job_id: h.jobId, round: h.round, attempt: task.attempt, site_id: siteId, task_id: h.taskId, base_version: h.baseVersion,
     path: join(engine.dataDir, 'updates', h.jobId, `r${h.round}a${task.attempt}`, `${h.updateId}.part`), sha256: h.sha256, size: h.totalBytes,
@@ -110,7 +122,12 @@ export async function finishUpdate(engine: RoundEngine, updateId: string, verify
   if (row.received_bytes !== row.size) throw fail('FEDLORA_ERR_CHUNK_SIZE', `update ${updateId}: ${row.received_bytes} of ${row.size} bytes received`);
   const reject = (e: unknown): never => {
     const msg = isFedloraError(e) ? e.toString() : String((e as Error)?.message ?? e);
-    store.setUpdateStatus(updateId, 'rejected', msg);
+    store.tx(() => {
+      store.setUpdateStatus(updateId, 'rejected', msg);
+      store.audit.append(row.site_id, 'update_rejected', updateId, {
+        code: isFedloraError(e) ? e.code : 'FEDLORA_ERR_INTERNAL', reason: msg.slice(0, 2000), job: row.job_id, round: row.round, attempt: row.attempt, sha256: row.sha256, size: row.size,
+      }, new Date(engine.now()));
+    });
     throw e;
   };
   const sha = await fileSha256(row.path);
@@ -122,8 +139,9 @@ export async function finishUpdate(engine: RoundEngine, updateId: string, verify
   }
   if (verifySignature && !verifySignature(row)) reject(fail('FEDLORA_ERR_SIGNATURE', `update ${updateId}: site ${row.site_id}'s signature does not verify`));
   const { layout } = engine.jobInfo(row.job_id);
+  let measured = NaN;
   try {
-    loadUpdateFile(row.path, layout.update);
+    measured = l2norm(loadUpdateFile(row.path, layout.update));
   } catch (e) {
     reject(e);
   }
@@ -133,12 +151,30 @@ export async function finishUpdate(engine: RoundEngine, updateId: string, verify
   store.tx(() => {
     const task = store.task(row.task_id)!;
     const round = store.rounds(row.job_id).find((r) => r.round === row.round && r.attempt === row.attempt)!;
+    const cur = store.update(updateId)!;
+    if (cur.status === 'discarded') {
+      // e.g. the site was revoked while it uploaded (coordinator/enrollment.ts revokeSite)
+      store.setUpdateStatus(updateId, 'discarded', null, final);
+      throw fail('FEDLORA_ERR_ROUND_CLOSED', `update ${updateId} was discarded: ${cur.reason ?? ''}`);
+    }
     if (round.state !== 'open' || (task.status !== 'pending' && task.status !== 'delivered')) {
       store.setUpdateStatus(updateId, 'discarded', `round ${row.round} closed before the upload finished`, final);
+      store.audit.append(row.site_id, 'update_rejected', updateId, { code: 'FEDLORA_ERR_ROUND_CLOSED', reason: `round ${row.round} closed before the upload finished`, job: row.job_id, round: row.round, attempt: row.attempt, sha256: row.sha256, size: row.size }, new Date(engine.now()));
       throw fail('FEDLORA_ERR_ROUND_CLOSED', `update ${updateId}: round ${row.round} closed before the upload finished`);
     }
     store.setUpdateStatus(updateId, 'accepted', null, final);
     store.setTaskStatus(row.task_id, 'submitted');
+    // What reached the round: the site's own report (norm before/after its clipping) next to
+    // the norm the coordinator measured, and for DP rounds the clip norm C the round told sites
+    // and the norm after clipping to C (what the DP strategy will use: min(norm, C)).
+    const tc = (round.task_config ? JSON.parse(round.task_config) : {}) as { payload_kind?: string; strategy_config?: Record<string, string> };
+    const clip = Number(tc.strategy_config?.dp_clip_norm);
+    store.audit.append(row.site_id, 'update_received', updateId, {
+      job: row.job_id, round: row.round, attempt: row.attempt, task: row.task_id, sha256: row.sha256, size: row.size, examples: row.examples,
+      signature_sha256: row.signature ? createHash('sha256').update(row.signature).digest('hex') : null, payload_kind: tc.payload_kind ?? 'delta',
+      site_norm: row.norm, site_clipped: row.clipped === null ? null : row.clipped === 1, coordinator_norm: measured,
+      ...(clip > 0 ? { dp_clip_norm: clip, norm_after_clip: Math.min(measured, clip), clipped_by_coordinator: measured > clip } : {}),
+    }, new Date(engine.now()));
   });
   row = store.update(updateId)!;
   engine.emit('update', row.job_id, row.round, row.site_id);

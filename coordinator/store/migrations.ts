@@ -127,6 +127,45 @@ export const MIGRATIONS: string[] = [
   `
   ALTER TABLE rounds ADD COLUMN task_config TEXT;
   `,
+  // 3: researchers' view. Cross-evaluation requests (an admin asks; the round engine's fan-out
+  //    of CROSS_EVAL tasks picks up 'pending' rows), and the training throughput a site last
+  //    reported in its heartbeat (for the Prometheus gauge).
+  `
+  CREATE TABLE cross_eval_requests (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL,
+    requested_by TEXT NOT NULL,
+    sites_json TEXT,
+    status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending','dispatched','done','failed','cancelled')),
+    note TEXT,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL
+  );
+  CREATE INDEX cross_eval_requests_job ON cross_eval_requests(job_id, status);
+  ALTER TABLE sites ADD COLUMN training_tokens_per_s REAL;
+  ALTER TABLE sites ADD COLUMN training_tokens_at_ms INTEGER;
+  `,
+  // 4: security. The tamper-evident audit log (same schema and append-only triggers as
+  //    shared/audit.ts's AuditLog, which also creates it IF NOT EXISTS on unmigrated files), and
+  //    an index to find an update by its signature (a reused signature = a replayed update).
+  `
+  CREATE TABLE IF NOT EXISTS audit_log (
+    seq INTEGER PRIMARY KEY,
+    ts TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    details TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+  );
+  CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
+    BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+  CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
+    BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+  CREATE INDEX IF NOT EXISTS audit_log_action ON audit_log(action, seq);
+  CREATE INDEX IF NOT EXISTS updates_signature ON updates(signature);
+  `,
 ];
 
 /** Bring the schema up to date; returns the version before and after. */

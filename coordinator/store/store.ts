@@ -7,6 +7,8 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { migrate } from './migrations.ts';
 import { ensurePkiSchema } from '../enrollment.ts';
+import { coordinatorAudit } from './audit.ts';
+import type { AuditLog } from '../../shared/audit.ts';
 
 export type JobStatus = 'running' | 'completed' | 'failed' | 'cancelled';
 export type RoundState = 'open' | 'aggregating' | 'published' | 'failed';
@@ -45,6 +47,10 @@ export class CoordinatorStore {
   close(): void {
     if (this.db.open) this.db.close();
   }
+  /** The tamper-evident audit log (table audit_log); append inside the change's transaction. */
+  get audit(): AuditLog {
+    return coordinatorAudit(this.db);
+  }
   tx<T>(fn: () => T): T {
     return this.db.transaction(fn).immediate();
   }
@@ -59,6 +65,11 @@ export class CoordinatorStore {
     this.upsertSite(id, now, info.cert);
     this.db.prepare('UPDATE sites SET last_seen_ms = ?, agent_version = COALESCE(?, agent_version), state = COALESCE(?, state) WHERE id = ?')
       .run(now, info.agentVersion || null, info.state || null, id);
+  }
+  /** Training throughput from a heartbeat (HeartbeatRequest.training_tokens_per_s); 0 is kept too. */
+  setSiteThroughput(id: string, tokensPerS: number, now: number): void {
+    if (!Number.isFinite(tokensPerS) || tokensPerS < 0) return;
+    this.db.prepare('UPDATE sites SET training_tokens_per_s = ?, training_tokens_at_ms = ? WHERE id = ?').run(tokensPerS, now, id);
   }
   setSiteStatus(id: string, status: SiteRow['status']): void {
     this.db.prepare('UPDATE sites SET status = ? WHERE id = ?').run(status, id);
@@ -147,6 +158,10 @@ export class CoordinatorStore {
   }
   setUpdateStatus(updateId: string, status: UpdateStatus, reason: string | null = null, path?: string): void {
     this.db.prepare('UPDATE updates SET status = ?, reason = COALESCE(?, reason), path = COALESCE(?, path) WHERE update_id = ?').run(status, reason, path ?? null, updateId);
+  }
+  /** Another update that carried exactly this signature (a replay), if any. */
+  updateBySignature(signature: Uint8Array, exceptUpdateId: string): UpdateRow | undefined {
+    return this.db.prepare('SELECT * FROM updates WHERE signature = ? AND update_id != ? LIMIT 1').get(Buffer.from(signature), exceptUpdateId) as UpdateRow | undefined;
   }
   roundUpdates(jobId: string, round: number, attempt: number, status?: UpdateStatus): UpdateRow[] {
     return (status

@@ -29,7 +29,7 @@ export async function streamFile(call: grpc.ServerWritableStream<FetchAdapterReq
     if (!Number.isSafeInteger(offset) || offset < 0 || offset > size) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `FetchAdapterRequest.offset ${offset} outside 0..${size}`);
     const h: AdapterHeader = {
       ref: header.ref ?? null, adapterConfigJson: header.adapterConfigJson ?? Buffer.alloc(0), manifestJson: header.manifestJson ?? Buffer.alloc(0),
-      signature: header.signature ?? Buffer.alloc(0), chunkSize, totalBytes: size,
+      signature: header.signature ?? Buffer.alloc(0), chunkSize, totalBytes: size, signerCertificatePem: header.signerCertificatePem ?? Buffer.alloc(0),
     };
     // Wait for 'drain', but never past a cancellation (a cancelled call never drains).
     const write = async (m: AdapterChunk) => {

@@ -270,8 +270,8 @@ export class SiteAgent {
     rmSync(outFile, { force: true });
     this.d.log.info({ ...log, update: updateId, bytes: bytes.length, norm }, 'update uploaded');
     await this.report(task, 'train', [
-      { kind: 'local_train', name: 'train_loss', value: result.lossPerStep.at(-1) ?? NaN, count: result.numExamples },
-      { kind: 'local_train', name: 'tokens_per_s', value: result.tokensPerSecond, count: 1 },
+      { kind: 'global', name: 'train_loss', value: result.lossPerStep.at(-1) ?? NaN, count: result.numExamples },
+      { kind: 'global', name: 'train_tokens_per_s', value: result.tokensPerSecond, count: 1 },
     ]);
     // 7. The local-only baseline: the same training on this site's data alone, kept current.
     if (this.d.config.training.local_baseline) {

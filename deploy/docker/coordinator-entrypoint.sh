@@ -1,0 +1,38 @@
+#!/bin/sh
+# Coordinator container entrypoint.
+#   start (default)  init the data dir on first start, then run the coordinator
+#   fedlora ARGS...  run any fedlora command (e.g. `site invite`, `job submit`)
+# Environment:
+#   FEDLORA_DATA_DIR         data dir (default /data/coordinator)
+#   FEDLORA_SANS             extra server-certificate names, space separated (the names sites dial)
+#   FEDLORA_PUBLIC_ENDPOINT  host:port sites dial for Federation (default: <first SAN>:7443)
+set -eu
+DATA_DIR="${FEDLORA_DATA_DIR:-/data/coordinator}"
+FEDLORA="node /opt/fedlora/cli/bin.mjs"
+cmd="${1:-start}"
+if [ "$cmd" = "fedlora" ]; then
+  shift
+  exec $FEDLORA "$@"
+fi
+if [ "$cmd" != "start" ]; then
+  echo "usage: start | fedlora ARGS..." >&2
+  exit 2
+fi
+if [ ! -f "$DATA_DIR/coordinator.yaml" ]; then
+  first_san=""
+  san_args=""
+  for s in ${FEDLORA_SANS:-}; do
+    [ -z "$first_san" ] && first_san="$s"
+    san_args="$san_args $s"
+  done
+  endpoint="${FEDLORA_PUBLIC_ENDPOINT:-${first_san:-localhost}:7443}"
+  if [ -n "$san_args" ]; then
+    # shellcheck disable=SC2086
+    $FEDLORA coordinator init --data-dir "$DATA_DIR" --public-endpoint "$endpoint" --san $san_args
+  else
+    $FEDLORA coordinator init --data-dir "$DATA_DIR" --public-endpoint "$endpoint"
+  fi
+  # inside a container the HTTP API must listen on all interfaces to be published
+  node /opt/fedlora/deploy/docker/config-set.mjs "$DATA_DIR/coordinator.yaml" http.host 0.0.0.0
+fi
+exec $FEDLORA coordinator start --data-dir "$DATA_DIR"
