@@ -45,5 +45,7 @@ export async function main(argv: string[]): Promise<void> {
       process.stderr.write(`error: ${(e as Error)?.stack ?? String(e)}\n`);
       process.exitCode = 1;
     }
+    // A failed command may have started servers or timers; nothing more will happen, so leave.
+    process.exit(process.exitCode);
   }
 }

@@ -108,7 +108,7 @@ export async function startCoordinator(configOrDir: CoordinatorConfig | string, 
   }));
   const enrollmentPort = await bind(enr, `${config.enrollment.host}:${config.enrollment.port}`, createEnrollmentServerCredentials(pki));
 
-  const app = await buildHttpApp({ engine, config, manifestKeyPem: signer.certPem, logger: false });
+  const app = await buildHttpApp({ engine, config, manifestKeyPem: signer.certPem, logger: false, log });
   await app.listen({ host: config.http.host, port: config.http.port });
   const addr = app.server.address();
   const httpPort = typeof addr === 'object' && addr ? addr.port : config.http.port;

@@ -166,7 +166,10 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
       await cli(['site', 'init', '--model', join(out, 'model'), '--site-dir', siteDir, '--min-sites', String(Math.min(2, o.sites))], join(logs, `${name}.log`));
       const cfgFile = join(siteDir, 'site.yaml');
       const cfg = YAML.parse(readFileSync(cfgFile, 'utf8'));
-      cfg.training = { local_baseline: true, max_seq_len: 384, max_train_examples: null };
+      // The byte-level tokenizer of the tiny model makes one token per byte: keep prompts short by
+      // leaving the (identifier-heavy) history out of training, as a site policy may.
+      cfg.policy.allowed_fields = ['department', 'chiefComplaint', 'exam', 'labs', 'diagnosis', 'treatment'];
+      cfg.training = { local_baseline: true, max_seq_len: 768, max_train_examples: null };
       cfg.evaluation = { min_items: 5, max_items: 24, evaluate_base: false };
       cfg.network = { heartbeat_interval_ms: 2000, reconnect_initial_ms: 300, reconnect_max_ms: 5000, chunk_size: 1024 * 1024 };
       writeFileSync(cfgFile, YAML.stringify(cfg));
@@ -186,7 +189,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
       base_model: { id: `fedlora/tiny-${o.arch}`, manifest_sha256: manifestSha, config_path: join(out, 'model', 'config.json') },
       lora: { r: 8, alpha: 16, target_modules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'], dropout: 0, freeze_a: o.freezeA, init_seed: o.seed },
       rounds: o.rounds,
-      train: { local_steps: o.localSteps, learning_rate: 2e-3, optimizer: 'adamw', batch_tokens: 2048, seed: o.seed, warmup_steps: 2, max_grad_norm: 1 },
+      train: { local_steps: o.localSteps, learning_rate: 5e-3, optimizer: 'adamw', batch_tokens: 2048, seed: o.seed, warmup_steps: 2, max_grad_norm: 1 },
       min_sites: o.sites,
       max_sites: o.sites,
       round_deadline_s: 900,
@@ -212,11 +215,13 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
       }
       return j.status === 'running' ? null : j;
     }, watched);
+    const lastVersion = final.current_version;
     if (final.status !== 'completed') throw fail('FEDLORA_ERR_JOB_STATE', `demo job ${jobId} ended ${final.status}: ${final.error ?? ''} (logs in ${logs})`);
     // The sites evaluate the final version right after the job completes: wait for those numbers.
     await waitFor('final evaluations', 120_000, async () => {
-      const m = (await (await fetch(`${httpUrl}/api/jobs/${jobId}/metrics?kind=global&metric=loss`)).json()) as { metrics: { round: number }[] };
-      return m.metrics.filter((x) => x.round === o.rounds).length >= o.sites ? true : null;
+      // every site reports heldout_items with each evaluation (its loss may be withheld when the set is small)
+      const m = (await (await fetch(`${httpUrl}/api/jobs/${jobId}/metrics?kind=global&metric=heldout_items`)).json()) as { metrics: { round: number }[] };
+      return m.metrics.filter((x) => x.round === lastVersion).length >= o.sites ? true : null;
     }).catch(() => o.log('      (some sites did not report the final evaluation in time; report.json shows what arrived)'));
 
     // 6. The report: per round, participants, examples, published version + sha256, held-out metrics.

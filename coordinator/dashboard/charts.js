@@ -143,7 +143,7 @@ export function timeline(items, opts = {}) {
     return svg;
   }
   const t0 = Math.min(...items.map((i) => i.start)), t1 = Math.max(...items.map((i) => i.end ?? i.start)) || t0 + 1;
-  const X = (t) => lw + ((t - t0) / Math.max(1, t1 - t0)) * (W - lw - 280);
+  const X = (t) => lw + ((t - t0) / Math.max(1, t1 - t0)) * (W - lw - 420); // room on the right for the label
   items.forEach((it, k) => {
     const y = top + k * row;
     const g = el('g', { 'data-round': it.label, class: `round ${it.state}` });

@@ -13,6 +13,7 @@ import { renewSiteCertificate } from '../enrollment.ts';
 import type { LoadedCa } from '../../certs/ca.ts';
 import type { RoundEngine } from '../rounds/engine.ts';
 import { admitUpdate, appendChunk, finishUpdate, type HeaderVerifier } from '../rounds/intake.ts';
+import { appendNow } from '../store/audit.ts';
 import { adapterFiles, readAdapterConfig } from '../publish/publisher.ts';
 import { routeSecAgg } from './secagg-seam.ts';
 import { TaskHub } from './task-hub.ts';
@@ -65,7 +66,7 @@ export function createFederationHandlers(d: FederationDeps): { handlers: Federat
     if (refusedSeen.size > 4096) refusedSeen.clear();
     refusedSeen.set(key, now);
     try {
-      store.audit.append('unauthenticated', 'call_refused', cert.subject ?? 'no certificate', { method, code: e.code, reason: e.message.slice(0, 500), serial: cert.serial ?? null }, new Date(now));
+      appendNow(store.db, 'unauthenticated', 'call_refused', cert.subject ?? 'no certificate', { method, code: e.code, reason: e.message.slice(0, 500), serial: cert.serial ?? null }, new Date(now));
     } catch {
       /* the refusal itself must still go out */
     }
@@ -97,7 +98,7 @@ export function createFederationHandlers(d: FederationDeps): { handlers: Federat
   const auditAdmissionRefused = (siteId: string, h: { updateId: string; jobId: string; round: number; sha256: string; totalBytes: number }, e: unknown) => {
     if (!isFedloraError(e)) return;
     try {
-      store.audit.append(siteId, 'update_rejected', h.updateId, { stage: 'admission', code: e.code, reason: e.message.slice(0, 2000), job: h.jobId, round: h.round, sha256: h.sha256, size: h.totalBytes }, new Date(engine.now()));
+      appendNow(store.db, siteId, 'update_rejected', h.updateId, { stage: 'admission', code: e.code, reason: e.message.slice(0, 2000), job: h.jobId, round: h.round, sha256: h.sha256, size: h.totalBytes }, new Date(engine.now()));
     } catch {
       /* the refusal itself must still go out */
     }
@@ -114,6 +115,7 @@ export function createFederationHandlers(d: FederationDeps): { handlers: Federat
     heartbeat: unary((call, id) => {
       const now = engine.now();
       store.touchSite(id.siteId, now, { agentVersion: call.request.agentVersion, state: call.request.state });
+      if (call.request.trainingTokensPerS > 0) store.setSiteThroughput(id.siteId, call.request.trainingTokensPerS, now);
       hub.push(id.siteId);
       void engine.tick().catch(() => undefined); // a site coming online may open a waiting round
       return { serverTimeUnixMs: now, renewCertificate: id.notAfter - now < RENEW_BEFORE_MS, heartbeatIntervalMs: d.heartbeatIntervalMs };

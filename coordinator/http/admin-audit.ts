@@ -5,9 +5,10 @@
 // are audited by the engine inside their transactions (job_submitted, job_cancelled, ...).
 import type { FastifyInstance } from 'fastify';
 import { checkAdminToken, type CoordinatorConfig } from '../config.ts';
-import type { AuditLog } from '../../shared/audit.ts';
+import type { Database } from 'better-sqlite3';
+import { appendNow } from '../store/audit.ts';
 
-export function installAdminAudit(app: FastifyInstance, audit: () => AuditLog, config: Pick<CoordinatorConfig, 'admin_tokens'>): void {
+export function installAdminAudit(app: FastifyInstance, db: () => Database, config: Pick<CoordinatorConfig, 'admin_tokens'>): void {
   app.addHook('onResponse', async (req, reply) => {
     if (req.method === 'GET' || req.method === 'HEAD' || req.method === 'OPTIONS') return;
     const m = /^Bearer (.+)$/.exec(req.headers.authorization ?? '');
@@ -17,7 +18,7 @@ export function installAdminAudit(app: FastifyInstance, audit: () => AuditLog, c
     const path = req.url.split('?')[0];
     const query = req.url.includes('?') ? req.url.slice(req.url.indexOf('?') + 1).slice(0, 500) : undefined;
     try {
-      audit().append(name ? `admin:${name}` : 'anonymous', denied ? 'admin_denied' : 'admin_action', `${req.method} ${path}`.slice(0, 500), {
+      appendNow(db(), name ? `admin:${name}` : 'anonymous', denied ? 'admin_denied' : 'admin_action', `${req.method} ${path}`.slice(0, 500), {
         method: req.method, path: path.slice(0, 500), query, status: reply.statusCode, ok, ip: req.ip, token_presented: !!m,
       });
     } catch {

@@ -23,7 +23,14 @@ export interface HttpDeps {
   /** Public key/certificate PEM that verifies manifests (served at /api/manifest-key). */
   manifestKeyPem: string;
   logger?: boolean;
+  /** Structured log of admin actions (pino-compatible; fields job/site/admin). Default: none. */
+  log?: AdminLog;
 }
+
+export interface AdminLog {
+  info(obj: Record<string, unknown>, msg: string): void;
+}
+const NO_LOG: AdminLog = { info: () => undefined };
 
 /** Throws unless the request carries a known admin token; returns the token's name. */
 export type AdminGuard = (req: FastifyRequest) => string;
@@ -31,7 +38,7 @@ export type AdminGuard = (req: FastifyRequest) => string;
 export async function buildHttpApp(d: HttpDeps): Promise<FastifyInstance> {
   const app = Fastify({ logger: d.logger ?? false, bodyLimit: 16 * 1024 * 1024 });
   installRateLimit(app); // per-IP token buckets, stricter for admin writes and failed auth (429)
-  installAdminAudit(app, () => d.engine.store.audit, d.config); // HTTP writes -> audit_log
+  installAdminAudit(app, () => d.engine.store.db, d.config); // HTTP writes -> audit_log
   const requireAdmin: AdminGuard = (req) => {
     const m = /^Bearer (.+)$/.exec(req.headers.authorization ?? '');
     if (!m) throw fail('FEDLORA_ERR_UNAUTHENTICATED', 'this route needs an admin token: Authorization: Bearer <token>');
@@ -66,10 +73,11 @@ export async function buildHttpApp(d: HttpDeps): Promise<FastifyInstance> {
   app.get('/api/openapi.json', async () => OPENAPI);
   app.get('/api/manifest-key', async (_req, reply) => reply.type('application/x-pem-file').send(d.manifestKeyPem));
   await app.register(healthRoutes, { engine: d.engine });
-  await app.register(siteRoutes, { engine: d.engine, requireAdmin });
-  await app.register(jobRoutes, { engine: d.engine, requireAdmin });
+  const log = d.log ?? NO_LOG;
+  await app.register(siteRoutes, { engine: d.engine, requireAdmin, log });
+  await app.register(jobRoutes, { engine: d.engine, requireAdmin, log });
   await app.register(adapterRoutes, { engine: d.engine });
-  await app.register(metricsRoutes, { engine: d.engine, requireAdmin });
+  await app.register(metricsRoutes, { engine: d.engine, requireAdmin, log });
   await app.register(prometheusRoutes, { engine: d.engine });
   await app.register(dashboardRoutes);
   return app;

@@ -1,8 +1,9 @@
 // Per-client-IP token buckets for the HTTP API (no extra package): every request takes a token
 // from the IP's general bucket; admin writes (any method but GET/HEAD/OPTIONS) also from a much
-// smaller write bucket; a failed authentication (401/403 answer to a write) takes a token from
-// a tiny failure bucket, and while that one is empty the IP's writes are refused before the
-// token is even looked at — so guessing admin tokens runs at a few tries a minute.
+// smaller write bucket; a failed authentication (any 401/403 answer) takes a token from a tiny
+// failure bucket, and while that one is empty the IP's writes and any request carrying an
+// Authorization header are refused before the token is even looked at — so guessing admin
+// tokens runs at a few tries a minute.
 // Refusals are 429 FEDLORA_ERR_RATE_LIMITED with Retry-After. Installed on the root instance
 // (hooks, not an encapsulated plugin) so it covers every route.
 import type { FastifyInstance, FastifyRequest } from 'fastify';
@@ -84,13 +85,15 @@ export function installRateLimit(app: FastifyInstance, opts: Partial<RateLimitOp
     const t = now();
     let w = c.all.take(t);
     if (w > 0) throw refuse(reply, w, 'too many requests', req.ip);
-    if (!isWrite(req)) return;
+    const write = isWrite(req);
+    if (!write && req.headers.authorization === undefined) return;
     w = c.failed.wait(t);
     if (w > 0) throw refuse(reply, w, 'too many failed authentication attempts', req.ip);
+    if (!write) return;
     w = c.write.take(t);
     if (w > 0) throw refuse(reply, w, 'too many admin writes', req.ip);
   });
   app.addHook('onResponse', async (req, reply) => {
-    if (isWrite(req) && (reply.statusCode === 401 || reply.statusCode === 403)) clientOf(req.ip).failed.take(now());
+    if (reply.statusCode === 401 || reply.statusCode === 403) clientOf(req.ip).failed.take(now());
   });
 }

@@ -4,7 +4,7 @@
 // token the user typed, kept in sessionStorage only. Its CSP allows only same-origin files.
 import { readFileSync, readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import type { FastifyPluginAsync } from 'fastify';
+import type { FastifyPluginAsync, FastifyReply } from 'fastify';
 import { fail } from '../../shared/errors.ts';
 
 export const DASHBOARD_DIR = fileURLToPath(new URL('../dashboard/', import.meta.url));
@@ -25,9 +25,11 @@ export const dashboardRoutes: FastifyPluginAsync = async (app) => {
   };
   app.get('/', async (_req, reply) => reply.redirect('/dashboard/'));
   app.get('/dashboard', async (_req, reply) => reply.redirect('/dashboard/'));
-  app.get<{ Params: { file?: string } }>('/dashboard/:file?', async (req, reply) => {
-    const f = send(req.params.file || 'index.html');
+  const serve = (name: string, reply: FastifyReply) => {
+    const f = send(name);
     reply.header('Content-Security-Policy', CSP);
     return reply.type(f.type).send(f.body);
-  });
+  };
+  app.get('/dashboard/', async (_req, reply) => serve('index.html', reply));
+  app.get<{ Params: { file: string } }>('/dashboard/:file', async (req, reply) => serve(req.params.file, reply));
 };

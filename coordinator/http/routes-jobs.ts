@@ -4,7 +4,7 @@ import { fail } from '../../shared/errors.ts';
 import type { RoundEngine } from '../rounds/engine.ts';
 import type { JobRow, RoundRow } from '../store/store.ts';
 import { parseJobSpec, parseJobSpecText } from '../jobs/spec.ts';
-import type { AdminGuard } from './app.ts';
+import type { AdminGuard, AdminLog } from './app.ts';
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
@@ -30,7 +30,7 @@ export function roundView(engine: RoundEngine, r: RoundRow) {
   };
 }
 
-export const jobRoutes: FastifyPluginAsync<{ engine: RoundEngine; requireAdmin: AdminGuard }> = async (app, { engine, requireAdmin }) => {
+export const jobRoutes: FastifyPluginAsync<{ engine: RoundEngine; requireAdmin: AdminGuard; log: AdminLog }> = async (app, { engine, requireAdmin, log }) => {
   const getJob = (id: string) => {
     const j = engine.store.job(id);
     if (!j) throw fail('FEDLORA_ERR_NOT_FOUND', `job ${id} does not exist`);
@@ -38,16 +38,18 @@ export const jobRoutes: FastifyPluginAsync<{ engine: RoundEngine; requireAdmin: 
   };
   app.get('/api/jobs', async () => ({ jobs: engine.store.jobs().map((j) => jobView(engine, j)) }));
   app.post<{ Querystring: { id?: string } }>('/api/jobs', async (req, reply) => {
-    requireAdmin(req);
+    const admin = requireAdmin(req);
     const spec = typeof req.body === 'string' ? parseJobSpecText(req.body, 'request body') : parseJobSpec(req.body, 'request body');
     if (req.query.id !== undefined && !/^[A-Za-z0-9._-]{1,64}$/.test(req.query.id)) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `query id ${JSON.stringify(req.query.id)} must match [A-Za-z0-9._-]{1,64}`);
     const id = await engine.submitJob(spec, req.query.id);
+    log.info({ job: id, admin, rounds: spec.rounds, strategy: spec.aggregation.name, dp: !!spec.privacy.dp }, 'job submitted');
     return reply.status(201).send(jobView(engine, getJob(id)));
   });
   app.get<{ Params: { id: string } }>('/api/jobs/:id', async (req) => jobView(engine, getJob(req.params.id)));
   app.post<{ Params: { id: string } }>('/api/jobs/:id/cancel', async (req) => {
-    requireAdmin(req);
+    const admin = requireAdmin(req);
     engine.cancelJob(req.params.id);
+    log.info({ job: req.params.id, admin }, 'job cancelled');
     return jobView(engine, getJob(req.params.id));
   });
   app.get<{ Params: { id: string } }>('/api/jobs/:id/rounds', async (req) => {

@@ -8,7 +8,7 @@ import type { RoundEngine } from '../rounds/engine.ts';
 import type { MetricRow } from '../store/store.ts';
 import { crossEvalMatrix, summarizeMetrics, toCsv, CROSS_COLUMNS, SUMMARY_COLUMNS } from '../metrics/summary.ts';
 import { crossEvalRequests, crossEvalRequestView, insertCrossEvalRequest } from '../metrics/cross-eval-requests.ts';
-import type { AdminGuard } from './app.ts';
+import type { AdminGuard, AdminLog } from './app.ts';
 
 const COLUMNS = ['job_id', 'round', 'site_id', 'kind', 'metric', 'value', 'count', 'model_owner', 'adapter_version', 'phase', 'created_ms'] as const;
 const KINDS = ['global', 'local', 'base', 'cross'];
@@ -30,7 +30,7 @@ function sendCsv(reply: FastifyReply, filename: string, body: string) {
   return reply.type('text/csv; charset=utf-8').send(body);
 }
 
-export const metricsRoutes: FastifyPluginAsync<{ engine: RoundEngine; requireAdmin: AdminGuard }> = async (app, { engine, requireAdmin }) => {
+export const metricsRoutes: FastifyPluginAsync<{ engine: RoundEngine; requireAdmin: AdminGuard; log: AdminLog }> = async (app, { engine, requireAdmin, log }) => {
   const getJob = (id: string) => {
     const j = engine.store.job(id);
     if (!j) throw fail('FEDLORA_ERR_NOT_FOUND', `job ${id} does not exist`);
@@ -80,6 +80,7 @@ export const metricsRoutes: FastifyPluginAsync<{ engine: RoundEngine; requireAdm
     }
     for (const s of (sites as string[] | undefined) ?? []) if (!engine.store.site(s)) throw fail('FEDLORA_ERR_NOT_FOUND', `body.sites: site ${s} is unknown`);
     const row = insertCrossEvalRequest(engine.store.db, { jobId: req.params.id, requestedBy: who, sites: sites as string[] | undefined, now: engine.now() });
+    log.info({ job: req.params.id, admin: who, request: row.id, sites: sites ?? 'all' }, 'cross-evaluation requested');
     return reply.status(202).send(crossEvalRequestView(row));
   });
 };

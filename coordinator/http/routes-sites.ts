@@ -3,13 +3,13 @@ import type { FastifyPluginAsync } from 'fastify';
 import { fail } from '../../shared/errors.ts';
 import { getPkiSiteStatus, setPkiSiteStatus } from '../enrollment.ts';
 import type { RoundEngine } from '../rounds/engine.ts';
-import type { AdminGuard } from './app.ts';
+import type { AdminGuard, AdminLog } from './app.ts';
 
 export const healthRoutes: FastifyPluginAsync<{ engine: RoundEngine }> = async (app, { engine }) => {
   app.get('/api/health', async () => ({ status: 'ok', time: new Date(engine.now()).toISOString(), jobs_running: engine.store.jobs('running').length }));
 };
 
-export const siteRoutes: FastifyPluginAsync<{ engine: RoundEngine; requireAdmin: AdminGuard }> = async (app, { engine, requireAdmin }) => {
+export const siteRoutes: FastifyPluginAsync<{ engine: RoundEngine; requireAdmin: AdminGuard; log: AdminLog }> = async (app, { engine, requireAdmin, log }) => {
   app.get('/api/sites', async () => {
     const since = engine.now() - engine.heartbeatTimeoutMs;
     return {
@@ -20,7 +20,7 @@ export const siteRoutes: FastifyPluginAsync<{ engine: RoundEngine; requireAdmin:
     };
   });
   app.post<{ Params: { id: string }; Body: { status?: string } }>('/api/sites/:id/status', async (req) => {
-    requireAdmin(req);
+    const admin = requireAdmin(req);
     const st = req.body?.status;
     if (st !== 'active' && st !== 'disabled') throw fail('FEDLORA_ERR_INVALID_ARGUMENT', 'body.status must be active or disabled');
     if (!engine.store.site(req.params.id)) throw fail('FEDLORA_ERR_NOT_FOUND', `site ${req.params.id} is unknown`);
@@ -31,6 +31,7 @@ export const siteRoutes: FastifyPluginAsync<{ engine: RoundEngine; requireAdmin:
       if (pki === 'revoked') throw fail('FEDLORA_ERR_CERT_REVOKED', `site ${req.params.id} is revoked; it must enroll again`);
       if (pki) setPkiSiteStatus(engine.store.db, req.params.id, st, engine.now());
     });
+    log.info({ site: req.params.id, admin, status: st }, 'site status changed');
     return { id: req.params.id, status: st };
   });
 };

@@ -34,7 +34,7 @@ export function coordinatorMetrics(d: CoordinatorMetricsDeps): string {
   e.declare('fedlora_site_last_seen_timestamp_seconds', 'Unix time of the last heartbeat or call of a site', 'gauge');
   e.declare('fedlora_site_up', '1 when the site is online (heartbeat within the timeout), else 0', 'gauge');
   e.declare('fedlora_site_training_tokens_per_second', 'Training throughput a site reported (heartbeat when stored, else its newest tokens_per_s metric)', 'gauge');
-  const tpsMetric = db.prepare(`SELECT value FROM metrics WHERE site_id = ? AND metric = 'tokens_per_s' ORDER BY id DESC LIMIT 1`);
+  const tpsMetric = db.prepare(`SELECT value FROM metrics WHERE site_id = ? AND metric IN ('tokens_per_s', 'train_tokens_per_s') ORDER BY id DESC LIMIT 1`);
   for (const s of sites) {
     if (s.last_seen_ms !== null) e.gauge('fedlora_site_last_seen_timestamp_seconds', '', s.last_seen_ms / 1000, { site: s.id });
     e.gauge('fedlora_site_up', '', online.includes(s.id) ? 1 : 0, { site: s.id });

@@ -28,6 +28,8 @@ import { loadUpdateFile } from './validate-update.ts';
 import { strategyFor as defaultStrategyFor, encodeState, decodeState } from './strategy-seam.ts';
 import type { Strategy, UpdateRef } from '../strategies/types.ts';
 import { createPrivacyLedger } from '../privacy/ledger.ts';
+import { appendNow } from '../store/audit.ts';
+import { SecAggRounds } from '../secagg/rounds.ts';
 
 export type SelectFn = (candidates: string[], n: number, seed: number) => string[];
 
@@ -69,6 +71,8 @@ export class RoundEngine extends EventEmitter {
   private ticking: Promise<void> | null = null;
   private again = false;
   private timer: NodeJS.Timeout | null = null;
+  /** Rounds of privacy.secure_aggregation jobs collect masked inputs over the SecAgg RPC instead of updates. */
+  readonly secagg: SecAggRounds;
 
   constructor(o: EngineOptions) {
     super();
@@ -79,6 +83,7 @@ export class RoundEngine extends EventEmitter {
     this.heartbeatTimeoutMs = o.heartbeatTimeoutMs ?? 60_000;
     this.select = o.select ?? seededSelect;
     this.strategyFor = o.strategyFor ?? defaultStrategyFor;
+    this.secagg = new SecAggRounds(this, (spec) => this.strategyFor(spec));
   }
 
   /** Tick every `intervalMs` (deadlines, sites coming online). */
@@ -91,6 +96,7 @@ export class RoundEngine extends EventEmitter {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
     await this.ticking?.catch(() => undefined);
+    this.secagg.close();
   }
 
   jobInfo(jobId: string): { spec: JobSpec; layout: JobLayout } {
@@ -120,7 +126,7 @@ export class RoundEngine extends EventEmitter {
       jobId, spec, version: 0, round: 0, flat: initialAdapterFlat(layout.model, spec, layout.full), layout: layout.full,
       contributingSites: 0, numExamples: 0, createdMs: now,
     });
-    this.store.audit.append('coordinator', 'publish', `${jobId}/v0`, { job: jobId, version: 0, round: 0, sha256: v0.sha256, size: v0.size, manifest_sha256: v0.manifest_sha256 }, new Date(now));
+    appendNow(this.store.db, 'coordinator', 'publish', `${jobId}/v0`, { job: jobId, version: 0, round: 0, sha256: v0.sha256, size: v0.size, manifest_sha256: v0.manifest_sha256 }, new Date(now));
     this.emit('job', jobId);
     void this.tick().catch((e) => this.emit('error', e));
     return jobId;
@@ -199,7 +205,7 @@ export class RoundEngine extends EventEmitter {
             this.emit('job', job.id);
             return;
           }
-        } else if (cur.state === 'open') moved = this.checkCollection(spec, cur);
+        } else if (cur.state === 'open') moved = spec.privacy.secure_aggregation ? await this.secagg.check(cur) : this.checkCollection(spec, cur);
         else if (cur.state === 'aggregating') {
           await this.aggregate(j, spec, cur);
           moved = true;
@@ -293,11 +299,17 @@ export class RoundEngine extends EventEmitter {
       ...(u.clipped === null ? {} : { unclippedBit: u.clipped ? 0 : 1 }),
     }));
     let res;
+    let contributing = accepted.length, examples = accepted.reduce((a, u) => a + u.examples, 0);
     try {
-      res = await strategy.aggregate(refs, {
+      const ctx = {
         round: r.round, layout: layout.update, global: extract(baseFull, layout.full, layout.update),
         selected: (JSON.parse(r.selected_json) as string[]).length, state: decodeState(prev?.strategy_state ?? null), seed: r.seed,
-      });
+      };
+      if (spec.privacy.secure_aggregation) {
+        // Only the survivors' sum is ever unmasked (coordinator/secagg); uniform weights.
+        const s = await this.secagg.aggregate(r, strategy, ctx);
+        [res, contributing, examples] = [s.result, s.count, s.numExamples];
+      } else res = await strategy.aggregate(refs, ctx);
     } catch (e) {
       throw e instanceof Error && 'code' in e ? e : fail('FEDLORA_ERR_AGGREGATION', `job ${job.id} round ${r.round}: ${(e as Error).message}`);
     }
@@ -305,7 +317,7 @@ export class RoundEngine extends EventEmitter {
     const createdMs = r.aggregating_ms ?? this.now();
     const pub = publishVersion(this.store, this.dataDir, this.signer, {
       jobId: job.id, spec, version, round: r.round, flat: merge(baseFull, layout.full, layout.update, res.global), layout: layout.full,
-      contributingSites: accepted.length, numExamples: accepted.reduce((a, u) => a + u.examples, 0), createdMs,
+      contributingSites: contributing, numExamples: examples, createdMs,
     });
     const now = this.now();
     this.store.tx(() => {
@@ -326,6 +338,7 @@ export class RoundEngine extends EventEmitter {
         this.store.audit.append('coordinator', 'privacy_spend', job.id, { round: r.round, epsilon: eps, delta: dp.delta, budget_epsilon: dp.epsilon_budget, noise_multiplier: dp.noise_multiplier, sample_rate: dp.sample_rate }, at);
       }
     });
+    if (spec.privacy.secure_aggregation) this.secagg.purge(r);
     this.emit('published', job.id, version);
     this.emit('round', job.id, r.round);
   }

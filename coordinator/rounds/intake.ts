@@ -33,12 +33,6 @@ export type HeaderVerifier = (h: HeaderIn) => void;
 export function admitUpdate(engine: RoundEngine, siteId: string, h: HeaderIn, maxBytes: number, verify?: HeaderVerifier): Admitted {
   const store = engine.store;
   if (!UPDATE_ID_RE.test(h.updateId)) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `UpdateHeader.update_id ${JSON.stringify(h.updateId)} must match ${UPDATE_ID_RE}`);
-  // A captured update presented again under another update id (or for another round) still
-  // carries the signature it was captured with: a signature is good for one update only.
-  if (h.signature && h.signature.length > 0) {
-    const twin = store.updateBySignature(h.signature, h.updateId);
-    if (twin) throw fail('FEDLORA_ERR_REPLAY', `UpdateHeader.signature: this signature was already used by update ${twin.update_id} (site ${twin.site_id}, job ${twin.job_id}, round ${twin.round}); a replayed update is refused`);
-  }
   const prior = store.update(h.updateId);
   if (prior) {
     if (prior.site_id !== siteId || prior.job_id !== h.jobId || prior.round !== h.round || prior.task_id !== h.taskId || prior.sha256 !== h.sha256) {
@@ -65,7 +59,12 @@ export function admitUpdate(engine: RoundEngine, siteId: string, h: HeaderIn, ma
   if (!/^[0-9a-f]{64}$/.test(h.sha256)) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', 'UpdateHeader.sha256: expected 64 lowercase hex characters');
   if (!(h.numExamples > 0)) throw fail('FEDLORA_ERR_UPDATE_INVALID', `UpdateHeader.num_examples: ${h.numExamples}, must be > 0`);
   if (prior) return { row: prior, complete: false }; // resume a 'receiving' upload
-  verify?.(h);
+  // A captured update presented again under another update id (or for another round) still
+  // carries the signature it was captured with: a signature is good for one update only.
+  if (h.signature && h.signature.length > 0) {
+    const twin = store.updateBySignature(h.signature, h.updateId);
+    if (twin) throw fail('FEDLORA_ERR_REPLAY', `UpdateHeader.signature: this signature was already used by update ${twin.update_id} (site ${twin.site_id}, job ${twin.job_id}, round ${twin.round}); a replayed update is refused`);
+  }
   const row: UpdateRow = {
     update_id: h.updateId, job_id: h.jobId, round: h.round, attempt: task.attempt, site_id: siteId, task_id: h.taskId, base_version: h.baseVersion,
     path: join(engine.dataDir, 'updates', h.jobId, `r${h.round}a${task.attempt}`, `${h.updateId}.part`), sha256: h.sha256, size: h.totalBytes,
@@ -74,6 +73,14 @@ export function admitUpdate(engine: RoundEngine, siteId: string, h: HeaderIn, ma
     signature: h.signature ? Buffer.from(h.signature) : null, metadata_json: h.metadataJson?.length ? Buffer.from(h.metadataJson).toString('utf8').slice(0, 65536) : null,
     received_ms: engine.now(),
   };
+  try {
+    verify?.(h);
+  } catch (e) {
+    // Recorded like any rejection (no byte of it is stored): the same update id stays refused.
+    store.tx(() => store.insertUpdate({ ...row, status: 'rejected' }));
+    store.setUpdateStatus(row.update_id, 'rejected', isFedloraError(e) ? e.toString() : String(e));
+    throw e;
+  }
   mkdirSync(dirname(row.path), { recursive: true });
   store.tx(() => {
     store.insertUpdate(row);

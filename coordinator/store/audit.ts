@@ -3,6 +3,28 @@
 // transaction of the state change it records, so an entry exists exactly when the change does
 // (AuditLog.append nests as a savepoint). Secrets never go in: join tokens appear only as a
 // short prefix of their sha256, admin tokens only by their configured name.
+//
+// Actions written (actor, subject; where):
+//   token_issued      coordinator, site       enrollment.ts issueJoinToken (token_ref = sha256 prefix)
+//   enroll            site, site              enrollment.ts enrollSite (serial, cert sha256, not_after)
+//   cert_renewed      site, site              enrollment.ts renewSiteCertificate
+//   revoke            operator, site          enrollment.ts revokeSite (serials, reason, discarded_updates)
+//   revoke_certificate operator, site         enrollment.ts revokeCertificate
+//   job_submitted / job_cancelled  admin[:name], job   rounds/engine.ts
+//   job_completed / job_failed     coordinator, job    rounds/engine.ts
+//   task              coordinator, task id    rounds/engine.ts openRound (one per selected site)
+//   task_declined     site, task id           rounds/engine.ts declineTask
+//   update_received   site, update id         rounds/intake.ts finishUpdate (sha256, size, examples,
+//                     signature_sha256, site_norm, site_clipped, coordinator_norm, and for DP rounds
+//                     dp_clip_norm, norm_after_clip, clipped_by_coordinator)
+//   update_rejected   site, update id         rounds/intake.ts (signature/content/round closed) and
+//                     grpc/federation.ts (admission: replay, signature, not selected, ...; code + reason)
+//   round_failed      coordinator, job/rRaA   rounds/engine.ts (discarded updates)
+//   aggregate         coordinator, job/rRaA   rounds/engine.ts (update ids, strategy metrics: DP clip/noise)
+//   publish           coordinator, job/vN     rounds/engine.ts (version, sha256, manifest_sha256)
+//   privacy_spend     coordinator, job        rounds/engine.ts (epsilon after the round, delta, budget)
+//   call_refused      unauthenticated, cert subject   grpc/federation.ts (revoked/unknown/expired; 1/min/cert)
+//   admin_action / admin_denied   admin:<name> | anonymous, "METHOD /path"   http/admin-audit.ts
 import type { Database } from 'better-sqlite3';
 import { AuditLog } from '../../shared/audit.ts';
 
@@ -16,6 +38,14 @@ export function coordinatorAudit(db: Database): AuditLog {
   let l = logs.get(db);
   if (!l) logs.set(db, (l = new AuditLog(db, COORDINATOR_AUDIT_TABLE)));
   return l;
+}
+
+/** Append outside any caller transaction: BEGIN IMMEDIATE takes the write lock first, so a
+ *  concurrent writer in another process (the `fedlora site revoke` CLI) makes it wait
+ *  (busy_timeout) instead of failing on a stale WAL snapshot. */
+export function appendNow(db: Database, actor: string, action: string, subject: string, details: Record<string, unknown>, at?: Date): void {
+  const log = coordinatorAudit(db);
+  db.transaction(() => log.append(actor, action, subject, details, at)).immediate();
 }
 
 /** L2 norm with float64 accumulation (what the coordinator measures on an update). */

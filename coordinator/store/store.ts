@@ -159,9 +159,10 @@ export class CoordinatorStore {
   setUpdateStatus(updateId: string, status: UpdateStatus, reason: string | null = null, path?: string): void {
     this.db.prepare('UPDATE updates SET status = ?, reason = COALESCE(?, reason), path = COALESCE(?, path) WHERE update_id = ?').run(status, reason, path ?? null, updateId);
   }
-  /** Another update that carried exactly this signature (a replay), if any. */
+  /** Another update that carried exactly this signature (a replay), if any. Rejected rows do
+   *  not count: their signature may never have verified (e.g. one refused at admission). */
   updateBySignature(signature: Uint8Array, exceptUpdateId: string): UpdateRow | undefined {
-    return this.db.prepare('SELECT * FROM updates WHERE signature = ? AND update_id != ? LIMIT 1').get(Buffer.from(signature), exceptUpdateId) as UpdateRow | undefined;
+    return this.db.prepare(`SELECT * FROM updates WHERE signature = ? AND update_id != ? AND status != 'rejected' LIMIT 1`).get(Buffer.from(signature), exceptUpdateId) as UpdateRow | undefined;
   }
   roundUpdates(jobId: string, round: number, attempt: number, status?: UpdateStatus): UpdateRow[] {
     return (status

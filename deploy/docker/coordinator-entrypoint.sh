@@ -6,6 +6,9 @@
 #   FEDLORA_DATA_DIR         data dir (default /data/coordinator)
 #   FEDLORA_SANS             extra server-certificate names, space separated (the names sites dial)
 #   FEDLORA_PUBLIC_ENDPOINT  host:port sites dial for Federation (default: <first SAN>:7443)
+#   FEDLORA_CONFIG_OVERRIDES a YAML file merged into coordinator.yaml at every start (ports,
+#                            heartbeat, rounds, transfer, site_cert_days, log_level; never
+#                            admin_tokens), e.g. the Helm chart's ConfigMap
 set -eu
 DATA_DIR="${FEDLORA_DATA_DIR:-/data/coordinator}"
 FEDLORA="node /opt/fedlora/cli/bin.mjs"
@@ -34,5 +37,8 @@ if [ ! -f "$DATA_DIR/coordinator.yaml" ]; then
   fi
   # inside a container the HTTP API must listen on all interfaces to be published
   node /opt/fedlora/deploy/docker/config-set.mjs "$DATA_DIR/coordinator.yaml" http.host 0.0.0.0
+fi
+if [ -n "${FEDLORA_CONFIG_OVERRIDES:-}" ] && [ -f "$FEDLORA_CONFIG_OVERRIDES" ]; then
+  node /opt/fedlora/deploy/docker/config-set.mjs "$DATA_DIR/coordinator.yaml" --merge "$FEDLORA_CONFIG_OVERRIDES"
 fi
 exec $FEDLORA coordinator start --data-dir "$DATA_DIR"

@@ -1,8 +1,9 @@
 // `fedlora doctor --site-dir DIR`: is this hospital's site agent able to take part?
 // config → certificate → coordinator reachable with it → clock → model files and hash →
 // execution providers → site store → disk. Each check says what to fix.
-import { existsSync, readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { accessSync, constants as fsConstants, existsSync, readFileSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
 import { createHash, X509Certificate } from 'node:crypto';
 import Database from 'better-sqlite3';
 import { sitePaths } from '../tls.ts';
@@ -23,6 +24,35 @@ export interface SiteDoctorOptions extends CommonDoctorOptions {
   modelSha256?: string;
   /** Do not hash the model files (a 16 GB checkpoint takes a minute the first time). */
   skipModelHash?: boolean;
+  /** The engine's ONNX graph cache (default: $FEDLORA_GRAPH_CACHE or <tmpdir>/fedlora-graphs, as the engine). */
+  graphCacheDir?: string;
+}
+
+/** The nearest existing ancestor of a path (the cache folder may not exist yet). */
+function existingAncestor(p: string): string {
+  let cur = resolve(p);
+  while (!existsSync(cur) && dirname(cur) !== cur) cur = dirname(cur);
+  return cur;
+}
+
+/**
+ * The engine hard-links the weight files into the graph cache (ONNX external data must sit
+ * next to the graph); across file systems it falls back to writing graphs into the model
+ * folder, and fails if that is read-only. Check which case this site is in.
+ */
+function checkGraphCache(modelDir: string, cacheDir: string): CheckResult {
+  if (!existsSync(modelDir)) return { name: 'graph-cache', status: 'SKIP', detail: `model folder ${modelDir} missing` };
+  const anc = existingAncestor(cacheDir);
+  if (statSync(anc).dev === statSync(modelDir).dev) return { name: 'graph-cache', status: 'OK', detail: `${cacheDir} is on the model's file system (weights are hard-linked, not copied)` };
+  let writable = true;
+  try {
+    accessSync(modelDir, fsConstants.W_OK);
+  } catch {
+    writable = false;
+  }
+  const fix = `set FEDLORA_GRAPH_CACHE to a folder on the same file system as ${modelDir} (e.g. a sibling folder)`;
+  if (writable) return { name: 'graph-cache', status: 'WARN', detail: `${cacheDir} is on another file system than ${modelDir}: graphs will be written into the model folder`, fix };
+  return { name: 'graph-cache', status: 'FAIL', detail: `${cacheDir} is on another file system than ${modelDir}, which is read-only: training cannot build its graphs`, fix };
 }
 
 const errText = (e: unknown) => (isFedloraError(e) ? `${e.code}: ${e.message}` : (e as Error).message);
@@ -157,6 +187,7 @@ export async function runSiteDoctor(o: SiteDoctorOptions): Promise<DoctorReport>
   // 5. model files and their hash; 6. execution providers
   if (cfg) {
     checks.push(await checkModel(cfg, o, timeoutMs));
+    if (cfg.trainer.kind === 'engine') checks.push(checkGraphCache(cfg.model.path, o.graphCacheDir ?? process.env.FEDLORA_GRAPH_CACHE ?? join(tmpdir(), 'fedlora-graphs')));
     checks.push(await checkExecutionProviders(cfg.trainer.kind === 'engine' ? cfg.model.device : undefined));
   } else {
     checks.push({ name: 'model', status: 'SKIP', detail: 'no valid site config' });

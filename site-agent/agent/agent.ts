@@ -17,6 +17,8 @@ import { AuditLog } from '../../shared/audit.ts';
 import { FedloraError, isFedloraError, fail } from '../../shared/errors.ts';
 import type { FederationWire, WireTask } from './wire.ts';
 import { SiteWorkspace } from './workspace.ts';
+import { runSecAggSite } from './secagg-client.ts';
+import { flatten } from '../../shared/tensors.ts';
 import type { AdapterWeights, LoraConfig, LoraTarget } from '../engine/types.ts';
 
 export interface AgentLogger {
@@ -220,55 +222,79 @@ export class SiteAgent {
     };
     const result = await this.trainer.train({ ...common, workDir: join(work, 'global'), initAdapter: global });
     assertFinite(result.adapter, `local training of round ${task.round}`);
-    // 6. The update: a delta (or weights), only B with a frozen A; persisted before upload so
-    //    that a restart resumes the upload instead of retraining.
+    // 6. The update: a delta (or weights), only B with a frozen A.
     const payloadKind = task.payloadKind === 'weights' ? 'weights' : 'delta';
     const tensors = buildUpdateTensors(global, result.adapter, payloadKind, lora.freezeA);
     const norm = l2Norm(tensors);
-    const updateId = randomUUID();
-    const bytes = encodeUpdate(tensors, { job_id: task.jobId, round: String(task.round), payload_kind: payloadKind });
-    const sha256 = createHash('sha256').update(bytes).digest('hex');
-    const outFile = join(work, `${updateId}.safetensors`);
-    writeFileSync(outFile + '.tmp', bytes);
-    renameSync(outFile + '.tmp', outFile);
-    const signed = { updateId, jobId: task.jobId, round: task.round, baseVersion: task.globalAdapter.version, sha256, numExamples: result.numExamples };
-    const signature = signUpdate(this.d.privateKeyPem, signed);
-    this.status.state = 'uploading';
-    const resp = await this.d.wire.submitUpdate(
-      {
-        updateId,
-        taskId: task.taskId,
+    if (task.privacy.secureAggregation) {
+      // Secure aggregation: only a masked vector leaves the site; the coordinator unmasks the sum.
+      this.status.state = 'uploading';
+      const r = await runSecAggSite(this.d.wire, {
         jobId: task.jobId,
         round: task.round,
-        baseVersion: task.globalAdapter.version,
-        totalBytes: bytes.length,
-        sha256,
-        chunkSize: this.d.config.network.chunk_size,
+        siteId: this.d.siteId,
+        update: flatten(tensors),
         numExamples: result.numExamples,
-        payloadKind,
-        signature,
-        updateNorm: norm,
-        clipped: false,
-        metadataJson: Buffer.from(JSON.stringify({ final_loss: result.lossPerStep.at(-1) ?? null, tokens_per_s: result.tokensPerSecond })),
-      },
-      outFile,
-    );
-    if (!resp.complete || resp.sha256 !== sha256) {
-      throw fail('FEDLORA_ERR_UPDATE_HASH', `coordinator acknowledged ${resp.receivedBytes} bytes with sha256 ${resp.sha256}; expected ${bytes.length} bytes ${sha256}`);
+        deadlineUnixMs: Number(task.deadlineUnixMs),
+        signal: this.signal,
+      });
+      this.audit.append(this.d.siteId, 'egress', `${task.jobId}/${task.round}`, {
+        what: 'masked adapter update (secure aggregation)',
+        bytes: r.maskedBytes,
+        sha256: r.maskedSha256,
+        l2_norm: r.l2Norm,
+        l2_norm_clipped: r.l2Clipped,
+        num_examples: result.numExamples,
+        to: 'coordinator',
+      });
+      this.d.log.info({ ...log, bytes: r.maskedBytes, survivors: r.survivors.length }, 'masked update sent (secure aggregation)');
+    } else {
+      //    Persisted before upload so that an interrupted upload resumes instead of retraining.
+      const updateId = randomUUID();
+      const bytes = encodeUpdate(tensors, { job_id: task.jobId, round: String(task.round), payload_kind: payloadKind });
+      const sha256 = createHash('sha256').update(bytes).digest('hex');
+      const outFile = join(work, `${updateId}.safetensors`);
+      writeFileSync(outFile + '.tmp', bytes);
+      renameSync(outFile + '.tmp', outFile);
+      const signed = { updateId, jobId: task.jobId, round: task.round, baseVersion: task.globalAdapter.version, sha256, numExamples: result.numExamples };
+      const signature = signUpdate(this.d.privateKeyPem, signed);
+      this.status.state = 'uploading';
+      const resp = await this.d.wire.submitUpdate(
+        {
+          updateId,
+          taskId: task.taskId,
+          jobId: task.jobId,
+          round: task.round,
+          baseVersion: task.globalAdapter.version,
+          totalBytes: bytes.length,
+          sha256,
+          chunkSize: this.d.config.network.chunk_size,
+          numExamples: result.numExamples,
+          payloadKind,
+          signature,
+          updateNorm: norm,
+          clipped: false,
+          metadataJson: Buffer.from(JSON.stringify({ final_loss: result.lossPerStep.at(-1) ?? null, tokens_per_s: result.tokensPerSecond })),
+        },
+        outFile,
+      );
+      if (!resp.complete || resp.sha256 !== sha256) {
+        throw fail('FEDLORA_ERR_UPDATE_HASH', `coordinator acknowledged ${resp.receivedBytes} bytes with sha256 ${resp.sha256}; expected ${bytes.length} bytes ${sha256}`);
+      }
+      this.audit.append(this.d.siteId, 'egress', `${task.jobId}/${task.round}`, {
+        what: 'adapter update',
+        update_id: updateId,
+        payload_kind: payloadKind,
+        tensors: tensors.size,
+        bytes: bytes.length,
+        sha256,
+        l2_norm: norm,
+        num_examples: result.numExamples,
+        to: 'coordinator',
+      });
+      rmSync(outFile, { force: true });
+      this.d.log.info({ ...log, update: updateId, bytes: bytes.length, norm }, 'update uploaded');
     }
-    this.audit.append(this.d.siteId, 'egress', `${task.jobId}/${task.round}`, {
-      what: 'adapter update',
-      update_id: updateId,
-      payload_kind: payloadKind,
-      tensors: tensors.size,
-      bytes: bytes.length,
-      sha256,
-      l2_norm: norm,
-      num_examples: result.numExamples,
-      to: 'coordinator',
-    });
-    rmSync(outFile, { force: true });
-    this.d.log.info({ ...log, update: updateId, bytes: bytes.length, norm }, 'update uploaded');
     await this.report(task, 'train', [
       { kind: 'global', name: 'train_loss', value: result.lossPerStep.at(-1) ?? NaN, count: result.numExamples },
       { kind: 'global', name: 'train_tokens_per_s', value: result.tokensPerSecond, count: 1 },

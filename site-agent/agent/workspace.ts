@@ -88,7 +88,11 @@ export class SiteWorkspace {
     const tok = this.tokenizer();
     const maxItems = this.cfg.evaluation.max_items;
     const maxLen = this.cfg.training.max_seq_len;
-    const heldOut = ds.validation.slice(0, maxItems).map((e) => chatToExample(e.messages, tok)).filter((e) => e.inputIds.length <= maxLen);
+    const allHeldOut = ds.validation.slice(0, maxItems).map((e) => chatToExample(e.messages, tok));
+    const heldOut = allHeldOut.filter((e) => e.inputIds.length <= maxLen);
+    if (heldOut.length < allHeldOut.length) {
+      this.log.warn({ dropped: allHeldOut.length - heldOut.length, max_seq_len: maxLen }, 'held-out examples longer than training.max_seq_len are not evaluated');
+    }
     const choices = ds.choices.slice(0, maxItems).map((item) => ({
       item,
       prompt: tok.encode(tok.applyChatTemplate(item.prompt, { addGenerationPrompt: true }), { addSpecialTokens: false }),

@@ -3,11 +3,11 @@
 // model written at run time; then broken variants (expired / missing certificate, missing
 // model file, wrong model hash, a skewed clock, a server certificate without the public name).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cpSync, mkdtempSync, rmSync, writeFileSync, unlinkSync, readFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, rmSync, writeFileSync, unlinkSync, readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { initCoordinator, startCoordinator, type RunningCoordinator } from '../../coordinator/service.ts';
 import { issueJoinToken } from '../../coordinator/enrollment.ts';
@@ -28,6 +28,25 @@ const check = (r: DoctorReport, name: string) => {
   if (!c) throw new Error(`no check ${name} in ${formatDoctorReport(r)}`);
   return c;
 };
+/** A copy of the enrolled site whose model folder lacks model.safetensors. */
+function badModelSite(): string {
+  const s = join(root, 'site-badmodel');
+  if (existsSync(s)) return s;
+  const broken = join(root, 'model-broken');
+  cpSync(modelDir, broken, { recursive: true });
+  unlinkSync(join(broken, 'model.safetensors'));
+  cpSync(siteDir, s, { recursive: true });
+  writeFileSync(join(s, 'site.yaml'), siteYaml(broken));
+  return s;
+}
+
+async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((res) => srv.listen(0, '127.0.0.1', res));
+  const { port } = srv.address() as { port: number };
+  await new Promise((res) => srv.close(res));
+  return port;
+}
 const siteYaml = (model: string) => `name: Hospital A\nmodel:\n  path: ${model}\n  device: cpu\n`;
 
 beforeAll(async () => {
@@ -35,9 +54,11 @@ beforeAll(async () => {
   coordDir = join(root, 'coordinator');
   siteDir = join(root, 'site-a');
   modelDir = join(root, 'model');
+  // fixed free ports (not 0) so that the coordinator doctor can find the running listeners from coordinator.yaml
+  const [fedPort, enrPort, httpPort] = [await freePort(), await freePort(), await freePort()];
   const init = await initCoordinator({
     dataDir: coordDir,
-    config: { federation: { host: '127.0.0.1', port: 0 }, enrollment: { host: '127.0.0.1', port: 0 }, http: { host: '127.0.0.1', port: 0 } },
+    config: { federation: { host: '127.0.0.1', port: fedPort }, enrollment: { host: '127.0.0.1', port: enrPort }, http: { host: '127.0.0.1', port: httpPort } },
   });
   coord = await startCoordinator(coordDir, { logger: false });
   const { token } = issueJoinToken(coord.store.db, { siteId: 'hospital-a', ttlMs: 600_000, enrollEndpoint: coord.enrollmentEndpoint, caSha256: init.caSha256 });
@@ -106,13 +127,7 @@ describe('fedlora doctor, site side', () => {
   });
 
   it('a missing model file and a model that is not the job\'s are FAILs', async () => {
-    const broken = join(root, 'model-broken');
-    cpSync(modelDir, broken, { recursive: true });
-    unlinkSync(join(broken, 'model.safetensors'));
-    const s = join(root, 'site-badmodel');
-    cpSync(siteDir, s, { recursive: true });
-    writeFileSync(join(s, 'site.yaml'), siteYaml(broken));
-    const r = await runSiteDoctor({ siteDir: s });
+    const r = await runSiteDoctor({ siteDir: badModelSite() });
     expect(check(r, 'model').status).toBe('FAIL');
     expect(check(r, 'model').detail).toContain('FEDLORA_ERR_MODEL_FILES');
     expect(r.ok).toBe(false);
@@ -123,15 +138,20 @@ describe('fedlora doctor, site side', () => {
     expect(check(r2, 'model').detail).toContain(modelSha);
   });
 
+  it('a graph cache on another file system than the model is reported (the engine cannot hard-link the weights)', async () => {
+    const same = await runSiteDoctor({ siteDir, skipModelHash: true, graphCacheDir: join(root, 'graphs') });
+    expect(check(same, 'graph-cache').status).toBe('OK');
+    // /dev/shm is a tmpfs on Linux: another file system than the temp dir holding the model
+    const other = await runSiteDoctor({ siteDir, skipModelHash: true, graphCacheDir: '/dev/shm/fedlora-doctor-test-graphs' });
+    expect(check(other, 'graph-cache').status).toBe('WARN');
+    expect(check(other, 'graph-cache').fix).toContain('FEDLORA_GRAPH_CACHE');
+  });
+
   it('an unreachable coordinator is a FAIL of the reachability check', async () => {
     const s = join(root, 'site-moved');
     cpSync(siteDir, s, { recursive: true });
     const rec = JSON.parse(readFileSync(join(s, 'enrollment.json'), 'utf8'));
-    // a port nothing listens on: bind one and close it
-    const srv = createServer();
-    await new Promise<void>((res) => srv.listen(0, '127.0.0.1', res));
-    const port = (srv.address() as { port: number }).port;
-    await new Promise((res) => srv.close(res));
+    const port = await freePort(); // nothing listens there
     writeFileSync(join(s, 'enrollment.json'), JSON.stringify({ ...rec, federationEndpoint: `127.0.0.1:${port}` }));
     const r = await runSiteDoctor({ siteDir: s, skipModelHash: true, timeoutMs: 2000 });
     expect(check(r, 'reachability').status).toBe('FAIL');
@@ -197,21 +217,28 @@ describe('fedlora doctor, coordinator side', () => {
 });
 
 describe('fedlora doctor, the command', () => {
-  const cli = (...args: string[]) => spawnSync(process.execPath, [join(REPO, 'cli/bin.mjs'), 'doctor', ...args], { encoding: 'utf8', timeout: 60_000 });
-  it('--json on a healthy site exits 0; on a site with a missing model file exits 1; text output names the fix', () => {
-    const ok = cli('--site-dir', siteDir, '--coordinator-url', coord.httpUrl, '--model-sha256', modelSha, '--json');
-    expect(ok.status, ok.stderr).toBe(0);
+  // async: the coordinator runs in this process and must keep answering while the CLI probes it
+  const cli = (...args: string[]) => new Promise<{ status: number | null; stdout: string; stderr: string }>((res) => {
+    const p = spawn(process.execPath, [join(REPO, 'cli/bin.mjs'), 'doctor', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '', stderr = '';
+    p.stdout.on('data', (d) => (stdout += d));
+    p.stderr.on('data', (d) => (stderr += d));
+    p.on('close', (status) => res({ status, stdout, stderr }));
+  });
+  it('--json on a healthy site exits 0; on a site with a missing model file exits 1; text output names the fix', async () => {
+    const ok = await cli('--site-dir', siteDir, '--coordinator-url', coord.httpUrl, '--model-sha256', modelSha, '--json');
+    expect(ok.status, ok.stdout + ok.stderr).toBe(0);
     const rep = JSON.parse(ok.stdout) as DoctorReport;
     expect(rep.ok).toBe(true);
     expect(rep.side).toBe('site');
 
-    const bad = cli('--site-dir', join(root, 'site-badmodel'));
+    const bad = await cli('--site-dir', badModelSite());
     expect(bad.status).toBe(1);
     expect(bad.stdout).toMatch(/\[FAIL\]\s+model/);
     expect(bad.stdout).toContain('fix:');
   });
-  it('needs exactly one of --site-dir / --data-dir', () => {
-    const r = cli();
+  it('needs exactly one of --site-dir / --data-dir', async () => {
+    const r = await cli();
     expect(r.status).toBe(2);
     expect(r.stderr).toContain('FEDLORA_ERR_INVALID_ARGUMENT');
   });

@@ -21,6 +21,8 @@ export interface LiveCoordinator {
   adminToken: string;
   siteDirs: Record<string, string>;
   connect(site: string): FederationClient;
+  /** Stop the coordinator and close clients; the data dir stays (until cleanup). */
+  stop(): Promise<void>;
   cleanup(): Promise<void>;
 }
 
@@ -40,19 +42,23 @@ export async function liveCoordinator(sites: string[], config: Record<string, un
     await enrollSite({ token, siteDir });
     siteDirs[id] = siteDir;
   }
-  return {
+  const live: LiveCoordinator = {
     coord, dataDir, adminToken: init.adminToken, siteDirs,
     connect(site) {
       const c = createFederationClient(coord.federationEndpoint, createSiteChannelCredentials(siteDirs[site]));
       clients.push(c);
       return c;
     },
-    async cleanup() {
+    async stop() {
       for (const c of clients) c.close();
-      await coord.stop();
+      await coord.stop(); // idempotent
+    },
+    async cleanup() {
+      await live.stop();
       for (const d of dirs) rmDir(d);
     },
   };
+  return live;
 }
 
 export function nextTask(stream: grpc.ClientReadableStream<Task>): Promise<Task> {

@@ -4,7 +4,7 @@
 // FEDLORA_ERR_SIGNATURE), audited, and never aggregated; an unsigned update is refused; the
 // coordinator stores the signature it verified; the genuine round-2 update goes through.
 import { describe, it, expect, afterAll } from 'vitest';
-import { unary, type UpdateMessage } from '../../shared/proto.ts';
+import { unary, type UpdateMessage, type UpdateHeader } from '../../shared/proto.ts';
 import { AuditLog } from '../../shared/audit.ts';
 import { rawSpec, fakeDelta, encodeDelta } from '../coordinator/helpers.ts';
 import { parseJobSpec } from '../../coordinator/jobs/spec.ts';
@@ -38,7 +38,7 @@ describe('update signatures and replays over gRPC mTLS', () => {
     const t2 = await taskP; // version 1 published, round 2 opened
     expect(t2).toMatchObject({ round: 2, globalAdapter: { version: 1 } });
 
-    const hdr = (captured[0] as Extract<UpdateMessage, { part: 'header' }>).header;
+    const hdr = (captured[0] as { header: UpdateHeader }).header;
     const withHeader = (over: Record<string, unknown>, body = captured.slice(1)) => [{ part: 'header', header: { ...hdr, ...over } } as UpdateMessage, ...body];
 
     // 1. the captured stream verbatim, re-addressed to round 2's task: same update id -> REPLAY
@@ -56,8 +56,13 @@ describe('update signatures and replays over gRPC mTLS', () => {
     await expect(submit(client, updateMessages({ ...fT, taskId: t2.taskId, signature: signFor(siteDirs['site-a'], fT) }, tampered, 700))).rejects.toMatchObject({ code: 'FEDLORA_ERR_SIGNATURE' });
     // 5. no signature at all (required by default) -> SIGNATURE
     await expect(submit(client, withHeader({ updateId: 'u-fresh-4', taskId: t2.taskId, round: 2, baseVersion: 1, signature: Buffer.alloc(0) }))).rejects.toMatchObject({ code: 'FEDLORA_ERR_SIGNATURE' });
-    // none of them left a row or a byte in round 2
-    expect(coord.store.roundUpdates('job-replay', 2, 1)).toEqual([]);
+    // none of them stored a byte: REPLAYs left no row, SIGNATURE failures a 'rejected' record
+    expect(coord.store.roundUpdates('job-replay', 2, 1).map((u) => [u.update_id, u.status, u.received_bytes])).toEqual([
+      ['u-fresh-2', 'rejected', 0], ['u-fresh-3', 'rejected', 0], ['u-fresh-4', 'rejected', 0],
+    ]);
+    // a rejected update id stays refused even with a correct signature
+    const f4 = { updateId: 'u-fresh-4', jobId: 'job-replay', round: 2, baseVersion: 1, sha256: f1.sha256, numExamples: 10 };
+    await expect(submit(client, withHeader({ ...f4, taskId: t2.taskId, signature: signFor(siteDirs['site-a'], f4) }))).rejects.toMatchObject({ code: 'FEDLORA_ERR_UPDATE_INVALID' });
     expect(coord.store.currentRound('job-replay')).toMatchObject({ round: 2, state: 'open' });
 
     // the genuine round-2 update goes through and only it is aggregated into version 2
@@ -67,13 +72,13 @@ describe('update signatures and replays over gRPC mTLS', () => {
     const job = await coord.engine.waitForJob('job-replay', 20_000);
     expect(job).toMatchObject({ status: 'completed', current_version: 2 });
     expect(JSON.parse(coord.store.adapterVersion('job-replay', 2)!.manifest_json)).toMatchObject({ contributing_sites: 1, num_examples: 7 });
-    expect(coord.store.roundUpdates('job-replay', 2, 1).map((u) => [u.update_id, u.status])).toEqual([['u-a-r2', 'accepted']]);
+    expect(coord.store.roundUpdates('job-replay', 2, 1, 'accepted').map((u) => u.update_id)).toEqual(['u-a-r2']);
 
     // the audit log tells the story, and its chain is intact
     const audit = new AuditLog(coord.store.db);
     const rejected = audit.list({ action: 'update_rejected' });
     expect(rejected.map((e) => [e.subject, e.details.code])).toEqual([
-      ['u-a-r1', 'FEDLORA_ERR_REPLAY'], ['u-fresh-1', 'FEDLORA_ERR_REPLAY'], ['u-fresh-2', 'FEDLORA_ERR_SIGNATURE'], ['u-fresh-3', 'FEDLORA_ERR_SIGNATURE'], ['u-fresh-4', 'FEDLORA_ERR_SIGNATURE'],
+      ['u-a-r1', 'FEDLORA_ERR_REPLAY'], ['u-fresh-1', 'FEDLORA_ERR_REPLAY'], ['u-fresh-2', 'FEDLORA_ERR_SIGNATURE'], ['u-fresh-3', 'FEDLORA_ERR_SIGNATURE'], ['u-fresh-4', 'FEDLORA_ERR_SIGNATURE'], ['u-fresh-4', 'FEDLORA_ERR_UPDATE_INVALID'],
     ]);
     expect(rejected.every((e) => e.actor === 'site-a' && e.details.round === 2)).toBe(true);
     const received = audit.list({ action: 'update_received' });
