@@ -326,7 +326,8 @@ export class RoundEngine extends EventEmitter {
       const at = new Date(now);
       const subject = `${job.id}/r${r.round}a${r.attempt}`;
       this.store.audit.append('coordinator', 'aggregate', subject, {
-        job: job.id, round: r.round, attempt: r.attempt, strategy: strategy.name, updates: accepted.map((u) => ({ update_id: u.update_id, site: u.site_id, sha256: u.sha256, examples: u.examples })),
+        job: job.id, round: r.round, attempt: r.attempt, strategy: strategy.name, secure_aggregation: spec.privacy.secure_aggregation, contributing_sites: contributing, num_examples: examples,
+        updates: accepted.map((u) => ({ update_id: u.update_id, site: u.site_id, sha256: u.sha256, examples: u.examples })), // empty under secure aggregation (only the sum is seen)
         metrics: res.metrics, // the strategy's report: for DP dp_clip_norm, dp_clipped (sites clipped), dp_noise_std, dp_unclipped_fraction
       }, at);
       this.store.audit.append('coordinator', 'publish', `${job.id}/v${version}`, { job: job.id, version, round: r.round, sha256: pub.sha256, size: pub.size, manifest_sha256: pub.manifest_sha256 }, at);

@@ -4,6 +4,7 @@
 #   fedlora ARGS...  run any fedlora command (e.g. `site invite`, `job submit`)
 # Environment:
 #   FEDLORA_DATA_DIR         data dir (default /data/coordinator)
+#   FEDLORA_HOME             the code (default /opt/fedlora)
 #   FEDLORA_SANS             extra server-certificate names, space separated (the names sites dial)
 #   FEDLORA_PUBLIC_ENDPOINT  host:port sites dial for Federation (default: <first SAN>:7443)
 #   FEDLORA_CONFIG_OVERRIDES a YAML file merged into coordinator.yaml at every start (ports,
@@ -11,7 +12,8 @@
 #                            admin_tokens), e.g. the Helm chart's ConfigMap
 set -eu
 DATA_DIR="${FEDLORA_DATA_DIR:-/data/coordinator}"
-FEDLORA="node /opt/fedlora/cli/bin.mjs"
+HOME_DIR="${FEDLORA_HOME:-/opt/fedlora}"   # where the code is (tests point it at a checkout)
+FEDLORA="node $HOME_DIR/cli/bin.mjs"
 cmd="${1:-start}"
 if [ "$cmd" = "fedlora" ]; then
   shift
@@ -36,9 +38,9 @@ if [ ! -f "$DATA_DIR/coordinator.yaml" ]; then
     $FEDLORA coordinator init --data-dir "$DATA_DIR" --public-endpoint "$endpoint"
   fi
   # inside a container the HTTP API must listen on all interfaces to be published
-  node /opt/fedlora/deploy/docker/config-set.mjs "$DATA_DIR/coordinator.yaml" http.host 0.0.0.0
+  node "$HOME_DIR/deploy/docker/config-set.mjs" "$DATA_DIR/coordinator.yaml" http.host 0.0.0.0
 fi
 if [ -n "${FEDLORA_CONFIG_OVERRIDES:-}" ] && [ -f "$FEDLORA_CONFIG_OVERRIDES" ]; then
-  node /opt/fedlora/deploy/docker/config-set.mjs "$DATA_DIR/coordinator.yaml" --merge "$FEDLORA_CONFIG_OVERRIDES"
+  node "$HOME_DIR/deploy/docker/config-set.mjs" "$DATA_DIR/coordinator.yaml" --merge "$FEDLORA_CONFIG_OVERRIDES"
 fi
 exec $FEDLORA coordinator start --data-dir "$DATA_DIR"

@@ -5,7 +5,7 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { mkdtempSync, readFileSync, statSync, readdirSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createHash } from 'node:crypto';
+import { createHash, createPrivateKey } from 'node:crypto';
 import Database from 'better-sqlite3';
 import { runDemo, DEMO_DEFAULTS, type DemoResult } from '../../cli/demo/run-demo.ts';
 import { AuditLog } from '../../shared/audit.ts';
@@ -78,8 +78,16 @@ describe('fedlora demo: three hospitals, two rounds', () => {
     for (const k of [1, 2, 3]) {
       const keyFile = join(out, 'sites', `hospital-${k}`, 'site.key');
       expect(statSync(keyFile).mode & 0o777).toBe(0o600);
-      const pem = readFileSync(keyFile, 'utf8').trim().split('\n').slice(1, -1).join('');
-      for (const f of coordFiles) expect(readFileSync(f).toString('latin1').includes(pem.slice(0, 40))).toBe(false);
+      // the secret scalar itself (not the PKCS#8 header every P-256 key shares), raw and base64
+      const d = createPrivateKey(readFileSync(keyFile)).export({ format: 'jwk' }).d!;
+      const raw = Buffer.from(d, 'base64url');
+      const b64 = raw.toString('base64').slice(0, 40);
+      for (const f of coordFiles) {
+        const bytes = readFileSync(f);
+        expect(bytes.indexOf(raw)).toBe(-1);
+        expect(bytes.toString('latin1').includes(b64)).toBe(false);
+        expect(bytes.toString('latin1').includes(d.slice(0, 40))).toBe(false);
+      }
     }
   });
 
