@@ -8,6 +8,7 @@ interface RoundView {
   state: string;
   duration_ms: number | null;
   updates: { site: string; status: string; examples: number; size: number; norm: number | null }[];
+  tasks: { site: string; status: string }[];
 }
 interface VersionView { version: number; round: number; sha256: string; size: number; manifest: { contributing_sites: number; num_examples: number; strategy: string } }
 interface MetricRow { round: number; site_id?: string; site?: string; kind: string; metric: string; value: number; count: number }
@@ -52,7 +53,11 @@ export async function buildReport(httpUrl: string, jobId: string, siteNames: str
       const v = versions.find((x) => x.round === r.round) ?? null;
       return {
         round: r.round,
-        participants: r.updates.filter((u) => u.status === 'accepted' || u.status === 'aggregated').map((u) => ({ site: u.site, examples: u.examples, update_bytes: u.size, update_norm: u.norm })),
+        // Under secure aggregation the coordinator holds no per-site update: participants are the
+        // sites whose tasks were answered, and their example counts are known only as a sum.
+        participants: r.updates.length
+          ? r.updates.filter((u) => u.status === 'accepted' || u.status === 'aggregated').map((u) => ({ site: u.site, examples: u.examples, update_bytes: u.size, update_norm: u.norm }))
+          : r.tasks.filter((t) => t.status === 'submitted').map((t) => ({ site: t.site, examples: NaN, update_bytes: NaN, update_norm: null })),
         adapter: v ? { version: v.version, sha256: v.sha256, size: v.size, contributing_sites: v.manifest.contributing_sites, examples: v.manifest.num_examples, strategy: v.manifest.strategy } : null,
         duration_ms: r.duration_ms,
         heldout: Object.fromEntries(siteNames.map((s) => [s, { global: pick(r.round, 'global', s), local: pick(r.round, 'local', s) }])),
@@ -74,8 +79,8 @@ export function printReport(rep: DemoReport, log: (l: string) => void): void {
         String(r.round).padEnd(5),
         `v${r.adapter?.version ?? '?'}`.padEnd(7),
         (r.adapter?.sha256.slice(0, 12) ?? '-').padEnd(12),
-        String(r.participants.length).padEnd(5),
-        String(r.participants.reduce((a, p) => a + p.examples, 0)).padEnd(8),
+        String(r.adapter?.contributing_sites ?? r.participants.length).padEnd(5),
+        String(r.adapter?.examples ?? r.participants.reduce((a, p) => a + p.examples, 0)).padEnd(8),
         ...rep.sites.map((s) => `${f(r.heldout[s.site]?.global.loss)} / ${f(r.heldout[s.site]?.local.loss)}`),
       ].join(' | '),
     );

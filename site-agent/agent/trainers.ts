@@ -16,45 +16,18 @@
 import { spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync, readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
-import type { AdapterWeights, LoraConfig, ProgressEvent, Device } from '../engine/types.ts';
+import type { FederationTrainRequest, FederationTrainResult } from '../engine/index.ts';
 import { fail } from '../../shared/errors.ts';
 import { writePeftAdapter, readPeftAdapter } from '../../shared/peft.ts';
 
-export interface LocalTrainSpec {
-  steps: number; // 0 = use epochs
-  epochs: number;
-  learningRate: number;
-  optimizer: 'adamw' | 'sgd';
-  batchTokens: number;
-  seed: number;
-  proxMu: number;
-  weightDecay: number;
-  warmupSteps: number;
-  maxGradNorm: number;
-}
-
-export interface LocalTrainRequest {
+/** One round of local training: the engine's request (the built-in trainer takes it as is)
+ *  plus what the external-command contract needs. */
+export interface LocalTrainRequest extends FederationTrainRequest {
   workDir: string;
-  modelDir: string;
   baseModelId: string;
-  device: Device;
-  lora: LoraConfig;
-  train: LocalTrainSpec;
-  /** Start from this adapter (the global one); null = fresh PEFT init from lora.initSeed. */
-  initAdapter: AdapterWeights | null;
-  /** JSONL of chat examples, already de-identified and filtered by the site policy. */
-  trainFile: string;
-  maxSeqLen: number;
-  onProgress?: (ev: ProgressEvent) => void;
-  signal?: AbortSignal;
 }
 
-export interface LocalTrainResult {
-  adapter: AdapterWeights;
-  numExamples: number;
-  lossPerStep: number[];
-  tokensPerSecond: number;
-}
+export type LocalTrainResult = FederationTrainResult;
 
 export interface Trainer {
   readonly kind: string;
@@ -66,8 +39,7 @@ export class EngineTrainer implements Trainer {
   readonly kind = 'engine';
   async train(req: LocalTrainRequest): Promise<LocalTrainResult> {
     const engine = await import('../engine/index.ts');
-    const r = await engine.trainForFederation(req);
-    return r;
+    return engine.trainForFederation(req);
   }
 }
 

@@ -67,6 +67,16 @@ describe.each(Object.entries(UNITS))('deploy/systemd/%s', (file, want) => {
     }
   });
 
+  it('keys sit in their sections (systemd ignores [Unit] keys placed in [Service], e.g. StartLimitIntervalSec)', () => {
+    const unitOnly = ['Description', 'Documentation', 'After', 'Wants', 'Requires', 'StartLimitIntervalSec', 'StartLimitBurst'];
+    for (const k of u.keys()) {
+      const [section, key] = k.split('.');
+      if (unitOnly.includes(key)) expect(section, key).toBe('Unit');
+      else if (key !== 'WantedBy') expect(section, key).toBe('Service');
+    }
+    expect(Number(one(u, 'Unit.StartLimitBurst'))).toBeGreaterThan(0);
+  });
+
   it('runs as the fedlora user with the hardening settings, restarts on failure', () => {
     expect(one(u, 'Service.User')).toBe('fedlora');
     expect(one(u, 'Service.Group')).toBe('fedlora');
