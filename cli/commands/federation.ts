@@ -40,16 +40,20 @@ export function register(g: CliGroups): void {
     .requiredOption('--data-dir <dir>', 'coordinator data dir')
     .action(async (o) => {
       const { startCoordinator } = await import('../../coordinator/service.ts');
+      // Signal handlers first: a SIGTERM that arrives while starting still stops cleanly.
+      let stopRequested: string | null = null;
+      let wake: (() => void) | null = null;
+      const onSignal = (sig: string) => {
+        stopRequested = sig;
+        wake?.();
+      };
+      process.once('SIGTERM', () => onSignal('SIGTERM'));
+      process.once('SIGINT', () => onSignal('SIGINT'));
       const c = await startCoordinator(o.dataDir);
       out(`federation (mTLS): ${c.federationEndpoint}\nenrollment (TLS): ${c.enrollmentEndpoint}\nhttp: ${c.httpUrl}`);
-      await new Promise<void>((resolve) => {
-        const stop = (sig: string) => {
-          process.stderr.write(`coordinator: ${sig}, stopping\n`);
-          c.stop().then(resolve, resolve);
-        };
-        process.once('SIGTERM', () => stop('SIGTERM'));
-        process.once('SIGINT', () => stop('SIGINT'));
-      });
+      if (!stopRequested) await new Promise<void>((resolve) => (wake = resolve));
+      process.stderr.write(`coordinator: ${stopRequested}, stopping\n`);
+      await c.stop();
     });
 
   // ---- jobs -----------------------------------------------------------------------------

@@ -50,6 +50,14 @@ export const DEMO_DEFAULTS: Omit<DemoOptions, 'out' | 'log'> = {
   keepRunning: false,
 };
 
+/** Settings a strategy cannot do without, for the demo's --aggregation flag. */
+const AGGREGATION_DEFAULTS: Record<string, Record<string, number>> = {
+  fedprox: { mu: 0.01 },
+  trimmed_mean: { beta: 0.2 },
+  multi_krum: { f: 0 },
+  norm_bound: { max_norm: 1 },
+};
+
 function freePort(): Promise<number> {
   return new Promise((res, rej) => {
     const s = createServer();
@@ -193,7 +201,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
       min_sites: o.sites,
       max_sites: o.sites,
       round_deadline_s: 900,
-      aggregation: { name: o.aggregation },
+      aggregation: { name: o.aggregation, ...AGGREGATION_DEFAULTS[o.aggregation] },
       privacy: {
         secure_aggregation: o.secureAggregation,
         ...(o.dp ? { dp: { clip_norm: o.dp.clipNorm, noise_multiplier: o.dp.noiseMultiplier, delta: 1e-5, epsilon_budget: o.dp.budget } } : {}),

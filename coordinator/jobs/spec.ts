@@ -66,6 +66,9 @@ export const JobSpecSchema = z.object({
 }).strict().superRefine((s, ctx) => {
   if (s.min_sites > s.max_sites) ctx.addIssue({ code: 'custom', path: ['min_sites'], message: `min_sites ${s.min_sites} exceeds max_sites ${s.max_sites}` });
   if (!s.base_model.config_path && !s.base_model.config) ctx.addIssue({ code: 'custom', path: ['base_model', 'config_path'], message: 'config_path (or an inline config) is required: the coordinator needs the shapes to initialise version 0' });
+  // With a frozen A only the lora_B tensors travel: ffa is exactly that; factor-pair strategies need A too.
+  if (s.aggregation.name === 'ffa' && !s.lora.freeze_a) ctx.addIssue({ code: 'custom', path: ['lora', 'freeze_a'], message: 'aggregation ffa trains only B from a shared A: set lora.freeze_a: true' });
+  if (s.lora.freeze_a && (s.aggregation.name === 'svd' || s.aggregation.name === 'fedit')) ctx.addIssue({ code: 'custom', path: ['aggregation', 'name'], message: `${s.aggregation.name} combines the A and B factors, but lora.freeze_a sends only B; use ffa (exact) or set freeze_a: false` });
   if (s.train.local_steps === 0 && s.train.local_epochs === 0) ctx.addIssue({ code: 'custom', path: ['train', 'local_steps'], message: 'one of local_steps or local_epochs must be > 0' });
 });
 

@@ -54,6 +54,12 @@ export const builtinFedAvg: Strategy = {
 export async function strategyFor(spec: JobSpec): Promise<Strategy> {
   const create = await loadRegistry();
   if (create) {
+    if (spec.aggregation.name === 'ffa' && spec.lora.freeze_a) {
+      // The coordinator's update layout already holds only the B tensors (A is frozen and never
+      // sent), so FFA's exact aggregation is the (DP-wrapped) weighted mean over that layout.
+      const inner = await create({ ...spec.aggregation, name: 'fedavg' }, { dp: spec.privacy.dp, expectedSites: spec.max_sites, source: 'aggregation' });
+      return Object.assign(Object.create(Object.getPrototypeOf(inner)), inner, { name: 'ffa' }) as Strategy;
+    }
     return await create(spec.aggregation, { dp: spec.privacy.dp, expectedSites: spec.max_sites, source: 'aggregation' });
   }
   if (spec.aggregation.name !== 'fedavg') {

@@ -42,7 +42,6 @@ export interface SiteAgentDeps {
   config: SiteConfig;
   db: Database.Database;
   wire: FederationWire;
-  privateKeyPem: string;
   log: AgentLogger;
   trainer?: Trainer;
   agentVersion?: string;
@@ -90,6 +89,13 @@ export class SiteAgent {
           trainingTokensPerS: this.status.trainingTokensPerSecond,
         });
         this.status.connected = true;
+        if (r.renewCertificate) {
+          const rn = await this.d.wire.renewCertificate();
+          if (rn.renewed) {
+            this.audit.append(this.d.siteId, 'cert_renewed', this.d.siteId, { not_after: new Date(rn.notAfterUnixMs).toISOString() });
+            this.d.log.info({ not_after: new Date(rn.notAfterUnixMs).toISOString() }, 'site certificate renewed');
+          }
+        }
         const skew = Math.abs(Date.now() - r.serverTimeUnixMs);
         if (skew > 60_000) this.d.log.warn({ skew_ms: skew }, 'clock skew with the coordinator is over a minute');
       } catch (e) {
@@ -257,7 +263,8 @@ export class SiteAgent {
       writeFileSync(outFile + '.tmp', bytes);
       renameSync(outFile + '.tmp', outFile);
       const signed = { updateId, jobId: task.jobId, round: task.round, baseVersion: task.globalAdapter.version, sha256, numExamples: result.numExamples };
-      const signature = signUpdate(this.d.privateKeyPem, signed);
+      // read at each use: a renewed certificate comes with a new key
+      const signature = signUpdate(readFileSync(join(this.d.siteDir, 'site.key'), 'utf8'), signed);
       this.status.state = 'uploading';
       const resp = await this.d.wire.submitUpdate(
         {

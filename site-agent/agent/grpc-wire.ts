@@ -11,11 +11,12 @@ import { createSiteChannelCredentials, sitePaths } from '../../shared/tls.ts';
 import { downloadAdapter } from '../../shared/transfer/download.ts';
 import { uploadFile } from '../../shared/transfer/upload.ts';
 import { fail, fromGrpcError } from '../../shared/errors.ts';
+import { renewIfNeeded } from '../enroll.ts';
 import { verifyManifest } from '../../coordinator/publish/manifest.ts';
 import type { FederationWire, WireTask, FetchedAdapter, UpdateHeaderOut, SubmitResult, MetricOut } from './wire.ts';
 
 export function createGrpcWire(siteDir: string, endpoint: string, agentVersion = '0.1.0'): FederationWire {
-  const client: FederationClient = createFederationClient(endpoint, createSiteChannelCredentials(siteDir));
+  let client: FederationClient = createFederationClient(endpoint, createSiteChannelCredentials(siteDir));
   const caPem = readFileSync(sitePaths(siteDir).ca, 'utf8');
   const ca = new X509Certificate(caPem);
   const call = async <Req, Res>(m: Parameters<typeof unary<Req, Res>>[0], req: Partial<Req>, deadlineMs = 30_000): Promise<Res> => {
@@ -98,6 +99,17 @@ export function createGrpcWire(siteDir: string, endpoint: string, agentVersion =
 
     async reportMetrics(r: { taskId: string; jobId: string; round: number; phase: string; metrics: MetricOut[] }) {
       await call(client.reportMetrics.bind(client), r);
+    },
+
+    async renewCertificate() {
+      const r = await renewIfNeeded(siteDir, client);
+      if (r.renewed) {
+        // New key and certificate on disk: reconnect with them (open streams reconnect with backoff).
+        const old = client;
+        client = createFederationClient(endpoint, createSiteChannelCredentials(siteDir));
+        old.close();
+      }
+      return r;
     },
 
     async secAgg(m) {

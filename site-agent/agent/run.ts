@@ -49,7 +49,6 @@ export async function startSiteAgent(siteDir: string, o: StartSiteOptions = {}):
     config,
     db,
     wire,
-    privateKeyPem: readFileSync(sitePaths(siteDir).key, 'utf8'),
     log,
     agentVersion: AGENT_VERSION,
   });

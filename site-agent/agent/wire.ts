@@ -89,6 +89,9 @@ export interface FederationWire {
   fetchAdapter(req: { jobId: string; version: number; ownerSite?: string }, outDir: string): Promise<FetchedAdapter>;
   submitUpdate(header: UpdateHeaderOut, file: string): Promise<SubmitResult>;
   reportMetrics(r: { taskId: string; jobId: string; round: number; phase: string; metrics: MetricOut[] }): Promise<void>;
+  /** Renew the site certificate (new key + CSR) if little of its validity is left; the new
+   *  certificate is used from the next connection on. */
+  renewCertificate(): Promise<{ renewed: boolean; notAfterUnixMs: number }>;
   /** One secure-aggregation exchange (stage payloads are JSON, see shared/secagg). */
   secAgg(m: { jobId: string; round: number; stage: string; payload: Buffer }): Promise<{ stage: string; payload: Buffer; ready: boolean }>;
   close(): void;
