@@ -17,6 +17,7 @@ import { encodeModel } from './graph/onnx-export.ts';
 import { appendBackward } from './graph/autodiff.ts';
 import { buildDecoder, type DecoderSpec } from './model.ts';
 import type { AdapterWeights, Checkpoint, Device, LoraConfig, PackedBatch, StepResult, TrainStepSession } from './types.ts';
+import { mulberry32 } from '../../shared/prng.ts';
 
 /** Bump when the graph construction changes, so cached .onnx files are rebuilt. */
 export const GRAPH_VERSION = 'g1';
@@ -140,14 +141,7 @@ export function attentionBias(batch: number, seq: number, segmentIds: Int32Array
 /** Deterministic uniform [0,1) stream (mulberry32) keyed by (seed, name). */
 export function seededUniform(seed: number, name: string): () => number {
   const d = createHash('sha256').update(`${seed}\0${name}`).digest();
-  let a = d.readUInt32LE(0);
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  return mulberry32(d.readUInt32LE(0));
 }
 
 /** Inverted-dropout mask: 0 with probability p, else 1/(1-p); a pure function of (seed, name). */

@@ -11,20 +11,12 @@
 
 import type { PhiSpan, PhiType } from '../types.ts';
 import { chineseIdCheckChar, luhnCheckDigit } from './validators.ts';
+import { mulberry32 } from '../../../shared/prng.ts';
 
 export type Rng = () => number;
 
 /** mulberry32: small, fast, deterministic. */
-export function makeRng(seed: number): Rng {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const makeRng: (seed: number) => Rng = mulberry32;
 const int = (r: Rng, lo: number, hi: number) => lo + Math.floor(r() * (hi - lo + 1));
 const pick = <T>(r: Rng, xs: readonly T[]): T => xs[Math.floor(r() * xs.length)];
 const digits = (r: Rng, n: number) => Array.from({ length: n }, () => int(r, 0, 9)).join('');

@@ -11,6 +11,7 @@ import {
   type Diagnosis, type Lang,
 } from './catalog.ts';
 import { recordToBundle } from './fhir-out.ts';
+import { mulberry32 } from '../../../shared/prng.ts';
 
 export interface SynthOptions {
   sites: number;
@@ -63,16 +64,7 @@ export const SYNTH_COLUMNS: (keyof SynthRecord)[] = [
 ];
 
 /** mulberry32: small, fast, deterministic. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const rng = mulberry32;
 
 interface Patient {
   mrn: string;

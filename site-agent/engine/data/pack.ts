@@ -11,6 +11,8 @@
 import { fail } from '../../../shared/errors.ts';
 import type { Example, PackedBatch } from '../types.ts';
 import { IGNORE_INDEX } from './examples.ts';
+import { mulberry32 } from '../../../shared/prng.ts';
+export { mulberry32 };
 
 export interface PackOptions {
   batch: number;
@@ -32,18 +34,6 @@ export interface PackStats {
   countedTokens: number;
   /** Share of positions that are padding. */
   paddingFraction: number;
-}
-
-/** Deterministic PRNG (mulberry32). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 export function shuffled<T>(items: T[], seed: number): T[] {

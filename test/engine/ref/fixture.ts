@@ -9,6 +9,7 @@ import { readSafetensorsHeader, writeSafetensors, type TensorToWrite } from '../
 import { normalizeConfig, expectedTensors } from '../../../site-agent/engine/checkpoint/config.ts';
 import type { AdapterWeights, Arch, Checkpoint, LoraConfig, TensorLocation, WeightDtype } from '../../../site-agent/engine/types.ts';
 import { loraShapes } from '../../../site-agent/engine/lora-keys.ts';
+import { mulberry32 } from '../../../shared/prng.ts';
 
 export const PYTHON = process.env.FEDLORA_PYTHON ?? '/usr/bin/python3';
 
@@ -28,16 +29,7 @@ export interface FixtureOptions {
 }
 
 /** Small deterministic PRNG (mulberry32) for test data. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const rng = mulberry32;
 
 export function randn(r: () => number, n: number, std: number): Float32Array {
   const out = new Float32Array(n);
