@@ -92,7 +92,7 @@ export async function startCoordinator(configOrDir: CoordinatorConfig | string, 
 
   const serverOptions: grpc.ServerOptions = { ...SERVER_OPTIONS, 'grpc.keepalive_time_ms': 30_000, 'grpc.keepalive_timeout_ms': 10_000, 'grpc.keepalive_permit_without_calls': 1, 'grpc.http2.min_ping_interval_without_data_ms': 10_000 };
   const fed = new grpc.Server(serverOptions);
-  const { handlers, hub } = createFederationHandlers({
+  const { handlers, hub, crossEval } = createFederationHandlers({
     engine, db: store.db, ca, auth: pkiAuthDeps(store.db), chunkSize: config.transfer.chunk_size, maxUpdateBytes: config.transfer.max_update_bytes,
     heartbeatIntervalMs: config.heartbeat.interval_ms, requireUpdateSignature: config.transfer.require_update_signature, siteCertDays: config.site_cert_days,
     signerCertPem: signer.certPem,
@@ -115,6 +115,11 @@ export async function startCoordinator(configOrDir: CoordinatorConfig | string, 
 
   engine.start(config.rounds.tick_ms);
   void engine.tick().catch(() => undefined); // resume running jobs now
+  // Cross-site evaluation requests are picked up on the engine's tick cadence (coordinator/crosseval).
+  const crossEvalTimer = setInterval(() => {
+    try { crossEval.tick(); } catch (e) { log.error({ err: (e as Error).message }, 'cross-eval dispatch error'); }
+  }, config.rounds.tick_ms);
+  crossEvalTimer.unref();
 
   let stopped = false;
   return {
@@ -126,6 +131,7 @@ export async function startCoordinator(configOrDir: CoordinatorConfig | string, 
       if (stopped) return;
       stopped = true;
       await engine.stop();
+      clearInterval(crossEvalTimer);
       hub.close();
       await Promise.all([fed, enr].map((s) => new Promise<void>((resolve) => {
         const t = setTimeout(() => { s.forceShutdown(); resolve(); }, 2000);

@@ -21,6 +21,7 @@ export function register(g: CliGroups): void {
     .option('--noise-multiplier <z>', 'DP noise multiplier', '0.5')
     .option('--epsilon-budget <e>', 'DP budget of the job', '100')
     .option('--secure-aggregation', 'secure aggregation (the coordinator sees only the sum)', false)
+    .option('--no-cross-eval', 'skip the cross-site evaluation after the job')
     .option('--keep-running', 'leave the coordinator and sites running after the report (Ctrl-C stops them)', false)
     .action(async (o) => {
       const { runDemo, DEMO_DEFAULTS } = await import('../demo/run-demo.ts');
@@ -46,6 +47,7 @@ export function register(g: CliGroups): void {
         dp: o.dp ? { clipNorm: Number(o.clipNorm), noiseMultiplier: Number(o.noiseMultiplier), budget: Number(o.epsilonBudget) } : null,
         secureAggregation: o.secureAggregation,
         keepRunning: o.keepRunning,
+        crossEval: o.crossEval,
         log: (l: string) => process.stdout.write(l + '\n'),
       });
       process.stdout.write(`demo finished in ${((Date.now() - t0) / 1000).toFixed(0)} s\n`);

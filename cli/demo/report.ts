@@ -25,6 +25,8 @@ export interface DemoReport {
     heldout: Record<string, { global: Record<string, number>; local: Record<string, number> }>;
   }[];
   initial: Record<string, Record<string, number>>;
+  /** {data site x model owner} held-out loss of each site's local-only adapter at every site. */
+  crossEval?: unknown;
 }
 
 async function get<T>(url: string): Promise<T> {
@@ -84,6 +86,13 @@ export function printReport(rep: DemoReport, log: (l: string) => void): void {
         ...rep.sites.map((s) => `${f(r.heldout[s.site]?.global.loss)} / ${f(r.heldout[s.site]?.local.loss)}`),
       ].join(' | '),
     );
+  }
+  const ce = rep.crossEval as { data_sites?: string[]; model_owners?: string[]; values?: (number | null)[][] } | undefined;
+  if (ce?.data_sites?.length) {
+    log('');
+    log('cross-site evaluation: held-out loss of each local-only adapter (columns) on each hospital\'s data (rows)');
+    log(['data \\ model', ...(ce.model_owners ?? [])].join(' | '));
+    ce.data_sites.forEach((d, i) => log([d, ...(ce.values?.[i] ?? []).map((v) => f(v ?? undefined))].join(' | ')));
   }
   log('');
 }

@@ -31,6 +31,8 @@ export interface DemoOptions {
   dp: { clipNorm: number; noiseMultiplier: number; budget: number } | null;
   secureAggregation: boolean;
   keepRunning: boolean;
+  /** After the job, ask for cross-site evaluation (the demo hospitals consent in their policy). */
+  crossEval: boolean;
   log: (line: string) => void;
 }
 
@@ -48,6 +50,7 @@ export const DEMO_DEFAULTS: Omit<DemoOptions, 'out' | 'log'> = {
   dp: null,
   secureAggregation: false,
   keepRunning: false,
+  crossEval: true,
 };
 
 /** Settings a strategy cannot do without, for the demo's --aggregation flag. */
@@ -176,6 +179,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
       const cfg = YAML.parse(readFileSync(cfgFile, 'utf8'));
       // The byte-level tokenizer of the tiny model makes one token per byte: keep prompts short by
       // leaving the (identifier-heavy) history out of training, as a site policy may.
+      cfg.policy.allow_cross_eval = o.crossEval;
       cfg.policy.allowed_fields = ['department', 'chiefComplaint', 'exam', 'labs', 'diagnosis', 'treatment'];
       cfg.training = { local_baseline: true, max_seq_len: 768, max_train_examples: null };
       cfg.evaluation = { min_items: 5, max_items: 24, evaluate_base: false };
@@ -232,8 +236,24 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
       return m.metrics.filter((x) => x.round === lastVersion).length >= o.sites ? true : null;
     }).catch(() => o.log('      (some sites did not report the final evaluation in time; report.json shows what arrived)'));
 
+    // Cross-site evaluation: each hospital's local-only adapter evaluated at every other hospital.
+    let crossEval: unknown = null;
+    if (o.crossEval && o.sites > 1) {
+      const r = await fetch(`${httpUrl}/api/jobs/${jobId}/cross-eval`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: '{}' });
+      if (!r.ok) throw fail('FEDLORA_ERR_INTERNAL', `demo: cross-eval request refused: ${r.status} ${await r.text()}`);
+      o.log(`      cross-site evaluation requested: each local-only adapter evaluated at every hospital`);
+      crossEval = await waitFor('cross-site evaluation', 180_000, async () => {
+        const m = (await (await fetch(`${httpUrl}/api/jobs/${jobId}/cross-eval?metric=loss`)).json()) as { available: boolean; cells: unknown[] };
+        return m.available && m.cells.length >= o.sites * o.sites ? m : null;
+      }, watched).catch(async () => {
+        o.log('      (cross-site evaluation incomplete in time; report.json has what arrived)');
+        return (await (await fetch(`${httpUrl}/api/jobs/${jobId}/cross-eval?metric=loss`)).json()) as unknown;
+      });
+    }
+
     // 6. The report: per round, participants, examples, published version + sha256, held-out metrics.
     const report = await buildReport(httpUrl, jobId, siteNames, synth.map((s, i) => ({ site: siteNames[i], topDepartment: topDepartment(s.records.map((r) => r.department)) })));
+    if (crossEval) report.crossEval = crossEval;
     const reportFile = join(out, 'report.json');
     writeFileSync(reportFile, JSON.stringify(report, null, 2));
     o.log(`[6/6] report → ${reportFile}`);

@@ -17,6 +17,7 @@ import { appendNow } from '../store/audit.ts';
 import { adapterFiles, readAdapterConfig } from '../publish/publisher.ts';
 import { routeSecAgg } from './secagg-seam.ts';
 import { TaskHub } from './task-hub.ts';
+import { CrossEvalDispatcher, LOCAL_ADAPTER_PAYLOAD, type LocalAdapterUpload } from '../crosseval/cross-eval.ts';
 import { createHash } from 'node:crypto';
 
 export interface FederationDeps {
@@ -40,10 +41,11 @@ function peerPem(call: CallWithAuth): string | undefined {
   return raw ? new X509Certificate(raw).toString() : undefined;
 }
 
-export function createFederationHandlers(d: FederationDeps): { handlers: FederationHandlers; hub: TaskHub } {
+export function createFederationHandlers(d: FederationDeps): { handlers: FederationHandlers; hub: TaskHub; crossEval: CrossEvalDispatcher } {
   const { engine } = d;
   const store = engine.store;
   const hub = new TaskHub(engine);
+  const crossEval = new CrossEvalDispatcher(engine, hub, { maxBytes: d.maxUpdateBytes });
 
   // Refused calls go in the audit log, once per (certificate, code, method) per minute: a revoked
   // site's agent retrying every few seconds must not flood it.
@@ -140,6 +142,7 @@ export function createFederationHandlers(d: FederationDeps): { handlers: Federat
     },
 
     declineTask: unary((call, id) => {
+      if (crossEval.decline(id.siteId, call.request.taskId, call.request.reason, call.request.code)) return { ok: true, message: `task ${call.request.taskId} declined` };
       engine.declineTask(id.siteId, call.request.taskId, call.request.reason, call.request.code);
       return { ok: true, message: `task ${call.request.taskId} declined` };
     }),
@@ -161,6 +164,7 @@ export function createFederationHandlers(d: FederationDeps): { handlers: Federat
       let result: SubmitUpdateResponse | undefined;
       let done = false;
       let chain: Promise<void> = Promise.resolve();
+      let local: LocalAdapterUpload | undefined; // cross-eval: a site's local-only adapter
       const finish = (err: unknown, res?: SubmitUpdateResponse) => {
         if (done) return;
         done = true;
@@ -176,6 +180,11 @@ export function createFederationHandlers(d: FederationDeps): { handlers: Federat
           if (updateId) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', 'UpdateMessage: a second header in one stream');
           id = caller;
           const h = m.header;
+          if (h.payloadKind === LOCAL_ADAPTER_PAYLOAD) {
+            local = crossEval.beginUpload(id.siteId, h, peerPem(call));
+            updateId = h.updateId;
+            return;
+          }
           let admitted: ReturnType<typeof admitUpdate>;
           try {
             admitted = admitUpdate(engine, id.siteId, h, d.maxUpdateBytes, headerVerifier(call));
@@ -192,6 +201,11 @@ export function createFederationHandlers(d: FederationDeps): { handlers: Federat
           return;
         }
         if (!updateId || !id) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', 'UpdateMessage: the first message must be the header');
+        if (local) {
+          if (m.part === 'chunk' && 'chunk' in m) local.chunk(m.chunk);
+          else if (m.part === 'trailer' && 'trailer' in m) result = local.finish(m.trailer.chunks);
+          return;
+        }
         if (m.part === 'chunk' && 'chunk' in m) {
           const row = store.update(updateId)!;
           if (m.chunk.index < row.received_chunks) return; // already persisted (resend after resume)
@@ -273,5 +287,5 @@ export function createFederationHandlers(d: FederationDeps): { handlers: Federat
     call.end();
   }
 
-  return { handlers, hub };
+  return { handlers, hub, crossEval };
 }

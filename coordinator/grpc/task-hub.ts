@@ -84,6 +84,17 @@ export class TaskHub {
     }
   }
 
+  /** Write an ephemeral task (not a tasks-table row, e.g. cross-eval) to the site's live
+   *  streams; returns how many streams got it (0 = the site is offline and misses it). */
+  send(siteId: string, task: Task): number {
+    let n = 0;
+    for (const call of this.streams.get(siteId)?.keys() ?? []) {
+      call.write(task);
+      n++;
+    }
+    return n;
+  }
+
   close(): void {
     this.engine.off('tasks', this.onTasks);
     this.engine.off('cancel', this.onCancel);

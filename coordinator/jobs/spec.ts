@@ -85,7 +85,13 @@ export function parseJobSpec(raw: unknown, source = 'job spec', lineOf?: (path: 
 export function parseJobSpecText(text: string, source = 'job spec'): JobSpec {
   const doc = YAML.parseDocument(text);
   if (doc.errors.length) throw fail('FEDLORA_ERR_JOB_INVALID', `${source}: not valid YAML/JSON: ${doc.errors[0].message}`);
-  return parseJobSpec(doc.toJS(), source, yamlLineLocator(doc, text));
+  let raw: unknown;
+  try {
+    raw = doc.toJS(); // throws on e.g. an alias to an anchor that does not exist ("*x")
+  } catch (e) {
+    throw fail('FEDLORA_ERR_JOB_INVALID', `${source}: not valid YAML/JSON: ${(e as Error).message}`);
+  }
+  return parseJobSpec(raw, source, yamlLineLocator(doc, text));
 }
 
 /** Read a spec file; an inline `config_path` is resolved and its config.json inlined so the

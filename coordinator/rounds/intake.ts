@@ -91,7 +91,8 @@ export function admitUpdate(engine: RoundEngine, siteId: string, h: HeaderIn, ma
 
 /** Append chunk `c` (must be the next one). Data is fsynced before progress is committed. */
 export function appendChunk(engine: RoundEngine, updateId: string, c: Pick<Chunk, 'index' | 'offset' | 'data' | 'sha256'>): UpdateRow {
-  const row = engine.store.update(updateId)!;
+  const row = engine.store.update(updateId);
+  if (!row) throw fail('FEDLORA_ERR_NOT_FOUND', `update ${updateId} was never admitted (send its UpdateHeader first)`);
   if (row.status !== 'receiving') throw fail('FEDLORA_ERR_ROUND_CLOSED', `update ${updateId} is ${row.status}`);
   if (c.index !== row.received_chunks || c.offset !== row.received_bytes) {
     throw fail('FEDLORA_ERR_CHUNK_ORDER', `update ${updateId}: chunk ${c.index} at offset ${c.offset}, expected chunk ${row.received_chunks} at offset ${row.received_bytes}`);
@@ -107,6 +108,13 @@ export function appendChunk(engine: RoundEngine, updateId: string, c: Pick<Chunk
     if (statSync(row.path).size !== row.received_bytes) truncateSync(row.path, row.received_bytes);
     writeSync(fd, data, 0, data.length, row.received_bytes);
     fsyncSync(fd);
+  } catch (e) {
+    // A full disk refuses this chunk only: progress stays at the last committed chunk (a partial
+    // write is cut back on the next attempt), so the site can resume once space is freed.
+    if ((e as NodeJS.ErrnoException)?.code === 'ENOSPC' || (e as NodeJS.ErrnoException)?.code === 'EDQUOT') {
+      throw fail('FEDLORA_ERR_DISK_FULL', `update ${updateId}: chunk ${c.index} not stored, no space left on the coordinator's device (${row.path}); nothing was committed, retry later`);
+    }
+    throw e;
   } finally {
     closeSync(fd);
   }
@@ -124,7 +132,9 @@ async function fileSha256(path: string): Promise<string> {
  *  Throws the rejection (after committing it) so the transport can report it. */
 export async function finishUpdate(engine: RoundEngine, updateId: string, verifySignature?: (row: UpdateRow) => boolean): Promise<UpdateRow> {
   const store = engine.store;
-  let row = store.update(updateId)!;
+  const found = store.update(updateId);
+  if (!found) throw fail('FEDLORA_ERR_NOT_FOUND', `update ${updateId} was never admitted (send its UpdateHeader first)`);
+  let row = found;
   if (row.status === 'accepted') return row;
   if (row.received_bytes !== row.size) throw fail('FEDLORA_ERR_CHUNK_SIZE', `update ${updateId}: ${row.received_bytes} of ${row.size} bytes received`);
   const reject = (e: unknown): never => {

@@ -18,6 +18,7 @@ import { FedloraError, isFedloraError, fail } from '../../shared/errors.ts';
 import type { FederationWire, WireTask } from './wire.ts';
 import { SiteWorkspace } from './workspace.ts';
 import { runSecAggSite } from './secagg-client.ts';
+import { handleUploadLocal, handleCrossEval } from './cross-eval.ts';
 import { flatten } from '../../shared/tensors.ts';
 import type { AdapterWeights, LoraConfig, LoraTarget } from '../engine/types.ts';
 
@@ -144,6 +145,8 @@ export class SiteAgent {
     try {
       if (task.kind === 'TASK_KIND_TRAIN') await this.trainTask(task);
       else if (task.kind === 'TASK_KIND_EVALUATE') await this.evaluateTask(task);
+      else if (task.kind === 'TASK_KIND_UPLOAD_LOCAL') await handleUploadLocal(this.crossCtx(task), task);
+      else if (task.kind === 'TASK_KIND_CROSS_EVAL') await handleCrossEval(this.crossCtx(task), task);
       else this.d.log.warn({ ...log, kind: task.kind }, 'task kind not handled by this agent version; ignored');
       this.status.rounds.push({ jobId: task.jobId, round: task.round, status: 'done', at: new Date().toISOString() });
     } catch (e) {
@@ -157,6 +160,20 @@ export class SiteAgent {
       this.status.currentTaskId = '';
       this.status.state = 'idle';
     }
+  }
+
+  /** What the cross-evaluation handlers need (consent is checked there, from the site policy). */
+  private crossCtx(task: WireTask) {
+    return {
+      siteId: this.d.siteId,
+      config: this.d.config,
+      wire: this.d.wire,
+      ws: this.ws,
+      audit: this.audit,
+      log: this.d.log,
+      privateKeyPem: readFileSync(join(this.d.siteDir, 'site.key'), 'utf8'),
+      workDir: this.ws.taskDir(task.taskId),
+    };
   }
 
   private loraOf(task: WireTask): LoraConfig {

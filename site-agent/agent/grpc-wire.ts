@@ -141,5 +141,7 @@ function toWireTask(t: Task): WireTask {
     payloadKind: t.payloadKind,
     strategyConfig: t.strategyConfig ?? {},
     evaluateBase: t.evaluateBase,
+    peerAdapters: t.peerAdapters ?? [],
+    peerSites: t.peerSites ?? [],
   };
 }

@@ -39,6 +39,9 @@ export interface WireTask {
   payloadKind: string;
   strategyConfig: Record<string, string>;
   evaluateBase: boolean;
+  /** For CROSS_EVAL: the owners' shared local-only adapters to evaluate here. */
+  peerAdapters?: { jobId: string; version: number; sha256: string; sizeBytes: number | string; manifestSha256: string }[];
+  peerSites?: string[];
 }
 
 export interface UpdateHeaderOut {

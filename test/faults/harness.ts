@@ -1,0 +1,218 @@
+// Fault-test harness: a coordinator and N enrolled site agents as separate `fedlora` processes
+// (real mutual-TLS gRPC on 127.0.0.1, real SQLite, real ONNX Runtime training of a tiny model),
+// set up with the same CLI steps as `fedlora demo` (cli/demo/run-demo.ts), but with short
+// heartbeats and deadlines, and handles to kill/restart any process with any signal.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, openSync, readFileSync, writeFileSync, existsSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import YAML from 'yaml';
+import Database from 'better-sqlite3';
+import { writeTinyModel, computeModelManifest } from '../../site-agent/engine/checkpoint/index.ts';
+import { generateSites } from '../../site-agent/data/synth/generate.ts';
+
+const BIN = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'cli', 'bin.mjs');
+
+export function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const p = (s.address() as { port: number }).port;
+      s.close(() => res(p));
+    });
+    s.on('error', rej);
+  });
+}
+
+/** Run one CLI command to completion; resolves stdout, rejects with the tail of stderr. */
+export function cli(args: string[]): Promise<string> {
+  return new Promise((res, rej) => {
+    const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (err += d));
+    child.on('exit', (code) => (code === 0 ? res(out) : rej(new Error(`fedlora ${args.join(' ')} exited ${code}: ${err.trim().split('\n').slice(-4).join(' | ')}`))));
+  });
+}
+
+export async function waitFor<T>(what: string, timeoutMs: number, fn: () => Promise<T | null | undefined> | T | null | undefined): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  let last: unknown = null;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v !== null && v !== undefined) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ''}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+export interface Proc {
+  p: ChildProcess;
+  log: string;
+}
+
+export interface RoundInfo {
+  round: number;
+  attempt: number;
+  state: string;
+  selected: string[];
+  tasks: { site: string; status: string }[];
+  updates: { update_id: string; site: string; status: string; sha256: string }[];
+}
+
+export interface Federation {
+  dir: string;
+  coordDir: string;
+  httpUrl: string;
+  fedPort: number;
+  adminToken: string;
+  modelDir: string;
+  manifestSha: string;
+  sites: { name: string; dir: string }[];
+  startCoordinator(): Promise<Proc>;
+  /** The coordinator process started last. */
+  coordinator(): Proc;
+  startSite(i: number, endpoint?: string): Proc;
+  kill(p: Proc | undefined, signal?: NodeJS.Signals): Promise<void>;
+  submitJob(patch?: Record<string, unknown>): Promise<string>;
+  api<T = any>(path: string): Promise<T>;
+  rounds(jobId: string): Promise<RoundInfo[]>;
+  /** A read-only look at the coordinator's SQLite (WAL: safe while it runs). */
+  query<T = any>(sql: string, ...params: unknown[]): T[];
+  logTail(p: Proc, lines?: number): string;
+  stopAll(): Promise<void>;
+}
+
+export interface FederationOptions {
+  sites: number;
+  records?: number;
+  seed?: number;
+  heartbeatTimeoutMs?: number;
+  coordinatorPatch?: (cfg: any) => void;
+}
+
+export async function setupFederation(o: FederationOptions): Promise<Federation> {
+  const dir = mkdtempSync(join(tmpdir(), 'fedlora-faults-'));
+  mkdirSync(join(dir, 'logs'));
+  const seed = o.seed ?? 11;
+  const modelDir = join(dir, 'model');
+  writeTinyModel({ arch: 'llama', out: modelDir, seed, layers: 1, hidden: 32, heads: 2, kvHeads: 1, intermediate: 64, tokenizer: 'byte' });
+  const manifestSha = computeModelManifest(modelDir).sha256;
+  const synth = generateSites({ sites: o.sites, records: o.records ?? 30, lang: 'en', skew: 0.5, seed, format: 'jsonl', out: join(dir, 'data') });
+
+  const [fedPort, enrollPort, httpPort] = [await freePort(), await freePort(), await freePort()];
+  const coordDir = join(dir, 'coordinator');
+  await cli(['coordinator', 'init', '--data-dir', coordDir, '--federation-port', String(fedPort), '--enrollment-port', String(enrollPort), '--http-port', String(httpPort), '--public-endpoint', `127.0.0.1:${fedPort}`]);
+  const cfgFile = join(coordDir, 'coordinator.yaml');
+  const cfg = YAML.parse(readFileSync(cfgFile, 'utf8'));
+  cfg.heartbeat = { interval_ms: 500, timeout_ms: o.heartbeatTimeoutMs ?? 3000 };
+  cfg.rounds = { tick_ms: 200 };
+  o.coordinatorPatch?.(cfg);
+  writeFileSync(cfgFile, YAML.stringify(cfg));
+  const adminToken = readFileSync(join(coordDir, 'admin.token'), 'utf8').trim();
+  const httpUrl = `http://127.0.0.1:${httpPort}`;
+
+  const procs: Proc[] = [];
+  const daemon = (args: string[], log: string): Proc => {
+    const fd = openSync(log, 'a');
+    const p = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', fd, fd], env: { ...process.env, FEDLORA_LOG_LEVEL: 'info' } });
+    const proc = { p, log };
+    procs.push(proc);
+    return proc;
+  };
+  const api = async <T,>(path: string): Promise<T> => {
+    const r = await fetch(`${httpUrl}${path}`, { headers: { authorization: `Bearer ${adminToken}` } });
+    if (!r.ok) throw new Error(`GET ${path}: ${r.status} ${await r.text()}`);
+    return (await r.json()) as T;
+  };
+  let current: Proc | undefined;
+  const startCoordinator = async () => {
+    const c = daemon(['coordinator', 'start', '--data-dir', coordDir], join(dir, 'logs', 'coordinator.log'));
+    await waitFor('the coordinator HTTP API', 60_000, async () => {
+      if (c.p.exitCode !== null) throw new Error(`coordinator exited ${c.p.exitCode}`);
+      return (await fetch(`${httpUrl}/api/health`)).ok ? true : null;
+    });
+    current = c;
+    return c;
+  };
+  const kill = (p: Proc | undefined, signal: NodeJS.Signals = 'SIGKILL') =>
+    new Promise<void>((r) => {
+      if (!p || p.p.exitCode !== null || p.p.signalCode !== null) return r();
+      p.p.once('exit', () => r());
+      p.p.kill(signal);
+      setTimeout(() => p.p.kill('SIGKILL'), 10_000).unref();
+    });
+
+  await startCoordinator();
+  const sites: { name: string; dir: string }[] = [];
+  for (let k = 1; k <= o.sites; k++) {
+    const name = `hospital-${k}`;
+    const siteDir = join(dir, 'sites', name);
+    const token = (await cli(['site', 'invite', '--site', name, '--ttl', '1h', '--data-dir', coordDir, '--enroll-endpoint', `127.0.0.1:${enrollPort}`])).trim();
+    await cli(['site', 'init', '--model', modelDir, '--site-dir', siteDir, '--min-sites', '1']);
+    const sf = join(siteDir, 'site.yaml');
+    const sc = YAML.parse(readFileSync(sf, 'utf8'));
+    sc.policy.allowed_fields = ['department', 'chiefComplaint', 'diagnosis'];
+    sc.training = { local_baseline: false, max_seq_len: 256, max_train_examples: 16 };
+    sc.evaluation = { min_items: 2, max_items: 4, evaluate_base: false };
+    sc.network = { heartbeat_interval_ms: 500, reconnect_initial_ms: 200, reconnect_max_ms: 1000, chunk_size: 1024 * 1024 };
+    writeFileSync(sf, YAML.stringify(sc));
+    await cli(['site', 'enroll', '--token', token, '--site-dir', siteDir]);
+    await cli(['site', 'ingest', '--format', 'jsonl', '--site-dir', siteDir, synth[k - 1].file!]);
+    sites.push({ name, dir: siteDir });
+  }
+
+  let db: Database.Database | null = null;
+  return {
+    dir, coordDir, httpUrl, fedPort, adminToken, modelDir, manifestSha, sites,
+    startCoordinator,
+    coordinator: () => current!,
+    startSite: (i, endpoint) => {
+      const args = ['site', 'start', '--site-dir', sites[i].dir];
+      if (endpoint) args.push('--endpoint', endpoint);
+      return daemon(args, join(dir, 'logs', `${sites[i].name}.log`));
+    },
+    kill,
+    async submitJob(patch = {}) {
+      const job = {
+        name: 'fault test',
+        base_model: { id: 'fedlora/tiny-llama', manifest_sha256: manifestSha, config_path: join(modelDir, 'config.json') },
+        lora: { r: 2, alpha: 4, target_modules: ['q_proj', 'v_proj'], dropout: 0, init_seed: seed },
+        rounds: 2,
+        train: { local_steps: 2, learning_rate: 5e-3, optimizer: 'adamw', batch_tokens: 512, seed, warmup_steps: 0, max_grad_norm: 1 },
+        min_sites: 1,
+        max_sites: o.sites,
+        round_deadline_s: 60,
+        round_retries: 2,
+        aggregation: { name: 'fedavg' },
+        ...patch,
+      };
+      const f = join(dir, `job-${Date.now()}.yaml`);
+      writeFileSync(f, YAML.stringify(job));
+      const out = await cli(['job', 'submit', f, '--data-dir', coordDir]);
+      const id = /job (\S+)/.exec(out)?.[1];
+      if (!id) throw new Error(`no job id in "${out}"`);
+      return id;
+    },
+    api,
+    rounds: async (jobId) => (await api<{ rounds: RoundInfo[] }>(`/api/jobs/${jobId}/rounds`)).rounds,
+    query(sql, ...params) {
+      db ??= new Database(join(coordDir, 'coordinator.sqlite'), { readonly: true, fileMustExist: true });
+      return db.prepare(sql).all(...params) as any[];
+    },
+    logTail: (p, lines = 15) => (existsSync(p.log) ? readFileSync(p.log, 'utf8').trim().split('\n').slice(-lines).join('\n') : ''),
+    async stopAll() {
+      db?.close();
+      db = null;
+      await Promise.all(procs.map((p) => kill(p, 'SIGTERM')));
+      if (!process.env.FEDLORA_KEEP_FAULT_DIRS) rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
