@@ -57,6 +57,8 @@ export class SiteAgent {
   private loops: Promise<void>[] = [];
   private taskChain: Promise<void> = Promise.resolve();
   private readonly seenTasks = new Set<string>();
+  /** Tasks the coordinator sent again (after a reconnect) while we were still working on them. */
+  private readonly resent = new Map<string, WireTask>();
 
   constructor(private readonly d: SiteAgentDeps) {
     this.audit = new AuditLog(d.db, 'site_audit');
@@ -132,7 +134,10 @@ export class SiteAgent {
   /** Tasks run one at a time, in arrival order; a task seen again after a reconnect is not redone. */
   private enqueue(task: WireTask): void {
     if (task.kind === 'TASK_KIND_CANCEL') return;
-    if (this.seenTasks.has(task.taskId)) return;
+    if (this.seenTasks.has(task.taskId)) {
+      this.resent.set(task.taskId, task);
+      return;
+    }
     this.seenTasks.add(task.taskId);
     this.taskChain = this.taskChain.then(() => this.runTask(task)).catch(() => undefined);
   }
@@ -154,9 +159,19 @@ export class SiteAgent {
       this.status.lastError = fe.toString();
       this.status.rounds.push({ jobId: task.jobId, round: task.round, status: `failed: ${fe.code}`, at: new Date().toISOString() });
       this.d.log.error({ ...log, code: fe.code, err: fe.message }, 'task failed');
-      // A task that failed on this side is declined, so the coordinator does not wait for it.
-      if (task.kind === 'TASK_KIND_TRAIN') await this.d.wire.declineTask(task.taskId, fe.message, fe.code).catch(() => undefined);
+      if (fe.code === 'FEDLORA_ERR_UNAVAILABLE' || this.signal.aborted) {
+        // The connection broke (or we are stopping), not the task: forget it, so that when the
+        // coordinator sends it again after the reconnect it is done then.
+        this.seenTasks.delete(task.taskId);
+        const again = this.resent.get(task.taskId);
+        this.resent.delete(task.taskId);
+        if (again && !this.signal.aborted) this.enqueue(again);
+      } else if (task.kind === 'TASK_KIND_TRAIN') {
+        // A task that failed on this side is declined, so the coordinator does not wait for it.
+        await this.d.wire.declineTask(task.taskId, fe.message, fe.code).catch(() => this.seenTasks.delete(task.taskId));
+      }
     } finally {
+      if (this.seenTasks.has(task.taskId)) this.resent.delete(task.taskId);
       this.status.currentTaskId = '';
       this.status.state = 'idle';
     }

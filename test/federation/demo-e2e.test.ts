@@ -73,6 +73,13 @@ describe('fedlora demo: three hospitals, two rounds', () => {
     expect(compared).toBeGreaterThanOrEqual(2);
   });
 
+  it('evaluates every consenting hospital\'s local-only adapter at every hospital (cross-site matrix)', () => {
+    const ce = demo.report.crossEval as { data_sites: string[]; model_owners: string[]; values: (number | null)[][] };
+    expect(ce.data_sites).toEqual(['hospital-1', 'hospital-2', 'hospital-3']);
+    expect(ce.model_owners).toEqual(['hospital-1', 'hospital-2', 'hospital-3']);
+    for (const row of ce.values) for (const v of row) expect(Number.isFinite(v)).toBe(true);
+  });
+
   it('keeps each site private key at the site (0600) and never at the coordinator', () => {
     const coordFiles = walk(join(out, 'coordinator'));
     for (const k of [1, 2, 3]) {

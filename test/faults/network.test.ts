@@ -1,0 +1,118 @@
+// Network faults between a site and the coordinator: the site dials a TCP proxy on 127.0.0.1
+// (node:net, `fedlora site start --endpoint 127.0.0.1:PROXY`; the TLS name check still passes,
+// the host is still 127.0.0.1). The proxy resets all connections and refuses new ones (cut),
+// or holds bytes without forwarding (stall). The coordinator marks the site offline after the
+// heartbeat timeout, the site reconnects with backoff by itself, and a job then completes
+// through the proxy; a round opened during a stall still ends by its deadline.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { setupFederation, waitFor, type Federation } from './harness.ts';
+
+class FaultProxy {
+  mode: 'pass' | 'refuse' | 'stall' = 'pass';
+  private server!: Server;
+  private pairs = new Set<[Socket, Socket]>();
+  connections = 0;
+  port = 0;
+  constructor(private target: number) {}
+  async start(): Promise<void> {
+    this.server = createServer((client) => {
+      if (this.mode === 'refuse') return void client.resetAndDestroy();
+      this.connections++;
+      const up = createConnection({ host: '127.0.0.1', port: this.target });
+      const pair: [Socket, Socket] = [client, up];
+      this.pairs.add(pair);
+      const pipe = (a: Socket, b: Socket) =>
+        a.on('data', (d) => {
+          if (this.mode === 'stall') return; // swallowed: the peer sees silence, not an error
+          b.write(d);
+        });
+      pipe(client, up);
+      pipe(up, client);
+      const close = () => {
+        client.destroy();
+        up.destroy();
+        this.pairs.delete(pair);
+      };
+      client.on('error', close).on('close', close);
+      up.on('error', close).on('close', close);
+    });
+    await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', () => r()));
+    this.port = (this.server.address() as { port: number }).port;
+  }
+  /** Reset every open connection (RST) — a cable pulled / firewall reset. */
+  resetAll(): void {
+    for (const [a, b] of this.pairs) {
+      a.resetAndDestroy();
+      b.resetAndDestroy();
+    }
+    this.pairs.clear();
+  }
+  close(): Promise<void> {
+    this.resetAll();
+    return new Promise((r) => this.server.close(() => r()));
+  }
+}
+
+let fed: Federation;
+let proxy: FaultProxy;
+beforeAll(async () => {
+  fed = await setupFederation({ sites: 1, heartbeatTimeoutMs: 2000 });
+  proxy = new FaultProxy(fed.fedPort);
+  await proxy.start();
+}, 90_000);
+afterAll(async () => {
+  await proxy?.close();
+  await fed?.stopAll();
+});
+
+const onlineOf = async (f: Federation) => (await f.api<{ sites: { id: string; online?: boolean }[] }>('/api/sites')).sites.find((s) => s.id === 'hospital-1')?.online === true;
+
+describe('fault: network cuts and stalls between a site and the coordinator', () => {
+  it('offline after the heartbeat timeout, reconnects with backoff, deadlines hold, job completes', async () => {
+    fed.startSite(0, `127.0.0.1:${proxy.port}`);
+    await waitFor('site online through the proxy', 30_000, async () => ((await onlineOf(fed)) ? true : null));
+    expect(proxy.connections).toBeGreaterThan(0);
+
+    // Cut: reset every connection and refuse new ones.
+    proxy.mode = 'refuse';
+    proxy.resetAll();
+    const cutAt = Date.now();
+    await waitFor('site marked offline', 10_000, async () => ((await onlineOf(fed)) ? null : true));
+    expect(Date.now() - cutAt).toBeGreaterThanOrEqual(1_000);
+
+    // Restore: the site's backoff retries find the way back by themselves.
+    const before = proxy.connections;
+    proxy.mode = 'pass';
+    await waitFor('site back online after the cut', 20_000, async () => ((await onlineOf(fed)) ? true : null));
+    expect(proxy.connections).toBeGreaterThan(before);
+
+    // Stall while a round is open: the round ends by its deadline (no update arrived), retries
+    // are used up and the job fails cleanly — the coordinator does not hang on a silent peer.
+    proxy.mode = 'stall';
+    const stalledJob = await fed.submitJob({ rounds: 1, min_sites: 1, round_deadline_s: 4, round_retries: 0 });
+    const t0 = Date.now();
+    const failed = await waitFor('stalled job to end at its deadline', 30_000, async () => {
+      const j = await fed.api<{ status: string; error: string | null }>(`/api/jobs/${stalledJob}`);
+      return j.status === 'running' ? null : j;
+    });
+    expect(failed.status).toBe('failed');
+    expect(failed.error).toMatch(/deadline passed with 0 accepted/);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(3_000);
+    expect(Date.now() - t0).toBeLessThan(20_000);
+
+    // Heal (reset the stalled connections so the site notices), then a job completes through the proxy.
+    proxy.mode = 'pass';
+    proxy.resetAll();
+    await waitFor('site online after the stall', 20_000, async () => ((await onlineOf(fed)) ? true : null));
+    const jobId = await fed.submitJob({ rounds: 1, min_sites: 1, round_deadline_s: 30 });
+    const done = await waitFor('job completed through the proxy', 40_000, async () => {
+      const j = await fed.api<{ status: string; current_version: number; error: string | null }>(`/api/jobs/${jobId}`);
+      if (j.status === 'failed') throw new Error(`job failed: ${j.error}`);
+      return j.status === 'completed' ? j : null;
+    });
+    expect(done.current_version).toBe(1);
+    const acc = fed.query(`SELECT site_id FROM updates WHERE job_id = ? AND status = 'accepted'`, jobId);
+    expect(acc).toEqual([{ site_id: 'hospital-1' }]);
+  }, 120_000);
+});
