@@ -54,13 +54,16 @@ export function parseSafetensorsHeader(bytes: Uint8Array, fileSize: number, file
   let metadata: Record<string, string> = {};
   for (const [name, v] of Object.entries(json)) {
     if (name === '__metadata__') {
+      if (v !== null && (typeof v !== 'object' || Array.isArray(v))) throw fail('FEDLORA_ERR_SAFETENSORS', `${file}: __metadata__ is not an object`);
       metadata = (v ?? {}) as Record<string, string>;
       continue;
     }
     const where = `${file}: tensor "${name}"`;
     if (!v || typeof v !== 'object') throw fail('FEDLORA_ERR_SAFETENSORS', `${where}: entry is not an object`);
+    if (typeof v.dtype !== 'string' || !Object.hasOwn(DTYPE_BYTES, v.dtype)) {
+      throw fail('FEDLORA_ERR_UNSUPPORTED_DTYPE', `${where}: dtype ${JSON.stringify(v.dtype) ?? 'undefined'} is not supported`);
+    }
     const dtype = v.dtype as SafetensorsDtype;
-    if (!(dtype in DTYPE_BYTES)) throw fail('FEDLORA_ERR_UNSUPPORTED_DTYPE', `${where}: dtype "${v.dtype}" is not supported`);
     const shape = v.shape;
     if (!Array.isArray(shape) || !shape.every((d: unknown) => Number.isInteger(d) && (d as number) >= 0)) {
       throw fail('FEDLORA_ERR_SAFETENSORS', `${where}: shape ${JSON.stringify(shape)} is not a list of non-negative integers`);
