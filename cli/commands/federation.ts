@@ -1,16 +1,7 @@
 // Coordinator-side commands: `coordinator init|start`, `job submit|status|list`,
 // `adapter list|download`. (Site-side `site start|status` go in the marked section below.)
 import type { CliGroups } from '../groups.ts';
-import type { Command } from 'commander';
-
-const out = (v: unknown) => process.stdout.write(typeof v === 'string' ? v + '\n' : JSON.stringify(v, null, 2) + '\n');
-
-function apiOptions(c: Command): Command {
-  return c
-    .option('--url <url>', 'coordinator HTTP API (default $FEDLORA_COORDINATOR_URL or http://127.0.0.1:8080)')
-    .option('--token <token>', 'admin token (default $FEDLORA_ADMIN_TOKEN or <data-dir>/admin.token)')
-    .option('--data-dir <dir>', 'a local coordinator data dir (its URL and admin token are used)');
-}
+import { apiOptions, out } from '../api-options.ts';
 
 export function register(g: CliGroups): void {
   // ---- coordinator ----------------------------------------------------------------------

@@ -2,17 +2,8 @@
 // --summary; JSON or CSV) and `job cross-eval JOB` (request a cross-evaluation, or --show the
 // {data site x model owner} matrix). They talk to the coordinator's HTTP API
 // (coordinator/http/client.ts); --data-dir uses a local coordinator's URL and admin token.
-import type { Command } from 'commander';
 import type { CliGroups } from '../groups.ts';
-
-const out = (v: unknown) => process.stdout.write(typeof v === 'string' ? (v.endsWith('\n') ? v : v + '\n') : JSON.stringify(v, null, 2) + '\n');
-
-function apiOptions(c: Command): Command {
-  return c
-    .option('--url <url>', 'coordinator HTTP API (default $FEDLORA_COORDINATOR_URL or http://127.0.0.1:8080)')
-    .option('--token <token>', 'admin token (default $FEDLORA_ADMIN_TOKEN or <data-dir>/admin.token)')
-    .option('--data-dir <dir>', 'a local coordinator data dir (its URL and admin token are used)');
-}
+import { apiOptions, out } from '../api-options.ts';
 
 export function register(g: CliGroups): void {
   apiOptions(g.job.command('metrics').argument('<job>', 'job id')

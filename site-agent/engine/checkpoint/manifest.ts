@@ -31,8 +31,8 @@ function cacheDir(): string {
   return process.env.FEDLORA_HASH_CACHE ?? join(tmpdir(), 'fedlora-hash-cache');
 }
 
-/** sha256 of a file, read in 8 MiB chunks (never the whole file in memory), cached by path+size+mtime. */
-export function sha256File(path: string): string {
+/** The cache key of a file (path, size, mtime), or a clear error when it cannot be read. */
+function hashKey(path: string): { abs: string; key: string } {
   const abs = resolve(path);
   let st;
   try {
@@ -40,7 +40,12 @@ export function sha256File(path: string): string {
   } catch (e) {
     throw fail('FEDLORA_ERR_MODEL_FILES', `${abs}: cannot stat (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
-  const key = `${abs}\0${st.size}\0${st.mtimeMs}`;
+  return { abs, key: `${abs}\0${st.size}\0${st.mtimeMs}` };
+}
+
+/** sha256 of a file, read in 8 MiB chunks (never the whole file in memory), cached by path+size+mtime. */
+export function sha256File(path: string): string {
+  const { abs, key } = hashKey(path);
   const cached = cacheGet(key);
   if (cached) return cached;
   const h = createHash('sha256');
@@ -64,14 +69,7 @@ export function sha256File(path: string): string {
 
 /** Same as sha256File without blocking the event loop (for servers: coordinator, site agent). */
 export async function sha256FileAsync(path: string): Promise<string> {
-  const abs = resolve(path);
-  let st;
-  try {
-    st = statSync(abs);
-  } catch (e) {
-    throw fail('FEDLORA_ERR_MODEL_FILES', `${abs}: cannot stat (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
-  const key = `${abs}\0${st.size}\0${st.mtimeMs}`;
+  const { abs, key } = hashKey(path);
   const cached = cacheGet(key);
   if (cached) return cached;
   const h = createHash('sha256');
