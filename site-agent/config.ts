@@ -70,9 +70,11 @@ export const SiteConfigSchema = z
         min_items: z.number().int().min(1).default(5),
         max_items: z.number().int().positive().default(64),
         evaluate_base: z.boolean().default(false),
+        /** Items whose diagnosis is also generated (greedy) and compared after normalisation. */
+        generate_items: z.number().int().min(0).default(8),
       })
       .strict()
-      .default({ min_items: 5, max_items: 64, evaluate_base: false }),
+      .default({ min_items: 5, max_items: 64, evaluate_base: false, generate_items: 8 }),
     network: z
       .object({
         heartbeat_interval_ms: z.number().int().positive().default(5000),

@@ -182,7 +182,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
       cfg.policy.allow_cross_eval = o.crossEval;
       cfg.policy.allowed_fields = ['department', 'chiefComplaint', 'exam', 'labs', 'diagnosis', 'treatment'];
       cfg.training = { local_baseline: true, max_seq_len: 768, max_train_examples: null };
-      cfg.evaluation = { min_items: 5, max_items: 24, evaluate_base: false };
+      cfg.evaluation = { min_items: 5, max_items: 24, evaluate_base: false, generate_items: 6 };
       cfg.network = { heartbeat_interval_ms: 2000, reconnect_initial_ms: 300, reconnect_max_ms: 5000, chunk_size: 1024 * 1024 };
       writeFileSync(cfgFile, YAML.stringify(cfg));
       await cli(['site', 'enroll', '--token', token, '--site-dir', siteDir], join(logs, `${name}.log`));

@@ -14,6 +14,7 @@ import { readCheckpoint, computeModelManifestAsync } from '../engine/checkpoint/
 import { loadTokenizer, type Tokenizer } from '../engine/tokenizer.ts';
 import { chatToExample } from '../engine/data/examples.ts';
 import { evaluateLoss, scoreChoices } from '../engine/train/eval.ts';
+import { generate } from '../engine/infer.ts';
 import { initLoraAdapter } from '../engine/train/lora-init.ts';
 import { openSiteDataStore, buildDatasets, type BuiltDatasets } from '../data/index.ts';
 import type { ChoiceItem } from '../data/types.ts';
@@ -148,6 +149,25 @@ export class SiteWorkspace {
         { name: 'latency_ms', value: ms / choices.length, count: choices.length },
       );
     }
+    // Exact match of the generated diagnosis (greedy, with the KV cache) on a few items.
+    const gen = choices.slice(0, this.cfg.evaluation.generate_items);
+    if (gen.length >= Math.min(minItems, this.cfg.evaluation.generate_items) && gen.length > 0) {
+      const tok = this.tokenizer();
+      let hits = 0;
+      let newTokens = 0;
+      const t0 = performance.now();
+      for (const c of gen) {
+        const maxNew = Math.max(...c.options.map((o) => o.length)) + 16;
+        const ids = await generate(ckpt, adapter, adapter ? lora : null, c.prompt, { maxNewTokens: maxNew, device: this.cfg.model.device });
+        newTokens += ids.length;
+        if (normalizeDiagnosis(tok.decode(ids, { skipSpecialTokens: true })) === normalizeDiagnosis(c.item.label)) hits++;
+      }
+      const s = (performance.now() - t0) / 1000;
+      out.push(
+        { name: 'exact_match', value: hits / gen.length, count: gen.length },
+        { name: 'generation_tokens_per_s', value: newTokens / Math.max(s, 1e-9), count: newTokens },
+      );
+    }
     out.push({ name: 'heldout_items', value: heldOut.length, count: heldOut.length });
     return out;
   }
@@ -166,6 +186,16 @@ export class SiteWorkspace {
   initialAdapterLike(_global: AdapterWeights, lora: LoraConfig): AdapterWeights {
     return initLoraAdapter(this.checkpoint().config, lora);
   }
+}
+
+/** The first line of a generated answer, without a "Diagnosis:"/"诊断：" label, case,
+ *  punctuation or spaces — what two equal diagnoses share however they are written. */
+export function normalizeDiagnosis(text: string): string {
+  const first = text.normalize('NFKC').split('\n').map((l) => l.trim()).find((l) => l.length > 0) ?? '';
+  return first
+    .replace(/^(diagnosis|诊断)\s*[:：]\s*/i, '')
+    .toLowerCase()
+    .replace(/[\s\p{P}]+/gu, '');
 }
 
 function safe(s: string): string {

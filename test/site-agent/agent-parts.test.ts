@@ -109,3 +109,12 @@ describe('external-command trainer', () => {
     ).rejects.toThrow(/exited with 3/);
   });
 });
+
+describe('exact match of a generated diagnosis', () => {
+  it('ignores the label, case, punctuation and spacing, and only the first line counts', async () => {
+    const { normalizeDiagnosis } = await import('../../site-agent/agent/workspace.ts');
+    expect(normalizeDiagnosis('Diagnosis: Atrial fibrillation.\nReasoning: ...')).toBe(normalizeDiagnosis('atrial  fibrillation'));
+    expect(normalizeDiagnosis('诊断：急性心肌梗死\n诊断依据：…')).toBe(normalizeDiagnosis('急性心肌梗死'));
+    expect(normalizeDiagnosis('Diagnosis: Pneumonia')).not.toBe(normalizeDiagnosis('Atrial fibrillation'));
+  });
+});
