@@ -242,13 +242,12 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
       const r = await fetch(`${httpUrl}/api/jobs/${jobId}/cross-eval`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: '{}' });
       if (!r.ok) throw fail('FEDLORA_ERR_INTERNAL', `demo: cross-eval request refused: ${r.status} ${await r.text()}`);
       o.log(`      cross-site evaluation requested: each local-only adapter evaluated at every hospital`);
-      crossEval = await waitFor('cross-site evaluation', 180_000, async () => {
-        const m = (await (await fetch(`${httpUrl}/api/jobs/${jobId}/cross-eval?metric=loss`)).json()) as { available: boolean; cells: unknown[] };
-        return m.available && m.cells.length >= o.sites * o.sites ? m : null;
-      }, watched).catch(async () => {
-        o.log('      (cross-site evaluation incomplete in time; report.json has what arrived)');
-        return (await (await fetch(`${httpUrl}/api/jobs/${jobId}/cross-eval?metric=loss`)).json()) as unknown;
-      });
+      // every evaluation reports heldout_items (a site's loss may be withheld when its set is small)
+      await waitFor('cross-site evaluation', 120_000, async () => {
+        const m = (await (await fetch(`${httpUrl}/api/jobs/${jobId}/cross-eval?metric=heldout_items`)).json()) as { available: boolean; cells: unknown[] };
+        return m.available && m.cells.length >= o.sites * o.sites ? true : null;
+      }, watched).catch(() => o.log('      (cross-site evaluation incomplete in time; report.json has what arrived)'));
+      crossEval = (await (await fetch(`${httpUrl}/api/jobs/${jobId}/cross-eval?metric=loss`)).json()) as unknown;
     }
 
     // 6. The report: per round, participants, examples, published version + sha256, held-out metrics.

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { runDemo, DEMO_DEFAULTS } from '../../cli/demo/run-demo.ts';
 import { decodeSafetensorsF32 } from '../../shared/safetensors.ts';
 
-const quick = { ...DEMO_DEFAULTS, sites: 2, rounds: 1, records: 50, localSteps: 2 };
+const quick = { ...DEMO_DEFAULTS, sites: 2, rounds: 1, records: 50, localSteps: 2, crossEval: false };
 
 async function adapterOf(httpUrl: string, job: string, v: number) {
   const bytes = Buffer.from(await (await fetch(`${httpUrl}/api/jobs/${job}/adapters/${v}/adapter_model.safetensors`)).arrayBuffer());
