@@ -89,8 +89,14 @@ describe('fault: network cuts and stalls between a site and the coordinator', ()
 
     // Stall while a round is open: the round ends by its deadline (no update arrived), retries
     // are used up and the job fails cleanly — the coordinator does not hang on a silent peer.
+    // The round must be open (task delivered, site busy training) before the stall: a job
+    // submitted while the site is already offline rightly waits for sites instead of opening.
+    const stalledJob = await fed.submitJob({ rounds: 1, min_sites: 1, round_deadline_s: 6, round_retries: 0, train: { local_steps: 400, learning_rate: 5e-3, optimizer: 'adamw', batch_tokens: 512, seed: 1, warmup_steps: 0, max_grad_norm: 1 } });
+    await waitFor('round 1 open with its task delivered', 20_000, async () => {
+      const r = (await fed.rounds(stalledJob))[0] as { state: string; tasks?: { status: string }[] } | undefined;
+      return r && r.state === 'open' && r.tasks?.some((t) => t.status === 'delivered') ? true : null;
+    });
     proxy.mode = 'stall';
-    const stalledJob = await fed.submitJob({ rounds: 1, min_sites: 1, round_deadline_s: 4, round_retries: 0 });
     const t0 = Date.now();
     const failed = await waitFor('stalled job to end at its deadline', 30_000, async () => {
       const j = await fed.api<{ status: string; error: string | null }>(`/api/jobs/${stalledJob}`);
@@ -98,7 +104,6 @@ describe('fault: network cuts and stalls between a site and the coordinator', ()
     });
     expect(failed.status).toBe('failed');
     expect(failed.error).toMatch(/deadline passed with 0 accepted/);
-    expect(Date.now() - t0).toBeGreaterThanOrEqual(3_000);
     expect(Date.now() - t0).toBeLessThan(20_000);
 
     // Heal (reset the stalled connections so the site notices), then a job completes through the proxy.
@@ -106,7 +111,7 @@ describe('fault: network cuts and stalls between a site and the coordinator', ()
     proxy.resetAll();
     await waitFor('site online after the stall', 20_000, async () => ((await onlineOf(fed)) ? true : null));
     const jobId = await fed.submitJob({ rounds: 1, min_sites: 1, round_deadline_s: 30 });
-    const done = await waitFor('job completed through the proxy', 40_000, async () => {
+    const done = await waitFor('job completed through the proxy', 90_000, async () => {
       const j = await fed.api<{ status: string; current_version: number; error: string | null }>(`/api/jobs/${jobId}`);
       if (j.status === 'failed') throw new Error(`job failed: ${j.error}`);
       return j.status === 'completed' ? j : null;
