@@ -176,9 +176,11 @@ export async function signCsr(ca: LoadedCa, csrPem: string | Buffer, o: SignCsrO
   if (cn !== o.siteId) {
     throw fail('FEDLORA_ERR_CSR', `csr_pem subject CN is ${JSON.stringify(cn ?? null)}, but the token was issued for site ${JSON.stringify(o.siteId)}`);
   }
-  const algName = csr.publicKey.algorithm.name;
-  if (algName !== 'ECDSA' && algName !== 'RSASSA-PKCS1-v1_5') {
-    throw fail('FEDLORA_ERR_CSR', `csr_pem public key algorithm ${algName} not accepted (ECDSA P-256 or RSA)`);
+  const alg = csr.publicKey.algorithm as { name: string; namedCurve?: string; modulusLength?: number };
+  // What sites generate (certs/x509.ts): ECDSA P-256 or RSA-3072; other curves and short RSA moduli are refused.
+  if (!(alg.name === 'ECDSA' && alg.namedCurve === 'P-256') && !(alg.name === 'RSASSA-PKCS1-v1_5' && (alg.modulusLength ?? 0) >= 2048)) {
+    const what = alg.name === 'ECDSA' ? `ECDSA ${alg.namedCurve ?? '?'}` : alg.modulusLength ? `${alg.name} ${alg.modulusLength}-bit` : alg.name;
+    throw fail('FEDLORA_ERR_CSR', `csr_pem public key algorithm ${what} not accepted (ECDSA P-256 or RSA >= 2048 bits)`);
   }
   if (!(o.validityDays > 0)) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `validityDays must be > 0, got ${o.validityDays}`);
   const { pem, cert, serial } = await issueCertificate(ca, {

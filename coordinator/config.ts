@@ -34,6 +34,11 @@ export const CoordinatorConfigSchema = z.object({
   site_cert_days: z.number().int().min(1).max(825).default(90),
   admin_tokens: z.array(z.object({ name: z.string().min(1), sha256: z.string().regex(/^[0-9a-f]{64}$/, 'expected the sha256 (hex) of the token, never the token') }).strict()).default([]),
   log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  privacy: z.object({
+    /** The secret DP noise key (32 bytes; coordinator/privacy/noise-key.ts). Relative paths are
+     *  to the data dir; default secrets/dp-noise.key. Made at init (or first start) if missing. */
+    noise_key_file: z.string().min(1).optional(),
+  }).strict().default({}),
 }).strict();
 
 export type CoordinatorConfigFile = z.infer<typeof CoordinatorConfigSchema>;

@@ -16,6 +16,8 @@ import { CoordinatorStore } from './store/store.ts';
 import { RoundEngine, type SelectFn } from './rounds/engine.ts';
 import { createFederationHandlers } from './grpc/federation.ts';
 import { buildHttpApp } from './http/app.ts';
+import { createNoiseKey, loadNoiseKey, noiseKeyPathOf } from './privacy/noise-key.ts';
+import { loadFailpoints } from '../shared/failpoints.ts';
 
 export interface InitOptions {
   dataDir: string;
@@ -25,8 +27,9 @@ export interface InitOptions {
   force?: boolean;
 }
 
-/** Create <dataDir>/coordinator.yaml, the CA, server certificate and manifest key, and one
- *  admin token (returned once; only its sha256 is stored; also written to <dataDir>/admin.token 0600). */
+/** Create <dataDir>/coordinator.yaml, the CA, server certificate and manifest key, the DP noise
+ *  key (privacy.noise_key_file, kept if it exists), and one admin token (returned once; only its
+ *  sha256 is stored; also written to <dataDir>/admin.token 0600). */
 export async function initCoordinator(o: InitOptions): Promise<{ configPath: string; adminToken: string; caSha256: string }> {
   const cfgPath = configPathOf(o.dataDir);
   if (existsSync(cfgPath) && !o.force) throw fail('FEDLORA_ERR_CONFIG', `${cfgPath} already exists: this data dir is initialised`);
@@ -36,6 +39,7 @@ export async function initCoordinator(o: InitOptions): Promise<{ configPath: str
   const cfg = parseCoordinatorConfig({ ...(o.config ?? {}), admin_tokens: [{ name: 'init', sha256: hashToken(adminToken) }] }, 'coordinator init');
   writeFileSync(cfgPath, YAML.stringify(cfg), { mode: 0o600 });
   writeFileSync(`${o.dataDir}/admin.token`, adminToken + '\n', { mode: 0o600 });
+  createNoiseKey(noiseKeyPathOf(o.dataDir, cfg.privacy.noise_key_file));
   new CoordinatorStore(sqlitePathOf(o.dataDir)).close(); // migrations run now
   return { configPath: cfgPath, adminToken, caSha256: ca.sha256 };
 }
@@ -70,14 +74,18 @@ const dialHost = (h: string) => (h === '0.0.0.0' || h === '::' ? '127.0.0.1' : h
 export async function startCoordinator(configOrDir: CoordinatorConfig | string, o: StartOptions = {}): Promise<RunningCoordinator> {
   const config = typeof configOrDir === 'string' ? loadCoordinatorConfig(configOrDir) : configOrDir;
   const { dataDir } = config;
+  loadFailpoints(); // a bad FEDLORA_FAILPOINTS stops the start here (crash tests only)
+  const keyWarnings: string[] = [];
+  const noiseKey = loadNoiseKey(noiseKeyPathOf(dataDir, config.privacy.noise_key_file), keyWarnings); // never logged
   const store = new CoordinatorStore(sqlitePathOf(dataDir));
   const pkiDir = pkiDirOf(dataDir);
   const pki = readServerPki(pkiDir);
   const signer = readManifestSigner(pkiDir);
   const ca = await loadCoordinatorCa(dataDir);
-  const engine = new RoundEngine({ store, dataDir, signer, now: o.now, select: o.select, heartbeatTimeoutMs: config.heartbeat.timeout_ms });
+  const engine = new RoundEngine({ store, dataDir, signer, now: o.now, select: o.select, heartbeatTimeoutMs: config.heartbeat.timeout_ms, noiseKey });
   // Structured log of the federation's life (pino, level from the config; silent in tests).
   const log = pino({ level: o.logger === false ? 'silent' : config.log_level, base: { svc: 'coordinator' } });
+  for (const w of keyWarnings) log.warn(w);
   engine.on('error', (e: Error) => log.error({ err: e.message }, 'engine error'));
   engine.on('round', (jobId: string, round: number) => {
     const r = store.currentRound(jobId);

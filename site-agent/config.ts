@@ -80,7 +80,10 @@ export const SiteConfigSchema = z
         heartbeat_interval_ms: z.number().int().positive().default(5000),
         reconnect_initial_ms: z.number().int().positive().default(500),
         reconnect_max_ms: z.number().int().positive().default(30_000),
-        chunk_size: z.number().int().min(1024 * 1024).max(4 * 1024 * 1024).default(2 * 1024 * 1024),
+        /** Upload chunk size, 64 KiB .. 4 MiB: each chunk is persisted by the coordinator before
+         *  the next, so a cut upload resumes from the last whole chunk; small chunks lose less
+         *  on a flaky link, big ones cost fewer round trips. */
+        chunk_size: z.number().int().min(64 * 1024).max(4 * 1024 * 1024).default(2 * 1024 * 1024),
       })
       .strict()
       .default({ heartbeat_interval_ms: 5000, reconnect_initial_ms: 500, reconnect_max_ms: 30_000, chunk_size: 2 * 1024 * 1024 }),

@@ -48,8 +48,11 @@ export function register(g: CliGroups): void {
     });
 
   // ---- jobs -----------------------------------------------------------------------------
-  apiOptions(g.job.command('submit').argument('<file>', 'job spec (YAML or JSON)').description('validate and submit a job').option('--id <id>', 'job id'))
+  apiOptions(g.job.command('submit').argument('<file>', 'job spec (YAML or JSON)').description('validate and submit a job')
+    .option('--id <id>', 'job id (default job-<random>): 1-64 of [a-z0-9._-], starting with a letter or digit; e.g. to run the same job in two federations'))
     .action(async (file: string, o) => {
+      const { checkJobId } = await import('../../coordinator/jobs/job-id.ts');
+      if (o.id !== undefined) checkJobId(o.id, '--id'); // refused before anything is read or sent
       const { loadJobSpecFile } = await import('../../coordinator/jobs/spec.ts');
       const { api, resolveTarget } = await import('../../coordinator/http/client.ts');
       const spec = loadJobSpecFile(file);

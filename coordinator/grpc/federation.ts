@@ -6,7 +6,7 @@ import { closeSync, openSync, readSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import type { Database } from 'better-sqlite3';
 import { fail, isFedloraError, toGrpcError } from '../../shared/errors.ts';
-import type { FederationHandlers, UpdateMessage, SubmitUpdateResponse, AdapterChunk, FetchAdapterRequest } from '../../shared/proto.ts';
+import type { FederationHandlers, UpdateMessage, SubmitUpdateResponse, AdapterChunk, FetchAdapterRequest, MetricsReport } from '../../shared/proto.ts';
 import { verifyUpdateSignature } from '../../shared/update-signature.ts';
 import { authenticateCall, type AuthDeps, type CallerIdentity, type CallWithAuth } from '../auth.ts';
 import { renewSiteCertificate } from '../enrollment.ts';
@@ -35,10 +35,20 @@ export interface FederationDeps {
 }
 
 const RENEW_BEFORE_MS = 14 * 24 * 3600_000;
+const MAX_METRICS_PER_REPORT = 1024;
+const MAX_METRIC_TEXT = 256;
 
 function peerPem(call: CallWithAuth): string | undefined {
   const raw = call.getAuthContext()?.sslPeerCertificate?.raw;
   return raw ? new X509Certificate(raw).toString() : undefined;
+}
+
+/** End a server stream with the error's status. (grpc-js sends the status of an 'error' event;
+ *  `call.destroy(err)` would tear the stream down without one, and the site would wait for its
+ *  deadline instead of reading FEDLORA_ERR_NOT_FOUND / _PERMISSION / ...) */
+function failStream(call: grpc.ServerWritableStream<unknown, unknown>, e: unknown): void {
+  if (call.cancelled || call.destroyed) return;
+  call.emit('error', toGrpcError(e));
 }
 
 export function createFederationHandlers(d: FederationDeps): { handlers: FederationHandlers; hub: TaskHub; crossEval: CrossEvalDispatcher } {
@@ -105,6 +115,25 @@ export function createFederationHandlers(d: FederationDeps): { handlers: Federat
       /* the refusal itself must still go out */
     }
   };
+  // A MetricsReport carries a handful of aggregate numbers for a job the site works on: bound
+  // its size (a report is stored row by row) and refuse reports about other jobs.
+  const siteHasTaskIn = d.db.prepare('SELECT 1 FROM tasks WHERE job_id = ? AND site_id = ? LIMIT 1');
+  const checkMetricsReport = (siteId: string, m: MetricsReport) => {
+    if (m.metrics.length > MAX_METRICS_PER_REPORT) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `MetricsReport.metrics: ${m.metrics.length} entries, at most ${MAX_METRICS_PER_REPORT} per report`);
+    const text = (v: string, field: string) => {
+      if (v.length > MAX_METRIC_TEXT) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `MetricsReport.${field}: ${v.length} characters, at most ${MAX_METRIC_TEXT}`);
+    };
+    text(m.jobId, 'job_id');
+    text(m.taskId, 'task_id');
+    text(m.phase, 'phase');
+    m.metrics.forEach((x, i) => {
+      text(x.name, `metrics[${i}].name`);
+      text(x.kind, `metrics[${i}].kind`);
+      text(x.modelOwner, `metrics[${i}].model_owner`);
+      if (!x.name) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `MetricsReport.metrics[${i}].name is empty`);
+    });
+    if (store.job(m.jobId) && !siteHasTaskIn.get(m.jobId, siteId)) throw fail('FEDLORA_ERR_NOT_SELECTED', `MetricsReport.job_id: site ${siteId} has no task in job ${m.jobId}`);
+  };
   const unary = <Req, Res>(fn: (call: grpc.ServerUnaryCall<Req, Res>, id: CallerIdentity) => Promise<Res> | Res): grpc.handleUnaryCall<Req, Res> =>
     (call, cb) => {
       Promise.resolve()
@@ -133,7 +162,7 @@ export function createFederationHandlers(d: FederationDeps): { handlers: Federat
       try {
         id = who(call, 'StreamTasks');
       } catch (e) {
-        call.destroy(toGrpcError(e) as unknown as Error);
+        failStream(call, e);
         return;
       }
       store.touchSite(id.siteId, engine.now(), { agentVersion: call.request.agentVersion });
@@ -153,7 +182,7 @@ export function createFederationHandlers(d: FederationDeps): { handlers: Federat
           who(call, 'FetchAdapter');
           await sendAdapter(call, call.request);
         } catch (e) {
-          call.destroy(toGrpcError(e) as unknown as Error);
+          failStream(call, e);
         }
       })();
     },
@@ -246,6 +275,7 @@ export function createFederationHandlers(d: FederationDeps): { handlers: Federat
     }),
 
     reportMetrics: unary((call, id) => {
+      checkMetricsReport(id.siteId, call.request);
       const n = engine.reportMetrics(id.siteId, call.request);
       return { ok: true, message: `${n} metric(s) stored` };
     }),

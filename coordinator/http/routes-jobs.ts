@@ -4,6 +4,7 @@ import { fail } from '../../shared/errors.ts';
 import type { RoundEngine } from '../rounds/engine.ts';
 import type { JobRow, RoundRow } from '../store/store.ts';
 import { parseJobSpec, parseJobSpecText } from '../jobs/spec.ts';
+import { checkJobId } from '../jobs/job-id.ts';
 import type { AdminGuard, AdminLog } from './app.ts';
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
@@ -40,7 +41,7 @@ export const jobRoutes: FastifyPluginAsync<{ engine: RoundEngine; requireAdmin: 
   app.post<{ Querystring: { id?: string } }>('/api/jobs', async (req, reply) => {
     const admin = requireAdmin(req);
     const spec = typeof req.body === 'string' ? parseJobSpecText(req.body, 'request body') : parseJobSpec(req.body, 'request body');
-    if (req.query.id !== undefined && !/^[A-Za-z0-9._-]{1,64}$/.test(req.query.id)) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `query id ${JSON.stringify(req.query.id)} must match [A-Za-z0-9._-]{1,64}`);
+    if (req.query.id !== undefined) checkJobId(req.query.id, 'query id');
     const id = await engine.submitJob(spec, req.query.id);
     log.info({ job: id, admin, rounds: spec.rounds, strategy: spec.aggregation.name, dp: !!spec.privacy.dp }, 'job submitted');
     return reply.status(201).send(jobView(engine, getJob(id)));

@@ -5,8 +5,10 @@
 //
 // Seeding tradeoff: with `deterministicSeed` the key is HKDF-SHA256(round seed), so a test (or
 // an auditor holding the seed) can reproduce the exact noise — but anyone who learns the seed
-// can also remove it, destroying the privacy guarantee. Production therefore uses a fresh
-// 256-bit key from crypto.randomBytes (the default: `seed` undefined).
+// can also remove it, destroying the privacy guarantee. The coordinator therefore seeds with its
+// SECRET noise key bound to the round (a Buffer: privacy/noise-key.ts), so a round redone after a
+// crash gets the same noise but nobody without the key can; `seed` undefined = a fresh 256-bit
+// key from crypto.randomBytes.
 import { createCipheriv, hkdfSync, randomBytes } from 'node:crypto';
 
 export interface GaussianSource {

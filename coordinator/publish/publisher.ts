@@ -3,6 +3,10 @@
 // plus a signed manifest row in adapter_versions (and <dataDir>/manifests/<job>/<v>.json/.sig
 // for operators). Files are written (atomically) before the row is committed, so a crash
 // between the two leaves only an orphan folder, and re-publishing is idempotent.
+// `writeVersion` does only the file half: the round engine commits the row in the SAME
+// transaction that marks the round published (and writes the audit entry), so a version is
+// never listed or served for a round that is not published yet, and a coordinator killed in
+// between redoes the round and commits it once.
 import { existsSync, mkdirSync, renameSync, writeFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { encodeSafetensors } from '../../shared/safetensors.ts';
@@ -47,10 +51,13 @@ export interface PublishInput {
   ownerSite?: string;
 }
 
-export function publishVersion(store: CoordinatorStore, dataDir: string, signer: Signer, p: PublishInput): AdapterVersionRow {
+/** Write a version's files (content-addressed adapter folder, signed manifest) and return the
+ *  row to commit; `stored` = the row is already committed (a redo finds it done: nothing is
+ *  rewritten and the committed row is returned). */
+export function writeVersion(store: CoordinatorStore, dataDir: string, signer: Signer, p: PublishInput): { row: AdapterVersionRow; stored: boolean } {
   const owner = p.ownerSite ?? '';
   const existing = store.adapterVersion(p.jobId, p.version, owner);
-  if (existing) return existing; // idempotent: a redo after a crash finds it done
+  if (existing) return { row: existing, stored: true }; // idempotent: a redo after a crash finds it done
   const tensors = new Map([...unflatten(p.flat, p.layout)].map(([k, t]) => [k, { dtype: 'F32' as const, shape: t.shape, data: t.data }]));
   const bytes = encodeSafetensors(tensors, { format: 'pt' });
   const sha = sha256Hex(bytes);
@@ -88,7 +95,13 @@ export function publishVersion(store: CoordinatorStore, dataDir: string, signer:
     job_id: p.jobId, version: p.version, owner_site: owner, round: p.round, sha256: sha, size: bytes.length,
     manifest_json: mBytes.toString('utf8'), manifest_sha256: sha256Hex(mBytes), signature: sig, path: dir, created_ms: p.createdMs,
   };
-  store.insertAdapterVersion(row);
+  return { row, stored: false };
+}
+
+/** writeVersion, then commit the row (idempotent). */
+export function publishVersion(store: CoordinatorStore, dataDir: string, signer: Signer, p: PublishInput): AdapterVersionRow {
+  const { row, stored } = writeVersion(store, dataDir, signer, p);
+  if (!stored) store.insertAdapterVersion(row);
   return row;
 }
 

@@ -14,16 +14,19 @@
 // Time and site selection are injected (tests drive `tick()` with a fake clock).
 import { EventEmitter } from 'node:events';
 import { createHash, randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { fail } from '../../shared/errors.ts';
 import { decodeSafetensorsF32 } from '../../shared/safetensors.ts';
 import { flatten } from '../../shared/tensors.ts';
 import type { Task, MetricsReport } from '../../shared/proto.ts';
 import type { CoordinatorStore, JobRow, RoundRow, TaskRow } from '../store/store.ts';
 import { parseJobSpec, type JobSpec } from '../jobs/spec.ts';
+import { checkJobId } from '../jobs/job-id.ts';
 import { jobLayout, extract, merge, type JobLayout } from '../publish/layout.ts';
 import { initialAdapterFlat } from '../publish/init-adapter.ts';
-import { adapterFiles, publishVersion, type Signer } from '../publish/publisher.ts';
+import { adapterFiles, publishVersion, writeVersion, type Signer } from '../publish/publisher.ts';
+import { roundNoiseKey } from '../privacy/noise-key.ts';
+import { failpoint } from '../../shared/failpoints.ts';
 import { loadUpdateFile } from './validate-update.ts';
 import { strategyFor as defaultStrategyFor, encodeState, decodeState } from './strategy-seam.ts';
 import type { Strategy, UpdateRef } from '../strategies/types.ts';
@@ -41,6 +44,10 @@ export interface EngineOptions {
   heartbeatTimeoutMs?: number;
   select?: SelectFn;
   strategyFor?: (spec: JobSpec) => Promise<Strategy>;
+  /** The coordinator's DP noise key (privacy/noise-key.ts): DP noise derived from it and the
+   *  round, so an aggregation redone after a crash publishes the same adapter. Absent = fresh
+   *  randomness per aggregation. */
+  noiseKey?: Buffer;
 }
 
 /** Deterministic selection: a seeded Fisher-Yates shuffle of the sorted candidates. */
@@ -67,6 +74,7 @@ export class RoundEngine extends EventEmitter {
   readonly heartbeatTimeoutMs: number;
   private readonly select: SelectFn;
   private readonly strategyFor: (spec: JobSpec) => Promise<Strategy>;
+  private readonly noiseKey: Buffer | undefined;
   private readonly specs = new Map<string, { spec: JobSpec; layout: JobLayout }>();
   private ticking: Promise<void> | null = null;
   private again = false;
@@ -83,6 +91,7 @@ export class RoundEngine extends EventEmitter {
     this.heartbeatTimeoutMs = o.heartbeatTimeoutMs ?? 60_000;
     this.select = o.select ?? seededSelect;
     this.strategyFor = o.strategyFor ?? defaultStrategyFor;
+    this.noiseKey = o.noiseKey;
     this.secagg = new SecAggRounds(this, (spec) => this.strategyFor(spec));
   }
 
@@ -113,6 +122,7 @@ export class RoundEngine extends EventEmitter {
 
   /** Register a job and publish its version 0 (A from init_seed, B = 0). `actor` goes in the audit log. */
   async submitJob(spec: JobSpec, jobId = `job-${randomUUID().slice(0, 8)}`, actor = 'admin'): Promise<string> {
+    checkJobId(jobId, 'submitJob'); // it names folders (manifests/<job>/)
     const layout = jobLayout(spec); // refuses a bad base model config before anything is stored
     await this.strategyFor(spec); // refuses an unknown strategy at submission
     const now = this.now();
@@ -256,7 +266,15 @@ export class RoundEngine extends EventEmitter {
     const late = now >= r.deadline_ms;
     if (!allAnswered && !late) return false;
     const enough = accepted.length >= spec.min_sites;
+    // Uploads still arriving when the round leaves 'open' can never count (aggregation reads
+    // only 'accepted' rows): discard them with their partial bytes, so no 'receiving' row or
+    // .part file outlives its round; a site resuming one is told FEDLORA_ERR_ROUND_CLOSED.
+    const unfinished = this.store.roundUpdates(r.job_id, r.round, r.attempt, 'receiving');
     this.store.tx(() => {
+      for (const u of unfinished) {
+        this.store.setUpdateStatus(u.update_id, 'discarded', 'round closed before the upload finished');
+        this.store.audit.append(u.site_id, 'update_rejected', u.update_id, { code: 'FEDLORA_ERR_ROUND_CLOSED', reason: 'round closed before the upload finished', job: r.job_id, round: r.round, attempt: r.attempt, received_bytes: u.received_bytes, size: u.size }, new Date(now));
+      }
       for (const t of tasks) if (t.status === 'pending' || t.status === 'delivered') this.store.setTaskStatus(t.task_id, 'cancelled');
       if (enough) this.store.setRoundState(r.job_id, r.round, r.attempt, 'aggregating', { now });
       else {
@@ -272,6 +290,8 @@ export class RoundEngine extends EventEmitter {
         this.store.audit.append('coordinator', 'round_failed', `${r.job_id}/r${r.round}a${r.attempt}`, { job: r.job_id, round: r.round, attempt: r.attempt, reason: why, discarded_updates: discarded }, new Date(now));
       }
     });
+    // After the commit: a crash before this leaves only a stray .part of a discarded row.
+    for (const u of unfinished) if (u.path.endsWith('.part')) rmSync(u.path, { force: true });
     const cancelled = tasks.filter((t) => t.status === 'pending' || t.status === 'delivered').map((t) => t.site_id);
     if (cancelled.length) this.emit('cancel', cancelled.map((s) => ({ siteId: s, taskId: tasks.find((t) => t.site_id === s)!.task_id })));
     this.emit('round', r.job_id, r.round);
@@ -304,6 +324,7 @@ export class RoundEngine extends EventEmitter {
       const ctx = {
         round: r.round, layout: layout.update, global: extract(baseFull, layout.full, layout.update),
         selected: (JSON.parse(r.selected_json) as string[]).length, state: decodeState(prev?.strategy_state ?? null), seed: r.seed,
+        ...(this.noiseKey ? { noiseKey: roundNoiseKey(this.noiseKey, r.job_id, r.round, r.attempt, r.seed) } : {}),
       };
       if (spec.privacy.secure_aggregation) {
         // Only the survivors' sum is ever unmasked (coordinator/secagg); uniform weights.
@@ -313,14 +334,21 @@ export class RoundEngine extends EventEmitter {
     } catch (e) {
       throw e instanceof Error && 'code' in e ? e : fail('FEDLORA_ERR_AGGREGATION', `job ${job.id} round ${r.round}: ${(e as Error).message}`);
     }
+    await failpoint('coordinator.aggregate.computed'); // crash tests: computed, nothing written
     const version = r.base_version + 1;
     const createdMs = r.aggregating_ms ?? this.now();
-    const pub = publishVersion(this.store, this.dataDir, this.signer, {
+    // Files first (content-addressed; an orphan after a crash is harmless), then ONE transaction
+    // commits the version row, the round's publication, the job's version and the audit entries:
+    // killed anywhere before it, the coordinator redoes this round from the same accepted
+    // updates, seed, strategy state, start time and noise key, and commits the same bytes once.
+    const { row: pub, stored } = writeVersion(this.store, this.dataDir, this.signer, {
       jobId: job.id, spec, version, round: r.round, flat: merge(baseFull, layout.full, layout.update, res.global), layout: layout.full,
       contributingSites: contributing, numExamples: examples, createdMs,
     });
+    await failpoint('coordinator.publish.written'); // crash tests: files on disk, nothing committed
     const now = this.now();
     this.store.tx(() => {
+      if (!stored) this.store.insertAdapterVersion(pub);
       this.store.setRoundState(r.job_id, r.round, r.attempt, 'published', { now, strategyState: encodeState(res.state), metricsJson: JSON.stringify(res.metrics) });
       this.store.setJobVersion(job.id, version, now);
       const at = new Date(now);

@@ -4,14 +4,14 @@
 // to SQLite after each chunk, so GetUploadStatus can resume it), then verify the whole hash,
 // the site's signature and the content, and commit accepted/rejected BEFORE answering.
 // SEAM: C1's shared/transfer UploadReceiver can replace appendChunk/finish (same contract).
-import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, statSync, truncateSync, writeSync, createReadStream } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, truncateSync, writeSync, createReadStream } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { fail, isFedloraError } from '../../shared/errors.ts';
 import type { UpdateHeader, Chunk } from '../../shared/proto.ts';
 import type { UpdateRow } from '../store/store.ts';
 import type { RoundEngine } from './engine.ts';
-import { loadUpdateFile } from './validate-update.ts';
+import { validateUpdateBytes } from './validate-update.ts';
 import { l2norm } from '../store/audit.ts';
 
 export const UPDATE_ID_RE = /^[A-Za-z0-9._-]{1,128}$/;
@@ -93,7 +93,7 @@ export function admitUpdate(engine: RoundEngine, siteId: string, h: HeaderIn, ma
 export function appendChunk(engine: RoundEngine, updateId: string, c: Pick<Chunk, 'index' | 'offset' | 'data' | 'sha256'>): UpdateRow {
   const row = engine.store.update(updateId);
   if (!row) throw fail('FEDLORA_ERR_NOT_FOUND', `update ${updateId} was never admitted (send its UpdateHeader first)`);
-  if (row.status !== 'receiving') throw fail('FEDLORA_ERR_ROUND_CLOSED', `update ${updateId} is ${row.status}`);
+  if (row.status !== 'receiving') throw fail(row.status === 'rejected' ? 'FEDLORA_ERR_UPDATE_INVALID' : 'FEDLORA_ERR_ROUND_CLOSED', `update ${updateId} is ${row.status}${row.reason ? `: ${row.reason}` : ''}`);
   if (c.index !== row.received_chunks || c.offset !== row.received_bytes) {
     throw fail('FEDLORA_ERR_CHUNK_ORDER', `update ${updateId}: chunk ${c.index} at offset ${c.offset}, expected chunk ${row.received_chunks} at offset ${row.received_bytes}`);
   }
@@ -128,14 +128,32 @@ async function fileSha256(path: string): Promise<string> {
   return h.digest('hex');
 }
 
+// Finishes of one update run one after another: a site that retries an upload while its first
+// stream is still being verified sends the same trailer twice, and the second finish must see
+// the first one's verdict (not a spool file the first one just renamed or removed).
+const finishing = new Map<string, Promise<void>>();
+
 /** All bytes are in: check the hash, the signature, the content; commit accepted or rejected.
  *  Throws the rejection (after committing it) so the transport can report it. */
-export async function finishUpdate(engine: RoundEngine, updateId: string, verifySignature?: (row: UpdateRow) => boolean): Promise<UpdateRow> {
+export function finishUpdate(engine: RoundEngine, updateId: string, verifySignature?: (row: UpdateRow) => boolean): Promise<UpdateRow> {
+  const key = `${engine.dataDir}\0${updateId}`;
+  const run = (finishing.get(key) ?? Promise.resolve()).then(() => finishOnce(engine, updateId, verifySignature));
+  const tail = run.then(() => undefined, () => undefined);
+  finishing.set(key, tail);
+  void tail.then(() => {
+    if (finishing.get(key) === tail) finishing.delete(key);
+  });
+  return run;
+}
+
+async function finishOnce(engine: RoundEngine, updateId: string, verifySignature?: (row: UpdateRow) => boolean): Promise<UpdateRow> {
   const store = engine.store;
   const found = store.update(updateId);
   if (!found) throw fail('FEDLORA_ERR_NOT_FOUND', `update ${updateId} was never admitted (send its UpdateHeader first)`);
   let row = found;
   if (row.status === 'accepted') return row;
+  if (row.status === 'rejected') throw fail('FEDLORA_ERR_UPDATE_INVALID', `update ${updateId} was rejected: ${row.reason ?? ''}`);
+  if (row.status === 'discarded') throw fail('FEDLORA_ERR_ROUND_CLOSED', `update ${updateId} was discarded: ${row.reason ?? 'round closed'}`);
   if (row.received_bytes !== row.size) throw fail('FEDLORA_ERR_CHUNK_SIZE', `update ${updateId}: ${row.received_bytes} of ${row.size} bytes received`);
   const reject = (e: unknown): never => {
     const msg = isFedloraError(e) ? e.toString() : String((e as Error)?.message ?? e);
@@ -145,9 +163,18 @@ export async function finishUpdate(engine: RoundEngine, updateId: string, verify
         code: isFedloraError(e) ? e.code : 'FEDLORA_ERR_INTERNAL', reason: msg.slice(0, 2000), job: row.job_id, round: row.round, attempt: row.attempt, sha256: row.sha256, size: row.size,
       }, new Date(engine.now()));
     });
+    // A rejected update can never be resumed or aggregated: drop its bytes (the audit entry keeps
+    // its sha256 and size), so a site sending garbage under fresh update ids cannot fill the disk.
+    rmSync(row.path, { force: true });
     throw e;
   };
-  const sha = await fileSha256(row.path);
+  const hashed = await fileSha256(row.path).then((h) => ({ h }), (e: unknown) => ({ e }));
+  // While the bytes were hashed the round may have closed (engine checkCollection discards a
+  // 'receiving' row and deletes its .part): check that first; from here on all is synchronous.
+  const cur0 = store.update(updateId);
+  if (cur0?.status === 'discarded') throw fail('FEDLORA_ERR_ROUND_CLOSED', `update ${updateId} was discarded: ${cur0.reason ?? 'round closed'}`);
+  if ('e' in hashed) throw hashed.e;
+  const sha = hashed.h;
   if (sha !== row.sha256) {
     // Not the site's fault necessarily (corruption in transit): start this upload again.
     store.tx(() => { store.setUpdateProgress(updateId, 0, 0); });
@@ -158,7 +185,8 @@ export async function finishUpdate(engine: RoundEngine, updateId: string, verify
   const { layout } = engine.jobInfo(row.job_id);
   let measured = NaN;
   try {
-    measured = l2norm(loadUpdateFile(row.path, layout.update));
+    // Errors name the update (the site's own id), not the coordinator's spool path.
+    measured = l2norm(validateUpdateBytes(readFileSync(row.path), layout.update, `update ${updateId}`));
   } catch (e) {
     reject(e);
   }

@@ -11,7 +11,8 @@ export function validateUpdateBytes(buf: Uint8Array, layout: AdapterLayout, name
   try {
     header = parseSafetensorsHeader(buf, buf.byteLength, name);
   } catch (e) {
-    throw fail('FEDLORA_ERR_UPDATE_INVALID', `${name}: not a safetensors file: ${(e as Error).message}`);
+    const why = String((e as Error)?.message ?? e);
+    throw fail('FEDLORA_ERR_UPDATE_INVALID', `${name}: not a safetensors file: ${why.startsWith(`${name}: `) ? why.slice(name.length + 2) : why}`);
   }
   const expected = new Map(layout.entries.map((e) => [e.name, e]));
   for (const n of header.entries.keys()) {

@@ -4,7 +4,7 @@
 // so a stage message is committed before it is acknowledged and the engine never sees a half
 // step. The coordinator never holds one site's update: it sums masked vectors, reconstructs the
 // masks from t shares and obtains only the survivors' sum (shared/secagg/protocol.ts).
-import { createHash } from 'node:crypto';
+import { createHash, createPublicKey } from 'node:crypto';
 import { fail, isFedloraError } from '../../shared/errors.ts';
 import {
   collectAdvertise, routeShares, unmask,
@@ -42,6 +42,14 @@ export interface SecureRoundInput {
 type Key = { job_id: string; round: number; attempt: number };
 const keyOf = (r: { job_id: string; round: number; attempt: number }): Key => ({ job_id: r.job_id, round: r.round, attempt: r.attempt });
 const parse = <T>(s: string | null, d: T): T => (s ? (JSON.parse(s) as T) : d);
+const isX25519PublicKey = (x: string): boolean => {
+  try {
+    createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x }, format: 'jwk' });
+    return x.length <= 64;
+  } catch {
+    return false;
+  }
+};
 const ids = (j: string | null) => parse<string[]>(j, []);
 
 /** Threshold t: a majority of the selected sites (and at least min_sites, at least 2). */
@@ -327,6 +335,11 @@ export class SecAggRounds {
     if (!msg || msg.siteId !== siteId || typeof msg.cPk !== 'string' || typeof msg.sPk !== 'string') {
       throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `SecAgg advertise: payload.msg must be {siteId: "${siteId}", cPk, sPk}`);
     }
+    // Checked here, not only when the stage closes: one site's bad keys there would fail the
+    // whole round for every site (collectAdvertise).
+    if (!isX25519PublicKey(msg.cPk) || !isX25519PublicKey(msg.sPk) || msg.cPk === msg.sPk) {
+      throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `SecAgg advertise: payload.msg.cPk and payload.msg.sPk must be two different base64url X25519 public keys`);
+    }
     const k = keyOf(r);
     let { sa } = this.current(r);
     if (sa.stage === 'advertise') {
@@ -354,10 +367,19 @@ export class SecAggRounds {
     if (sa.stage === 'share') {
       const roster = parse<Roster>(sa.roster_json, null as never);
       if (!roster.sites.some((s) => s.siteId === siteId)) throw fail('FEDLORA_ERR_SECAGG', `site ${siteId} is not in the round's roster`);
-      const names = new Set(roster.sites.map((s) => s.siteId));
-      for (const s of msg.shares) {
-        if (s.from !== siteId || !names.has(s.to) || typeof s.ct !== 'string') throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `SecAgg share from ${siteId}: a share from "${s.from}" to "${s.to}" does not fit the roster`);
-      }
+      // Exactly one share for every other roster site, checked now: an incomplete list stored
+      // here would fail the whole round when the stage closes (routeShares).
+      const peers = new Set(roster.sites.map((s) => s.siteId).filter((id) => id !== siteId));
+      const seen = new Set<string>();
+      msg.shares.forEach((s: unknown, i: number) => {
+        const x = (s && typeof s === 'object' ? s : {}) as Partial<Record<'from' | 'to' | 'ct', unknown>>;
+        if (x.from !== siteId || typeof x.to !== 'string' || !peers.has(x.to) || seen.has(x.to) || typeof x.ct !== 'string' || x.ct.length === 0) {
+          throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `SecAgg share from ${siteId}: payload.msg.shares[${i}] (from ${String(JSON.stringify(x.from)).slice(0, 80)} to ${String(JSON.stringify(x.to)).slice(0, 80)}) does not fit the roster (one share with a ciphertext for each other site)`);
+        }
+        seen.add(x.to);
+      });
+      const missing = [...peers].filter((id) => !seen.has(id));
+      if (missing.length) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `SecAgg share from ${siteId}: payload.msg.shares has no share for ${missing.join(', ')}`);
       const row = JSON.stringify({ attempt: p.attempt, msg: { siteId, shares: msg.shares.map((x) => ({ from: x.from, to: x.to, ct: x.ct })) } });
       if (this.store.message(k, siteId, 'share') !== row) this.store.putMessage(k, siteId, 'share', row, this.engine.now());
       this.progress(r);

@@ -41,7 +41,9 @@ export interface DpOptions {
   expectedWeight?: number;
   adaptive?: AdaptiveClipOptions;
   /** Derive the noise from the round seed (reproducible; for tests and audits ONLY — whoever
-   *  knows the seed can subtract the noise). Default false: a fresh random 256-bit key. */
+   *  knows the seed can subtract the noise). Default false: the noise comes from
+   *  RoundContext.noiseKey (the coordinator's secret, see privacy/noise-key.ts), or from a fresh
+   *  random 256-bit key when the context carries none. */
   deterministicNoise?: boolean;
 }
 
@@ -109,16 +111,30 @@ export function createDpStrategy(inner: Strategy, o: DpOptions): SecureSumStrate
     },
   };
 
+  // Where the noise comes from. With the coordinator's secret round key (the engine's case) the
+  // same round redone after a crash gets the same noise — the published adapter is the one an
+  // uninterrupted run publishes — yet only the key's holder can recompute it (HKDF of key ||
+  // seed, then AES-CTR: privacy/gaussian.ts). Without a key: fresh randomness.
+  function noiseSeed(ctx: RoundContext): number | Buffer | undefined {
+    if (o.deterministicNoise) return ctx.seed;
+    if (ctx.noiseKey) {
+      const seed = Buffer.alloc(4);
+      seed.writeUInt32LE(ctx.seed >>> 0);
+      return Buffer.concat([ctx.noiseKey, seed]);
+    }
+    return undefined;
+  }
+
   async function finish(acc: Float32Array, bits: number, count: number, clipped: number, C: number, D: number,
     ranges: Array<[number, number]>, inRange: Uint8Array, ctx: RoundContext): Promise<AggregateResult> {
     const std = (zDelta * C) / D;
-    const noise = createGaussian(o.deterministicNoise ? ctx.seed : undefined, `dp-noise/round-${ctx.round}`);
+    const noise = createGaussian(noiseSeed(ctx), `dp-noise/round-${ctx.round}`);
     for (const [a, b] of ranges) noise.fill(acc.subarray(a, b), std, true);
     for (let i = 0; i < acc.length; i++) if (!inRange[i]) acc[i] = 0;
     let unclippedFraction = bits / count;
     let nextClip = C;
     if (o.adaptive) {
-      const bitNoise = createGaussian(o.deterministicNoise ? ctx.seed : undefined, `dp-bit-noise/round-${ctx.round}`);
+      const bitNoise = createGaussian(noiseSeed(ctx), `dp-bit-noise/round-${ctx.round}`);
       unclippedFraction = (bits + o.adaptive.bitNoiseStd * bitNoise.next()) / ctx.selected;
       nextClip = C * Math.exp(-o.adaptive.learningRate * (unclippedFraction - o.adaptive.targetQuantile));
     }

@@ -27,6 +27,10 @@ export interface RoundContext {
   state: Record<string, Float32Array | number>;
   /** Deterministic randomness for this round (DP noise, stochastic rounding). */
   seed: number;
+  /** Secret per-round key for DP noise (coordinator/privacy/noise-key.ts): the noise is derived
+   *  from it, so a round redone after a crash adds the same noise, while nobody without the
+   *  coordinator's key can recompute it. Absent = fresh randomness (in-process uses). */
+  noiseKey?: Buffer;
 }
 
 export interface AggregateResult {

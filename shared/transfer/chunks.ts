@@ -1,5 +1,5 @@
 // Shared rules of the chunked transfers (SubmitUpdate uploads, FetchAdapter downloads):
-// chunks of 1-4 MiB, each carrying its index, byte offset and the hex sha256 of its data;
+// chunks of 1-4 MiB (uploads from 64 KiB), each carrying its index, byte offset and the hex sha256 of its data;
 // the whole payload's sha256 travels in the header and is checked at the end.
 import { createHash, webcrypto } from 'node:crypto';
 import { createReadStream } from 'node:fs';
@@ -8,6 +8,8 @@ import { fail } from '../errors.ts';
 
 export const MiB = 1024 * 1024;
 export const MIN_CHUNK_BYTES = 1 * MiB;
+/** Uploads may use smaller chunks (site network.chunk_size >= 64 KiB, for flaky links). */
+export const MIN_UPLOAD_CHUNK_BYTES = 64 * 1024;
 export const MAX_CHUNK_BYTES = 4 * MiB;
 export const DEFAULT_CHUNK_BYTES = 2 * MiB;
 

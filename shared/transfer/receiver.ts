@@ -12,7 +12,7 @@ import { dirname, join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { fail, toGrpcError } from '../errors.ts';
 import type { Chunk, SubmitUpdateResponse, UpdateHeader, UpdateMessage, UploadStatusResponse } from '../proto.ts';
-import { chunkCount, checkChunkSize, ioError, MAX_CHUNK_BYTES, MIN_CHUNK_BYTES, sha256File, sha256Hex, sha256HexAsync } from './chunks.ts';
+import { chunkCount, checkChunkSize, ioError, MAX_CHUNK_BYTES, MIN_UPLOAD_CHUNK_BYTES, sha256File, sha256Hex, sha256HexAsync } from './chunks.ts';
 
 const UPDATE_ID_RE = /^[A-Za-z0-9._-]{1,128}$/;
 
@@ -31,7 +31,7 @@ export interface UploadReceiverOptions {
   db: Database;
   spoolDir: string; // e.g. <dataDir>/uploads/spool
   finalDir: string; // e.g. <dataDir>/uploads/complete; files land at <finalDir>/<siteId>/<updateId>.bin
-  minChunkBytes?: number; // default 1 MiB
+  minChunkBytes?: number; // default 64 KiB (a site's smallest network.chunk_size)
   maxChunkBytes?: number; // default 4 MiB
   maxTotalBytes?: number; // default 64 GiB
   /**
@@ -102,7 +102,7 @@ export class UploadReceiver {
   private readonly owners = new Map<string, object>();
 
   constructor(o: UploadReceiverOptions) {
-    this.o = { minChunkBytes: MIN_CHUNK_BYTES, maxChunkBytes: MAX_CHUNK_BYTES, maxTotalBytes: 64 * 1024 ** 3, ...o };
+    this.o = { minChunkBytes: MIN_UPLOAD_CHUNK_BYTES, maxChunkBytes: MAX_CHUNK_BYTES, maxTotalBytes: 64 * 1024 ** 3, ...o };
     ensureSchema(o.db);
     mkdirSync(o.spoolDir, { recursive: true, mode: 0o700 });
     mkdirSync(o.finalDir, { recursive: true, mode: 0o700 });

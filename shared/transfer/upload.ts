@@ -5,10 +5,10 @@ import { open, stat } from 'node:fs/promises';
 import * as grpc from '@grpc/grpc-js';
 import { fail, fromGrpcError, type FedloraError } from '../errors.ts';
 import { unary, type FederationClient, type SubmitUpdateResponse, type UpdateHeader, type UpdateMessage } from '../proto.ts';
-import { checkChunkSize, chunkCount, DEFAULT_CHUNK_BYTES, hashFileChunks, ioError } from './chunks.ts';
+import { checkChunkSize, chunkCount, DEFAULT_CHUNK_BYTES, hashFileChunks, ioError, MIN_UPLOAD_CHUNK_BYTES } from './chunks.ts';
 
 export interface UploadOptions {
-  chunkSize?: number; // default 2 MiB (1..4 MiB)
+  chunkSize?: number; // default 2 MiB (64 KiB..4 MiB)
   /** Ask GetUploadStatus first and continue from the persisted chunk (default true). */
   resume?: boolean;
   /** Tries in all when the connection breaks (UNAVAILABLE / cancelled); default 1. */
@@ -40,7 +40,7 @@ function isRetryable(e: FedloraError, raw: unknown): boolean {
  */
 export async function uploadFile(client: FederationClient, header: UploadHeaderInput, file: string, o: UploadOptions = {}): Promise<UploadResult> {
   const chunkSize = header.chunkSize || o.chunkSize || DEFAULT_CHUNK_BYTES;
-  checkChunkSize(chunkSize, `upload of ${file}`);
+  checkChunkSize(chunkSize, `upload of ${file}`, MIN_UPLOAD_CHUNK_BYTES);
   let size: number;
   try {
     size = (await stat(file)).size;

@@ -3,7 +3,7 @@
 // train locally, and send back only adapter numbers — recording each egress in the site's
 // tamper-evident audit log.
 
-import { mkdirSync, writeFileSync, existsSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { mkdirSync, existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomUUID, createHash } from 'node:crypto';
 import type Database from 'better-sqlite3';
@@ -20,6 +20,8 @@ import { SiteWorkspace } from './workspace.ts';
 import { runSecAggSite } from './secagg-client.ts';
 import { handleUploadLocal, handleCrossEval } from './cross-eval.ts';
 import { flatten } from '../../shared/tensors.ts';
+import { SiteOutbox, type OutboxEntry } from './outbox.ts';
+import { deliverEntry, discardEntry, type DeliveryDeps } from './outbox-delivery.ts';
 import type { AdapterWeights, LoraConfig, LoraTarget } from '../engine/types.ts';
 
 export interface AgentLogger {
@@ -54,6 +56,8 @@ export class SiteAgent {
   private readonly abort = new AbortController();
   private readonly trainer: Trainer;
   private readonly ws: SiteWorkspace;
+  /** Updates recorded before their first byte is sent (resumed after a crash, never redone). */
+  readonly outbox: SiteOutbox;
   private loops: Promise<void>[] = [];
   private taskChain: Promise<void> = Promise.resolve();
   private readonly seenTasks = new Set<string>();
@@ -64,10 +68,48 @@ export class SiteAgent {
     this.audit = new AuditLog(d.db, 'site_audit');
     this.trainer = d.trainer ?? createTrainer(d.config.trainer);
     this.ws = new SiteWorkspace(d.siteDir, d.config, d.db, d.log);
+    this.outbox = new SiteOutbox(d.db, d.siteDir);
   }
 
   start(): void {
+    // First in the task chain: updates left pending by a previous run (killed mid-upload, or
+    // before it saw the acknowledgement) are resumed or settled before any task runs.
+    this.taskChain = this.taskChain.then(() => this.flushOutbox()).catch((e) => this.d.log.error({ err: (e as Error).message }, 'outbox flush failed'));
     this.loops.push(this.heartbeatLoop(), this.taskLoop());
+  }
+
+  private get delivery(): DeliveryDeps {
+    return { siteId: this.d.siteId, wire: this.d.wire, outbox: this.outbox, audit: this.audit, log: this.d.log };
+  }
+
+  /** Resume every pending update once: acknowledged ones get their training metrics reported;
+   *  those the coordinator refuses for good are discarded (deliverEntry); the rest stay pending
+   *  (coordinator unreachable: their task, if still open, resumes them when it is resent). */
+  private async flushOutbox(): Promise<void> {
+    const orphans = this.outbox.removeOrphans();
+    if (orphans.length) this.d.log.warn({ files: orphans }, 'outbox: removed files that no pending update refers to');
+    for (const e of this.outbox.pending()) {
+      if (this.signal.aborted) return;
+      const log = { job: e.jobId, round: e.round, task: e.taskId, update: e.updateId };
+      this.d.log.info(log, 'outbox: resuming an update left pending by a previous run');
+      try {
+        this.status.state = 'uploading';
+        await deliverEntry(this.delivery, e);
+        await this.reportTrain(e).catch((err) => this.d.log.warn({ ...log, err: (err as Error).message }, 'training metrics of a resumed update not reported'));
+      } catch (err) {
+        const fe = isFedloraError(err) ? err : new FedloraError('FEDLORA_ERR_UNAVAILABLE', (err as Error).message);
+        if (this.outbox.get(e.updateId)?.state === 'pending') this.d.log.warn({ ...log, code: fe.code, err: fe.message }, 'outbox: update kept pending; resumed later');
+      } finally {
+        this.status.state = 'idle';
+      }
+    }
+  }
+
+  private async reportTrain(e: OutboxEntry): Promise<void> {
+    await this.report({ taskId: e.taskId, jobId: e.jobId, round: e.round }, 'train', [
+      { kind: 'global', name: 'train_loss', value: e.info.trainLoss ?? NaN, count: e.info.numExamples },
+      { kind: 'global', name: 'train_tokens_per_s', value: e.info.tokensPerSecond, count: 1 },
+    ]);
   }
 
   async stop(): Promise<void> {
@@ -205,6 +247,23 @@ export class SiteAgent {
 
   private async trainTask(task: WireTask): Promise<void> {
     const log = { job: task.jobId, round: task.round, task: task.taskId };
+    // 0. A task sent again (after a restart or reconnect) whose update is already recorded:
+    //    never trained twice. Pending -> resume the same update; acknowledged -> nothing to do.
+    const prior = this.outbox.forTask(task.taskId);
+    if (prior?.state === 'acknowledged') {
+      this.d.log.info({ ...log, update: prior.updateId }, 'task already submitted (update acknowledged); skipped');
+      rmSync(this.ws.taskDir(task.taskId), { recursive: true, force: true });
+      return;
+    }
+    if (prior?.state === 'pending' && existsSync(prior.file)) {
+      this.d.log.info({ ...log, update: prior.updateId }, 'task resent with its update pending: resuming the upload, not retraining');
+      this.status.state = 'uploading';
+      await deliverEntry(this.delivery, prior);
+      await this.reportTrain(prior);
+      rmSync(this.ws.taskDir(task.taskId), { recursive: true, force: true });
+      return;
+    }
+    if (prior?.state === 'pending') discardEntry(this.delivery, prior, 'FEDLORA_ERR_IO', `${prior.file} is missing; the task is trained again`);
     // 1. The site's own policy first: nothing is computed for a task it would refuse.
     const decision = checkPolicy(this.d.config.policy, {
       dpEnabled: task.privacy.dpEnabled,
@@ -287,18 +346,15 @@ export class SiteAgent {
       });
       this.d.log.info({ ...log, bytes: r.maskedBytes, survivors: r.survivors.length }, 'masked update sent (secure aggregation)');
     } else {
-      //    Persisted before upload so that an interrupted upload resumes instead of retraining.
+      //    Recorded in the outbox (bytes + signed header) before the first byte is sent, so an
+      //    interrupted upload resumes under the same update id instead of retraining.
       const updateId = randomUUID();
       const bytes = encodeUpdate(tensors, { job_id: task.jobId, round: String(task.round), payload_kind: payloadKind });
       const sha256 = createHash('sha256').update(bytes).digest('hex');
-      const outFile = join(work, `${updateId}.safetensors`);
-      writeFileSync(outFile + '.tmp', bytes);
-      renameSync(outFile + '.tmp', outFile);
       const signed = { updateId, jobId: task.jobId, round: task.round, baseVersion: task.globalAdapter.version, sha256, numExamples: result.numExamples };
       // read at each use: a renewed certificate comes with a new key
       const signature = signUpdate(readFileSync(join(this.d.siteDir, 'site.key'), 'utf8'), signed);
-      this.status.state = 'uploading';
-      const resp = await this.d.wire.submitUpdate(
+      const entry = this.outbox.put(
         {
           updateId,
           taskId: task.taskId,
@@ -315,24 +371,11 @@ export class SiteAgent {
           clipped: false,
           metadataJson: Buffer.from(JSON.stringify({ final_loss: result.lossPerStep.at(-1) ?? null, tokens_per_s: result.tokensPerSecond })),
         },
-        outFile,
+        bytes,
+        { trainLoss: result.lossPerStep.at(-1) ?? null, tokensPerSecond: result.tokensPerSecond, numExamples: result.numExamples, payloadKind, tensors: tensors.size, l2Norm: norm },
       );
-      if (!resp.complete || resp.sha256 !== sha256) {
-        throw fail('FEDLORA_ERR_UPDATE_HASH', `coordinator acknowledged ${resp.receivedBytes} bytes with sha256 ${resp.sha256}; expected ${bytes.length} bytes ${sha256}`);
-      }
-      this.audit.append(this.d.siteId, 'egress', `${task.jobId}/${task.round}`, {
-        what: 'adapter update',
-        update_id: updateId,
-        payload_kind: payloadKind,
-        tensors: tensors.size,
-        bytes: bytes.length,
-        sha256,
-        l2_norm: norm,
-        num_examples: result.numExamples,
-        to: 'coordinator',
-      });
-      rmSync(outFile, { force: true });
-      this.d.log.info({ ...log, update: updateId, bytes: bytes.length, norm }, 'update uploaded');
+      this.status.state = 'uploading';
+      await deliverEntry(this.delivery, entry);
     }
     await this.report(task, 'train', [
       { kind: 'global', name: 'train_loss', value: result.lossPerStep.at(-1) ?? NaN, count: result.numExamples },
@@ -366,7 +409,7 @@ export class SiteAgent {
     await this.report({ ...task, round: kind === 'global' ? version : task.round }, 'eval', metrics);
   }
 
-  private async report(task: WireTask, phase: string, metrics: { kind: string; name: string; value: number; count: number; adapterVersion?: number }[]): Promise<void> {
+  private async report(task: Pick<WireTask, 'taskId' | 'jobId' | 'round'>, phase: string, metrics: { kind: string; name: string; value: number; count: number; adapterVersion?: number }[]): Promise<void> {
     const clean = metrics.filter((m) => Number.isFinite(m.value));
     if (clean.length === 0) return;
     await this.d.wire.reportMetrics({

@@ -91,7 +91,7 @@ export function createGrpcWire(siteDir: string, endpoint: string, agentVersion =
     async submitUpdate(header: UpdateHeaderOut, file: string): Promise<SubmitResult> {
       try {
         const r = await uploadFile(client, { ...header }, file, { chunkSize: header.chunkSize, resume: true, attempts: 5 });
-        return { updateId: r.updateId, receivedBytes: r.receivedBytes, complete: r.complete, sha256: r.sha256 };
+        return { updateId: r.updateId, receivedBytes: r.receivedBytes, complete: r.complete, sha256: r.sha256, resumedFromChunk: r.resumedFromChunk };
       } catch (e) {
         throw typeof (e as { code?: unknown }).code === 'number' ? fromGrpcError(e as grpc.ServiceError) : e;
       }

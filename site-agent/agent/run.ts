@@ -92,6 +92,7 @@ export function siteStatusSummary(siteDir: string): Record<string, unknown> {
       const has = (t: string) => !!db.prepare("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?").get(t);
       if (has('data_records')) out.records = (db.prepare('SELECT COUNT(*) n FROM data_records').get() as { n: number }).n;
       if (has('data_quarantine')) out.quarantined = (db.prepare('SELECT COUNT(*) n FROM data_quarantine').get() as { n: number }).n;
+      if (has('site_outbox')) out.outboxPending = db.prepare("SELECT update_id, task_id, created_ms FROM site_outbox WHERE state = 'pending' ORDER BY created_ms").all();
       if (has('site_audit')) {
         out.egress = db.prepare("SELECT ts, subject, details FROM site_audit WHERE action = 'egress' ORDER BY seq DESC LIMIT 10").all();
         out.recentTasks = db.prepare("SELECT ts, action, subject FROM site_audit WHERE action LIKE 'task_%' ORDER BY seq DESC LIMIT 10").all();

@@ -66,6 +66,8 @@ export interface SubmitResult {
   receivedBytes: number;
   complete: boolean;
   sha256: string;
+  /** The chunk this (last) attempt started from: > 0 when an interrupted upload was resumed. */
+  resumedFromChunk?: number;
 }
 
 export interface FetchedAdapter {

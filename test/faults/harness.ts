@@ -76,12 +76,14 @@ export interface Federation {
   modelDir: string;
   manifestSha: string;
   sites: { name: string; dir: string }[];
-  startCoordinator(): Promise<Proc>;
+  /** `env`: extra environment of this coordinator process (e.g. FEDLORA_FAILPOINTS). */
+  startCoordinator(opts?: { env?: Record<string, string> }): Promise<Proc>;
   /** The coordinator process started last. */
   coordinator(): Proc;
   startSite(i: number, endpoint?: string): Proc;
   kill(p: Proc | undefined, signal?: NodeJS.Signals): Promise<void>;
-  submitJob(patch?: Record<string, unknown>): Promise<string>;
+  /** `opts.id`: the job id (`fedlora job submit --id`). */
+  submitJob(patch?: Record<string, unknown>, opts?: { id?: string }): Promise<string>;
   api<T = any>(path: string): Promise<T>;
   rounds(jobId: string): Promise<RoundInfo[]>;
   /** A read-only look at the coordinator's SQLite (WAL: safe while it runs). */
@@ -96,6 +98,12 @@ export interface FederationOptions {
   seed?: number;
   heartbeatTimeoutMs?: number;
   coordinatorPatch?: (cfg: any) => void;
+  /** Edit each site's site.yaml before it enrolls (e.g. an external-command trainer). */
+  sitePatch?: (cfg: any, siteName: string) => void;
+  /** Tiny model dimensions (default: 1 layer, hidden 32, 2 heads, 1 kv head, intermediate 64). */
+  model?: { hidden?: number; layers?: number; intermediate?: number; heads?: number; kvHeads?: number };
+  /** Sites' network.chunk_size (default 1 MiB; the site config allows 64 KiB .. 4 MiB). */
+  siteChunkSize?: number;
 }
 
 export async function setupFederation(o: FederationOptions): Promise<Federation> {
@@ -103,7 +111,8 @@ export async function setupFederation(o: FederationOptions): Promise<Federation>
   mkdirSync(join(dir, 'logs'));
   const seed = o.seed ?? 11;
   const modelDir = join(dir, 'model');
-  writeTinyModel({ arch: 'llama', out: modelDir, seed, layers: 1, hidden: 32, heads: 2, kvHeads: 1, intermediate: 64, tokenizer: 'byte' });
+  const m = { layers: 1, hidden: 32, heads: 2, kvHeads: 1, intermediate: 64, ...o.model };
+  writeTinyModel({ arch: 'llama', out: modelDir, seed, ...m, tokenizer: 'byte' });
   const manifestSha = computeModelManifest(modelDir).sha256;
   const synth = generateSites({ sites: o.sites, records: o.records ?? 30, lang: 'en', skew: 0.5, seed, format: 'jsonl', out: join(dir, 'data') });
 
@@ -120,9 +129,9 @@ export async function setupFederation(o: FederationOptions): Promise<Federation>
   const httpUrl = `http://127.0.0.1:${httpPort}`;
 
   const procs: Proc[] = [];
-  const daemon = (args: string[], log: string): Proc => {
+  const daemon = (args: string[], log: string, env: Record<string, string> = {}): Proc => {
     const fd = openSync(log, 'a');
-    const p = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', fd, fd], env: { ...process.env, FEDLORA_LOG_LEVEL: 'info' } });
+    const p = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', fd, fd], env: { ...process.env, FEDLORA_LOG_LEVEL: 'info', ...env } });
     const proc = { p, log };
     procs.push(proc);
     return proc;
@@ -133,8 +142,8 @@ export async function setupFederation(o: FederationOptions): Promise<Federation>
     return (await r.json()) as T;
   };
   let current: Proc | undefined;
-  const startCoordinator = async () => {
-    const c = daemon(['coordinator', 'start', '--data-dir', coordDir], join(dir, 'logs', 'coordinator.log'));
+  const startCoordinator = async (opts: { env?: Record<string, string> } = {}) => {
+    const c = daemon(['coordinator', 'start', '--data-dir', coordDir], join(dir, 'logs', 'coordinator.log'), opts.env);
     await waitFor('the coordinator HTTP API', 60_000, async () => {
       if (c.p.exitCode !== null) throw new Error(`coordinator exited ${c.p.exitCode}`);
       return (await fetch(`${httpUrl}/api/health`)).ok ? true : null;
@@ -162,7 +171,8 @@ export async function setupFederation(o: FederationOptions): Promise<Federation>
     sc.policy.allowed_fields = ['department', 'chiefComplaint', 'diagnosis'];
     sc.training = { local_baseline: false, max_seq_len: 256, max_train_examples: 16 };
     sc.evaluation = { min_items: 2, max_items: 4, evaluate_base: false };
-    sc.network = { heartbeat_interval_ms: 500, reconnect_initial_ms: 200, reconnect_max_ms: 1000, chunk_size: 1024 * 1024 };
+    sc.network = { heartbeat_interval_ms: 500, reconnect_initial_ms: 200, reconnect_max_ms: 1000, chunk_size: o.siteChunkSize ?? 1024 * 1024 };
+    o.sitePatch?.(sc, name);
     writeFileSync(sf, YAML.stringify(sc));
     await cli(['site', 'enroll', '--token', token, '--site-dir', siteDir]);
     await cli(['site', 'ingest', '--format', 'jsonl', '--site-dir', siteDir, synth[k - 1].file!]);
@@ -180,7 +190,7 @@ export async function setupFederation(o: FederationOptions): Promise<Federation>
       return daemon(args, join(dir, 'logs', `${sites[i].name}.log`));
     },
     kill,
-    async submitJob(patch = {}) {
+    async submitJob(patch = {}, opts = {}) {
       const job = {
         name: 'fault test',
         base_model: { id: 'fedlora/tiny-llama', manifest_sha256: manifestSha, config_path: join(modelDir, 'config.json') },
@@ -196,7 +206,7 @@ export async function setupFederation(o: FederationOptions): Promise<Federation>
       };
       const f = join(dir, `job-${Date.now()}.yaml`);
       writeFileSync(f, YAML.stringify(job));
-      const out = await cli(['job', 'submit', f, '--data-dir', coordDir]);
+      const out = await cli(['job', 'submit', f, '--data-dir', coordDir, ...(opts.id ? ['--id', opts.id] : [])]);
       const id = /job (\S+)/.exec(out)?.[1];
       if (!id) throw new Error(`no job id in "${out}"`);
       return id;
