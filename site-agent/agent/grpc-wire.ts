@@ -15,8 +15,21 @@ import { renewIfNeeded } from '../enroll.ts';
 import { verifyManifest } from '../../coordinator/publish/manifest.ts';
 import type { FederationWire, WireTask, FetchedAdapter, UpdateHeaderOut, SubmitResult, MetricOut } from './wire.ts';
 
-export function createGrpcWire(siteDir: string, endpoint: string, agentVersion = '0.1.0'): FederationWire {
-  let client: FederationClient = createFederationClient(endpoint, createSiteChannelCredentials(siteDir));
+export interface GrpcWireOptions {
+  /** The channel's own reconnect backoff (grpc-js defaults: 1 s growing to 120 s). Bounded by the
+   *  site's network.reconnect_*_ms so that after a coordinator restart the agent is back within
+   *  reconnect_max_ms, as its config says, not minutes later. */
+  reconnectInitialMs?: number;
+  reconnectMaxMs?: number;
+}
+
+export function createGrpcWire(siteDir: string, endpoint: string, agentVersion = '0.1.0', o: GrpcWireOptions = {}): FederationWire {
+  const channelOptions = {
+    ...(o.reconnectInitialMs ? { 'grpc.initial_reconnect_backoff_ms': o.reconnectInitialMs } : {}),
+    ...(o.reconnectMaxMs ? { 'grpc.max_reconnect_backoff_ms': o.reconnectMaxMs } : {}),
+  };
+  const connect = () => createFederationClient(endpoint, createSiteChannelCredentials(siteDir), channelOptions);
+  let client: FederationClient = connect();
   const caPem = readFileSync(sitePaths(siteDir).ca, 'utf8');
   const ca = new X509Certificate(caPem);
   const call = async <Req, Res>(m: Parameters<typeof unary<Req, Res>>[0], req: Partial<Req>, deadlineMs = 30_000): Promise<Res> => {
@@ -106,7 +119,7 @@ export function createGrpcWire(siteDir: string, endpoint: string, agentVersion =
       if (r.renewed) {
         // New key and certificate on disk: reconnect with them (open streams reconnect with backoff).
         const old = client;
-        client = createFederationClient(endpoint, createSiteChannelCredentials(siteDir));
+        client = connect();
         old.close();
       }
       return r;

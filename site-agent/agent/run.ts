@@ -42,7 +42,10 @@ export async function startSiteAgent(siteDir: string, o: StartSiteOptions = {}):
   await diagnoseSiteCredentials(siteDir); // a clear error for an expired or foreign certificate, before connecting
   const log: AgentLogger = o.logger ?? pino({ level: o.logLevel ?? process.env.FEDLORA_LOG_LEVEL ?? 'info', base: { svc: 'site-agent', site: enrollment.siteId } });
   const db = openSiteDb(siteDir);
-  const wire = o.wire ?? createGrpcWire(siteDir, o.endpoint ?? enrollment.federationEndpoint, AGENT_VERSION);
+  const wire = o.wire ?? createGrpcWire(siteDir, o.endpoint ?? enrollment.federationEndpoint, AGENT_VERSION, {
+    reconnectInitialMs: config.network.reconnect_initial_ms,
+    reconnectMaxMs: config.network.reconnect_max_ms,
+  });
   const agent = new SiteAgent({
     siteDir,
     siteId: enrollment.siteId,

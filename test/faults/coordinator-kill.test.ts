@@ -23,7 +23,7 @@ describe('fault: coordinator killed while receiving updates', () => {
       const r = await fed.api<{ sites: { online?: boolean }[] }>('/api/sites');
       return r.sites.filter((s) => s.online).length === 2 ? true : null;
     });
-    const jobId = await fed.submitJob({ rounds: 2, min_sites: 1, round_deadline_s: 15 });
+    const jobId = await fed.submitJob({ rounds: 3, min_sites: 1, round_deadline_s: 15 });
     // Hold hospital-2 (SIGSTOP) once its task is delivered, so round 1 is open with exactly one
     // acknowledged update when the coordinator dies.
     await waitFor('hospital-2 task delivered', 20_000, async () => {
@@ -48,7 +48,7 @@ describe('fault: coordinator killed while receiving updates', () => {
       if (j.status === 'failed') throw new Error(`job failed: ${j.error}`);
       return j.status === 'completed' ? j : null;
     });
-    expect(job.current_version).toBe(2);
+    expect(job.current_version).toBe(3);
 
     const after = fed.query<Upd>(`SELECT * FROM updates WHERE job_id = ? AND status = 'accepted' ORDER BY round, site_id`, jobId);
     const allRows = fed.query(`SELECT update_id, round, attempt, site_id, status, reason FROM updates WHERE job_id = ?`, jobId);
@@ -57,17 +57,19 @@ describe('fault: coordinator killed while receiving updates', () => {
     expect(JSON.stringify({ before, allRows, roundRows })).toContain(before[0].update_id);
     const kept = after.find((u) => u.update_id === before[0].update_id);
     expect(kept, JSON.stringify({ before, allRows, roundRows })).toMatchObject({ site_id: 'hospital-1', sha256: before[0].sha256, round: 1 });
-    // round 1 and 2 each have exactly one accepted update per site (nothing re-counted)
+    // Never re-counted: at most one accepted update per site in every round.
     const perRound = new Map<number, string[]>();
     for (const u of after) perRound.set(u.round, [...(perRound.get(u.round) ?? []), u.site_id]);
-    // (hospital-2's interrupted round-1 task is not redone by the site agent after it reconnects —
-    // reported as a site-agent bug — so round 1 closes at its deadline with hospital-1's kept update.)
-    const r1sites = perRound.get(1)!;
-    expect(r1sites).toContain('hospital-1');
-    expect(new Set(r1sites).size).toBe(r1sites.length);
-    expect([...perRound.get(2)!].sort()).toEqual(['hospital-1', 'hospital-2']);
+    for (const [, sites] of perRound) expect(new Set(sites).size).toBe(sites.length);
+    expect(perRound.get(1)).toContain('hospital-1');
+    // Both sites find the restarted coordinator by themselves and contribute after the restart.
+    // (A round that opens while a site's channel is still backing off goes on without it, so
+    // hospital-1 is required in round 2 OR 3; hospital-2, held when the coordinator died,
+    // resumes its round-1 upload from its outbox or trains again in a later round.)
+    expect([...(perRound.get(2) ?? []), ...(perRound.get(3) ?? [])]).toContain('hospital-1');
+    expect([1, 2, 3].flatMap((r) => perRound.get(r) ?? [])).toContain('hospital-2');
     const versions = fed.query<{ version: number }>(`SELECT version FROM adapter_versions WHERE job_id = ? AND version > 0 ORDER BY version`, jobId);
-    expect(versions.map((v) => v.version)).toEqual([1, 2]);
+    expect(versions.map((v) => v.version)).toEqual([1, 2, 3]);
     // round 1 was not restarted as a new attempt: the open round resumed
     const r1 = fed.query<{ attempt: number; state: string }>(`SELECT attempt, state FROM rounds WHERE job_id = ? AND round = 1`, jobId);
     expect(r1).toEqual([{ attempt: 1, state: 'published' }]);
