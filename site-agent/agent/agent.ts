@@ -78,6 +78,21 @@ export class SiteAgent {
     this.loops.push(this.heartbeatLoop(), this.taskLoop());
   }
 
+  private heartbeatFailed = false;
+  private flushQueued = false;
+
+  /** One more outbox flush in the task chain (after the task running now), if anything is pending. */
+  private queueOutboxFlush(): void {
+    if (this.flushQueued || this.outbox.pending().length === 0) return;
+    this.flushQueued = true;
+    this.taskChain = this.taskChain
+      .then(() => {
+        this.flushQueued = false;
+        return this.flushOutbox();
+      })
+      .catch((e) => this.d.log.error({ err: (e as Error).message }, 'outbox flush failed'));
+  }
+
   private get delivery(): DeliveryDeps {
     return { siteId: this.d.siteId, wire: this.d.wire, outbox: this.outbox, audit: this.audit, log: this.d.log };
   }
@@ -134,6 +149,12 @@ export class SiteAgent {
           trainingTokensPerS: this.status.trainingTokensPerSecond,
         });
         this.status.connected = true;
+        if (this.heartbeatFailed) {
+          // Back after an outage (or after starting while the coordinator was unreachable):
+          // retry updates still pending, whether or not their task is ever sent again.
+          this.heartbeatFailed = false;
+          this.queueOutboxFlush();
+        }
         if (r.renewCertificate) {
           const rn = await this.d.wire.renewCertificate();
           if (rn.renewed) {
@@ -145,6 +166,7 @@ export class SiteAgent {
         if (skew > 60_000) this.d.log.warn({ skew_ms: skew }, 'clock skew with the coordinator is over a minute');
       } catch (e) {
         this.status.connected = false;
+        this.heartbeatFailed = true;
         if (!this.signal.aborted) this.d.log.warn({ err: (e as Error).message }, 'heartbeat failed');
       }
       await sleep(this.d.config.network.heartbeat_interval_ms, this.signal);

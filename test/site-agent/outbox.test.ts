@@ -51,12 +51,16 @@ function header(updateId: string, taskId: string, bytes: Buffer): UpdateHeaderOu
 const info: OutboxInfo = { trainLoss: 1.25, tokensPerSecond: 100, numExamples: 7, payloadKind: 'delta', tensors: 4, l2Norm: 0.5 };
 
 /** A wire whose submitUpdate answers from a script, recording every call. */
-function scriptedWire(answers: ((h: UpdateHeaderOut) => SubmitResult | Error)[], tasks: WireTask[] = []) {
+function scriptedWire(answers: ((h: UpdateHeaderOut) => SubmitResult | Error)[], tasks: WireTask[] = [], heartbeatFailures = 0) {
   const calls: { header: UpdateHeaderOut; fileBytes: Buffer }[] = [];
   const metrics: { taskId: string; phase: string; names: string[] }[] = [];
   const declined: string[] = [];
+  let beats = 0;
   const wire: FederationWire = {
-    heartbeat: async () => ({ serverTimeUnixMs: Date.now(), renewCertificate: false }),
+    heartbeat: async () => {
+      if (beats++ < heartbeatFailures) throw fail('FEDLORA_ERR_UNAVAILABLE', 'connect ECONNREFUSED');
+      return { serverTimeUnixMs: Date.now(), renewCertificate: false };
+    },
     streamTasks: (onTask, signal) => new Promise<void>((resolve) => {
       setTimeout(() => tasks.forEach(onTask), 20);
       signal.addEventListener('abort', () => resolve());
@@ -223,5 +227,29 @@ describe('the agent and its outbox', () => {
     expect(audit.list({ action: 'egress' }).filter((x) => x.details.what === 'adapter update').map((x) => x.details.update_id)).toEqual(['u-a', 'u-c']);
     expect(audit.list({ action: 'update_discarded' }).map((x) => x.details.update_id)).toEqual(['u-b']);
     expect(audit.verify().ok).toBe(true);
+  });
+
+  it('started while the coordinator is unreachable: pending updates go out once it answers again, without their task', async () => {
+    const { dir, db } = site();
+    const b = Buffer.from('d'.repeat(40));
+    new SiteOutbox(db, dir).put(header('u-d', 't-d', b), b, info);
+    const w = scriptedWire(
+      [
+        () => fail('FEDLORA_ERR_UNAVAILABLE', 'connect ECONNREFUSED'), // the flush at start
+        (h) => complete(h, 3), // the flush once heartbeats get through
+      ],
+      [], // the task is never sent again (e.g. its round is waiting for this very update)
+      3,
+    );
+    const trainer: Trainer = { kind: 'fake', train: async () => { throw new Error('must not train'); } };
+    const config = parseSiteConfig({ model: { path: join(dir, 'model') }, network: { heartbeat_interval_ms: 20 } });
+    const agent = new SiteAgent({ siteDir: dir, siteId: 'hospital-1', config, db, wire: w.wire, log: quiet, trainer });
+    agent.start();
+    const until = Date.now() + 10_000;
+    while (agent.outbox.get('u-d')?.state !== 'acknowledged' && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+    await agent.stop();
+    expect(w.calls.map((c) => c.header.updateId)).toEqual(['u-d', 'u-d']);
+    expect(agent.outbox.get('u-d')!.state).toBe('acknowledged');
+    expect(w.metrics.filter((m) => m.phase === 'train').map((m) => m.taskId)).toEqual(['t-d']);
   });
 });
