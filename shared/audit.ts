@@ -27,6 +27,22 @@ export interface VerifyResult {
   firstBroken: { seq: number; reason: string } | null;
 }
 
+/** A (seq, hash) pair recorded OUTSIDE the database (`fedlora audit head`, e.g. by a daily job
+ *  into write-once storage). The chain alone cannot show that its newest entries were cut off:
+ *  a shorter chain is still a valid chain. An anchor can: the entry it names must still be
+ *  there with the same hash. */
+export interface AuditAnchor {
+  seq: number;
+  hash: string;
+}
+
+/** Parse "SEQ:HASH" (as `fedlora audit head` prints it); `where` names the source in errors. */
+export function parseAnchor(text: string, where: string): AuditAnchor {
+  const m = /^\s*(\d+):([0-9a-f]{64})\s*$/.exec(text);
+  if (!m || Number(m[1]) < 1) throw new Error(`${where}: "${text.trim().slice(0, 80)}" is not an audit anchor SEQ:HASH (a positive entry number and 64 lowercase hex characters, as printed by \`fedlora audit head\`)`);
+  return { seq: Number(m[1]), hash: m[2] };
+}
+
 const GENESIS = '0'.repeat(64);
 
 /** Canonical JSON: keys sorted at every level, so the hash does not depend on insertion order. */
@@ -101,8 +117,27 @@ export class AuditLog {
     return opts.limit ? out.reverse() : out;
   }
 
-  /** Walk the whole chain; report the first entry whose link or hash does not match. */
-  verify(): VerifyResult {
+  /** The newest entry's (seq, hash): record it outside the database as an anchor. */
+  head(): AuditAnchor | null {
+    const r = this.db.prepare(`SELECT seq, hash FROM ${this.table} ORDER BY seq DESC LIMIT 1`).get() as { seq: number; hash: string } | undefined;
+    return r ? { seq: Number(r.seq), hash: String(r.hash) } : null;
+  }
+
+  /** Walk the whole chain; report the first entry whose link or hash does not match, then
+   *  check each anchor: its entry must exist (else the log was truncated) with that hash. */
+  verify(anchors: AuditAnchor[] = []): VerifyResult {
+    const r = this.verifyChain();
+    if (!r.ok) return r;
+    const hashOf = this.db.prepare(`SELECT hash FROM ${this.table} WHERE seq = ?`);
+    for (const a of [...anchors].sort((x, y) => x.seq - y.seq)) {
+      const row = hashOf.get(a.seq) as { hash: string } | undefined;
+      if (!row) return { ok: false, entries: r.entries, firstBroken: { seq: r.entries + 1, reason: `truncated: anchor ${a.seq}:${a.hash.slice(0, 12)}… names entry ${a.seq}, but the log ends at entry ${r.entries}` } };
+      if (row.hash !== a.hash) return { ok: false, entries: r.entries, firstBroken: { seq: a.seq, reason: `entry ${a.seq} does not match anchor ${a.seq}:${a.hash.slice(0, 12)}… (the log was rewritten from here or before)` } };
+    }
+    return r;
+  }
+
+  private verifyChain(): VerifyResult {
     let prev = GENESIS;
     let n = 0;
     let expectedSeq = 1;

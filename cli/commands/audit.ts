@@ -2,12 +2,12 @@
 //   --data-dir DIR  the coordinator's log: table audit_log in DIR/coordinator.sqlite (default)
 //   --site-dir DIR  a site agent's log: table site_audit in DIR/site.sqlite
 // verify walks the whole hash chain and names the first broken entry; exit code 1 if broken.
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import type { CliGroups } from '../groups.ts';
 import { fail } from '../../shared/errors.ts';
-import { AuditLog } from '../../shared/audit.ts';
+import { AuditLog, parseAnchor, type AuditAnchor } from '../../shared/audit.ts';
 import { defaultDataDir } from './pki.ts';
 
 interface Where { dataDir?: string; siteDir?: string }
@@ -33,13 +33,28 @@ export function register(g: CliGroups): void {
     .description('check the hash chain of an audit log; names the first broken entry (exit code 1 when broken)')
     .option('--data-dir <dir>', 'coordinator data dir (table audit_log in coordinator.sqlite)')
     .option('--site-dir <dir>', 'site dir (table site_audit in site.sqlite)')
+    .option('--anchor <seq:hash>', 'an anchor printed earlier by `fedlora audit head`: that entry must still be there, unchanged (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--anchors <file>', 'a file of anchors, one SEQ:HASH per line (e.g. appended daily by `fedlora audit head`); # comments allowed')
     .option('--json', 'print the result as JSON')
-    .action((o: Where & { json?: boolean }) => {
+    .action((o: Where & { json?: boolean; anchor: string[]; anchors?: string }) => {
+      const anchors: AuditAnchor[] = [];
+      try {
+        o.anchor.forEach((a, i) => anchors.push(parseAnchor(a, `--anchor #${i + 1}`)));
+        if (o.anchors) {
+          if (!existsSync(o.anchors)) throw new Error(`--anchors ${o.anchors}: no such file`);
+          readFileSync(o.anchors, 'utf8').split('\n').forEach((line, i) => {
+            const text = line.replace(/#.*/, '').trim();
+            if (text) anchors.push(parseAnchor(text, `${o.anchors}:${i + 1}`));
+          });
+        }
+      } catch (e) {
+        throw fail('FEDLORA_ERR_INVALID_ARGUMENT', (e as Error).message);
+      }
       const { db, log, file, table } = openAuditLog(o);
       try {
-        const r = log.verify();
+        const r = log.verify(anchors);
         if (o.json) process.stdout.write(JSON.stringify({ file, table, ...r }) + '\n');
-        else if (r.ok) process.stdout.write(`audit chain OK: ${r.entries} entries in ${file} (${table})\n`);
+        else if (r.ok) process.stdout.write(`audit chain OK: ${r.entries} entries in ${file} (${table})${anchors.length ? `, ${anchors.length} anchor(s) matched` : ' (no anchors given: a cut-off tail would go unnoticed)'}\n`);
         else {
           // Raw row (its details may not even parse): what the broken entry claims to be.
           const e = db.prepare(`SELECT ts, actor, action, subject FROM ${table} WHERE seq = ?`).get(r.firstBroken!.seq) as { ts: string; actor: string; action: string; subject: string } | undefined;
@@ -47,6 +62,23 @@ export function register(g: CliGroups): void {
             (e ? ` [${e.ts} ${e.actor} ${e.action} ${e.subject}]` : '') + ` (${file}, table ${table}; entries before it are intact)\n`);
         }
         if (!r.ok) process.exitCode = 1;
+      } finally {
+        db.close();
+      }
+    });
+
+  g.audit
+    .command('head')
+    .description('print the newest entry as an anchor SEQ:HASH; keep it outside this machine (e.g. daily, in write-once storage) and pass it to `audit verify --anchor` to detect a truncated log')
+    .option('--data-dir <dir>', 'coordinator data dir (table audit_log in coordinator.sqlite)')
+    .option('--site-dir <dir>', 'site dir (table site_audit in site.sqlite)')
+    .option('--json', 'print {seq, hash, ts} as JSON')
+    .action((o: Where & { json?: boolean }) => {
+      const { db, log } = openAuditLog(o);
+      try {
+        const h = log.head();
+        if (!h) throw fail('FEDLORA_ERR_NOT_FOUND', 'the audit log is empty: nothing to anchor yet');
+        process.stdout.write(o.json ? JSON.stringify({ ...h, ts: new Date().toISOString() }) + '\n' : `${h.seq}:${h.hash}\n`);
       } finally {
         db.close();
       }
