@@ -31,6 +31,13 @@ export const CoordinatorConfigSchema = z.object({
     timeout_ms: z.number().int().min(100).default(60_000),
   }).strict().default({ interval_ms: 10_000, timeout_ms: 60_000 }),
   rounds: z.object({ tick_ms: z.number().int().min(10).default(1000) }).strict().default({ tick_ms: 1000 }),
+  /** Side tasks (final EVALUATE, cross-eval UPLOAD_LOCAL / CROSS_EVAL; coordinator/store/side-tasks.ts):
+   *  an unanswered one expires after expire_ms (default 7 days); a cross-eval request waits
+   *  cross_eval_upload_timeout_ms from its dispatch for the UPLOAD_LOCAL answers (default 10 min). */
+  side_tasks: z.object({
+    expire_ms: z.number().int().min(1000).default(7 * 24 * 3600_000),
+    cross_eval_upload_timeout_ms: z.number().int().min(100).default(10 * 60_000),
+  }).strict().default({ expire_ms: 7 * 24 * 3600_000, cross_eval_upload_timeout_ms: 10 * 60_000 }),
   site_cert_days: z.number().int().min(1).max(825).default(90),
   admin_tokens: z.array(z.object({ name: z.string().min(1), sha256: z.string().regex(/^[0-9a-f]{64}$/, 'expected the sha256 (hex) of the token, never the token') }).strict()).default([]),
   log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

@@ -13,6 +13,7 @@ import { createEnrollmentHandlers, loadCoordinatorCa, pkiDirOf, setupCoordinator
 import { pkiAuthDeps } from './auth.ts';
 import { configPathOf, hashToken, loadCoordinatorConfig, newAdminToken, parseCoordinatorConfig, type CoordinatorConfig } from './config.ts';
 import { CoordinatorStore } from './store/store.ts';
+import { expireSideTasks } from './store/side-tasks.ts';
 import { RoundEngine, type SelectFn } from './rounds/engine.ts';
 import { createFederationHandlers } from './grpc/federation.ts';
 import { buildHttpApp } from './http/app.ts';
@@ -103,7 +104,7 @@ export async function startCoordinator(configOrDir: CoordinatorConfig | string, 
   const { handlers, hub, crossEval } = createFederationHandlers({
     engine, db: store.db, ca, auth: pkiAuthDeps(store.db), chunkSize: config.transfer.chunk_size, maxUpdateBytes: config.transfer.max_update_bytes,
     heartbeatIntervalMs: config.heartbeat.interval_ms, requireUpdateSignature: config.transfer.require_update_signature, siteCertDays: config.site_cert_days,
-    signerCertPem: signer.certPem,
+    signerCertPem: signer.certPem, crossEvalUploadTimeoutMs: config.side_tasks.cross_eval_upload_timeout_ms,
   });
   fed.addService(federationService(), handlers);
   const federationPort = await bind(fed, `${config.federation.host}:${config.federation.port}`, createFederationServerCredentials(pki));
@@ -123,10 +124,19 @@ export async function startCoordinator(configOrDir: CoordinatorConfig | string, 
 
   engine.start(config.rounds.tick_ms);
   void engine.tick().catch(() => undefined); // resume running jobs now
-  // Cross-site evaluation requests are picked up on the engine's tick cadence (coordinator/crosseval).
-  const crossEvalTimer = setInterval(() => {
-    try { crossEval.tick(); } catch (e) { log.error({ err: (e as Error).message }, 'cross-eval dispatch error'); }
-  }, config.rounds.tick_ms);
+  // Cross-site evaluation requests are picked up (and resumed after a restart) on the engine's
+  // tick cadence (coordinator/crosseval); unanswered side tasks expire on it too.
+  const sideTaskTick = () => {
+    try {
+      const expired = expireSideTasks(store.db, engine.now(), config.side_tasks.expire_ms);
+      if (expired) log.info({ expired }, 'side tasks expired');
+      crossEval.tick();
+    } catch (e) {
+      log.error({ err: (e as Error).message }, 'cross-eval dispatch error');
+    }
+  };
+  sideTaskTick();
+  const crossEvalTimer = setInterval(sideTaskTick, config.rounds.tick_ms);
   crossEvalTimer.unref();
 
   let stopped = false;

@@ -88,6 +88,9 @@ export interface UploadStatusRequest { updateId: string }
 export interface UploadStatusResponse { known: boolean; receivedChunks: number; receivedBytes: number; complete: boolean }
 export interface Metric { kind: string; name: string; value: number; count: number; modelOwner: string; adapterVersion: number }
 export interface MetricsReport { taskId: string; jobId: string; round: number; metrics: Metric[]; phase: string }
+/** MetricsReport.phase of the empty report a site sends when it has finished an EVALUATE or
+ *  CROSS_EVAL task (the coordinator marks that side task done and stops re-sending it). */
+export const TASK_DONE_PHASE = 'task_done';
 export interface SecAggMessage { jobId: string; round: number; stage: string; payload: Bytes }
 export interface SecAggReply { stage: string; payload: Bytes; ready: boolean }
 

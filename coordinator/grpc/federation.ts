@@ -32,6 +32,8 @@ export interface FederationDeps {
   siteCertDays?: number;
   /** The manifest-signing certificate (CA-issued), sent with every adapter so sites can verify. */
   signerCertPem?: string;
+  /** How long a cross-eval request waits for UPLOAD_LOCAL answers (default 10 minutes). */
+  crossEvalUploadTimeoutMs?: number;
 }
 
 const RENEW_BEFORE_MS = 14 * 24 * 3600_000;
@@ -55,7 +57,7 @@ export function createFederationHandlers(d: FederationDeps): { handlers: Federat
   const { engine } = d;
   const store = engine.store;
   const hub = new TaskHub(engine);
-  const crossEval = new CrossEvalDispatcher(engine, hub, { maxBytes: d.maxUpdateBytes });
+  const crossEval = new CrossEvalDispatcher(engine, hub, { maxBytes: d.maxUpdateBytes, uploadTimeoutMs: d.crossEvalUploadTimeoutMs });
 
   // Refused calls go in the audit log, once per (certificate, code, method) per minute: a revoked
   // site's agent retrying every few seconds must not flood it.
@@ -171,8 +173,10 @@ export function createFederationHandlers(d: FederationDeps): { handlers: Federat
     },
 
     declineTask: unary((call, id) => {
-      if (crossEval.decline(id.siteId, call.request.taskId, call.request.reason, call.request.code)) return { ok: true, message: `task ${call.request.taskId} declined` };
+      // Round tasks and side tasks (EVALUATE, cross-eval) alike; a declined UPLOAD_LOCAL may let
+      // a cross-eval request move on to CROSS_EVAL now.
       engine.declineTask(id.siteId, call.request.taskId, call.request.reason, call.request.code);
+      crossEval.tick();
       return { ok: true, message: `task ${call.request.taskId} declined` };
     }),
 

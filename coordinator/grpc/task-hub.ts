@@ -1,10 +1,13 @@
 // Live StreamTasks streams, by site. A stream gets every open task of its site when it
 // connects (so a site that reconnects, or connects after the round opened, gets its task
 // again) and each new task as rounds open; cancellations go out as TASK_KIND_CANCEL.
+// Open tasks are the round's TRAIN tasks (table tasks) and the site's side tasks (table
+// side_tasks: the final EVALUATE of a completed job, cross-eval UPLOAD_LOCAL / CROSS_EVAL), so a
+// site offline when a side task was made, or a coordinator restarted since, still gets it.
 import type * as grpc from '@grpc/grpc-js';
 import type { Task, TaskStreamRequest } from '../../shared/proto.ts';
 import type { RoundEngine } from '../rounds/engine.ts';
-import type { TaskRow } from '../store/store.ts';
+import { openSideTasksFor, setSideTaskStatus, sideTaskMessage } from '../store/side-tasks.ts';
 
 type Stream = grpc.ServerWritableStream<TaskStreamRequest, Task>;
 
@@ -19,30 +22,10 @@ export class TaskHub {
       }
     }
   };
-  /** When a job completes, every connected site that took part evaluates the final version on
-   *  its held-out data (an EVALUATE task; the last round's TRAIN tasks evaluated only the
-   *  versions before it). Sites offline at that moment miss it; the metrics are then absent. */
-  private readonly onJob = (jobId: string) => {
-    const j = this.engine.store.job(jobId);
-    if (!j || j.status !== 'completed') return;
-    const versions = this.engine.store.adapterVersions(jobId).filter((v) => !v.owner_site);
-    const last = versions.at(-1);
-    if (!last || last.version === 0) return;
-    const lastTaskBySite = new Map<string, TaskRow>();
-    for (const r of this.engine.store.rounds(jobId)) {
-      for (const t of this.engine.store.roundTasks(jobId, r.round, r.attempt)) lastTaskBySite.set(t.site_id, t);
-    }
-    for (const [siteId, t] of lastTaskBySite) {
-      const base = this.engine.taskMessage(t);
-      const msg: Task = {
-        ...base,
-        taskId: `eval-${jobId}-v${last.version}-${siteId}`,
-        kind: 'TASK_KIND_EVALUATE',
-        round: last.version,
-        globalAdapter: { jobId, version: last.version, sha256: last.sha256, sizeBytes: last.size, manifestSha256: last.manifest_sha256 },
-      };
-      for (const call of this.streams.get(siteId)?.keys() ?? []) call.write(msg);
-    }
+  /** A completed job has final EVALUATE side tasks (made with the job's completion, see
+   *  RoundEngine.endJob): the connected sites get them now, the others when they connect. */
+  private readonly onJob = () => {
+    for (const siteId of [...this.streams.keys()]) this.push(siteId);
   };
 
   constructor(private readonly engine: RoundEngine) {
@@ -69,30 +52,27 @@ export class TaskHub {
     return this.streams.get(siteId)?.size ?? 0;
   }
 
-  /** Send the site's open tasks that a stream has not had yet. */
+  /** Send the site's open tasks (round tasks, then side tasks) that a stream has not had yet. */
   push(siteId: string): void {
     const m = this.streams.get(siteId);
     if (!m) return;
-    const tasks = this.engine.store.openTasksFor(siteId);
+    const store = this.engine.store;
+    const tasks = store.openTasksFor(siteId);
+    const side = openSideTasksFor(store.db, siteId);
     for (const [call, sent] of m) {
       for (const t of tasks) {
         if (sent.has(t.task_id)) continue;
         sent.add(t.task_id);
         call.write(this.engine.taskMessage(t));
-        if (t.status === 'pending') this.engine.store.setTaskStatus(t.task_id, 'delivered');
+        if (t.status === 'pending') store.setTaskStatus(t.task_id, 'delivered');
+      }
+      for (const t of side) {
+        if (sent.has(t.task_id)) continue;
+        sent.add(t.task_id);
+        call.write(sideTaskMessage(t));
+        if (t.status === 'pending') setSideTaskStatus(store.db, t.task_id, 'delivered', this.engine.now());
       }
     }
-  }
-
-  /** Write an ephemeral task (not a tasks-table row, e.g. cross-eval) to the site's live
-   *  streams; returns how many streams got it (0 = the site is offline and misses it). */
-  send(siteId: string, task: Task): number {
-    let n = 0;
-    for (const call of this.streams.get(siteId)?.keys() ?? []) {
-      call.write(task);
-      n++;
-    }
-    return n;
   }
 
   close(): void {

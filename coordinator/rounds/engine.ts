@@ -18,7 +18,7 @@ import { readFileSync, rmSync } from 'node:fs';
 import { fail } from '../../shared/errors.ts';
 import { decodeSafetensorsF32 } from '../../shared/safetensors.ts';
 import { flatten } from '../../shared/tensors.ts';
-import type { Task, MetricsReport } from '../../shared/proto.ts';
+import { TASK_DONE_PHASE, type Task, type MetricsReport } from '../../shared/proto.ts';
 import type { CoordinatorStore, JobRow, RoundRow, TaskRow } from '../store/store.ts';
 import { parseJobSpec, type JobSpec } from '../jobs/spec.ts';
 import { checkJobId } from '../jobs/job-id.ts';
@@ -33,6 +33,7 @@ import type { Strategy, UpdateRef } from '../strategies/types.ts';
 import { createPrivacyLedger } from '../privacy/ledger.ts';
 import { appendNow } from '../store/audit.ts';
 import { SecAggRounds } from '../secagg/rounds.ts';
+import { insertSideTasks, isOpen, setSideTaskStatus, sideTask } from '../store/side-tasks.ts';
 
 export type SelectFn = (candidates: string[], n: number, seed: number) => string[];
 
@@ -175,13 +176,32 @@ export class RoundEngine extends EventEmitter {
     return this.ticking;
   }
 
-  /** A job leaves 'running' (completed / failed): the row and its audit entry together. */
+  /** A job leaves 'running' (completed / failed): the row and its audit entry together, and for
+   *  a completed job the final EVALUATE side tasks (so no crash can lose them). */
   private endJob(jobId: string, status: 'completed' | 'failed', error: string | null = null): void {
     const now = this.now();
     this.store.tx(() => {
       this.store.setJobStatus(jobId, status, now, error);
       this.store.audit.append('coordinator', `job_${status}`, jobId, { version: this.store.job(jobId)?.current_version ?? null, error }, new Date(now));
+      if (status === 'completed') insertSideTasks(this.store.db, this.finalEvaluateTasks(jobId), now);
     });
+  }
+
+  /** Every site that took part evaluates the final version on its held-out data (the last
+   *  round's TRAIN tasks evaluated only the versions before it): one EVALUATE side task per site,
+   *  built from the site's last round task. */
+  private finalEvaluateTasks(jobId: string): { siteId: string; task: Task }[] {
+    const last = this.store.adapterVersions(jobId).at(-1);
+    if (!last || last.version === 0) return [];
+    const lastTaskBySite = new Map<string, TaskRow>();
+    for (const r of this.store.rounds(jobId)) for (const t of this.store.roundTasks(jobId, r.round, r.attempt)) lastTaskBySite.set(t.site_id, t);
+    return [...lastTaskBySite].map(([siteId, t]) => ({
+      siteId,
+      task: {
+        ...this.taskMessage(t), taskId: `eval-${jobId}-v${last.version}-${siteId}`, kind: 'TASK_KIND_EVALUATE' as const, round: last.version,
+        globalAdapter: { jobId, version: last.version, sha256: last.sha256, sizeBytes: last.size, manifestSha256: last.manifest_sha256 },
+      },
+    }));
   }
 
   private async advance(job: JobRow): Promise<void> {
@@ -404,6 +424,15 @@ export class RoundEngine extends EventEmitter {
   }
 
   declineTask(siteId: string, taskId: string, reason: string, code: string): void {
+    const side = sideTask(this.store.db, taskId);
+    if (side && side.site_id === siteId) {
+      if (!isOpen(side)) throw fail('FEDLORA_ERR_ROUND_CLOSED', `task ${taskId} is already ${side.status}`);
+      this.store.tx(() => {
+        setSideTaskStatus(this.store.db, taskId, 'declined', this.now(), { reason: reason.slice(0, 1000), code: code.slice(0, 100) });
+        this.store.audit.append(siteId, 'task_declined', taskId, { code: code.slice(0, 100), reason: reason.slice(0, 1000), kind: side.kind }, new Date(this.now()));
+      });
+      return;
+    }
     const t = this.store.task(taskId);
     if (!t || t.site_id !== siteId) throw fail('FEDLORA_ERR_NOT_FOUND', `DeclineRequest.task_id: no task ${taskId} for site ${siteId}`);
     if (t.status !== 'pending' && t.status !== 'delivered') throw fail('FEDLORA_ERR_ROUND_CLOSED', `task ${taskId} is already ${t.status}`);
@@ -414,20 +443,31 @@ export class RoundEngine extends EventEmitter {
     void this.tick().catch((e) => this.emit('error', e));
   }
 
+  /** Store a site's metrics; returns how many rows were stored. For a side task of this site
+   *  (EVALUATE / CROSS_EVAL), a metric already stored for the task (same kind, name, owner and
+   *  version: the task was done again after the site restarted) is acknowledged, not stored
+   *  twice, and the empty TASK_DONE_PHASE report marks the task done. */
   reportMetrics(siteId: string, m: MetricsReport): number {
     if (!this.store.job(m.jobId)) throw fail('FEDLORA_ERR_NOT_FOUND', `MetricsReport.job_id: job ${m.jobId} does not exist`);
     const now = this.now();
+    const side = m.taskId ? sideTask(this.store.db, m.taskId) : undefined;
+    const mine = side && side.site_id === siteId && side.job_id === m.jobId ? side : undefined;
+    const stored = this.store.db.prepare('SELECT 1 FROM metrics WHERE task_id = ? AND site_id = ? AND kind = ? AND metric = ? AND model_owner = ? AND adapter_version IS ? LIMIT 1');
+    let n = 0;
     this.store.tx(() => {
       for (const x of m.metrics) {
         if (!['global', 'local', 'base', 'cross'].includes(x.kind)) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `MetricsReport.metrics.kind: "${x.kind}" is not global|local|base|cross`);
         if (!Number.isFinite(x.value)) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `MetricsReport.metrics: ${x.name} = ${x.value} is not finite`);
+        if (mine && stored.get(m.taskId, siteId, x.kind, x.name, x.modelOwner, x.adapterVersion)) continue;
         this.store.insertMetric({
           job_id: m.jobId, round: m.round, site_id: siteId, kind: x.kind, metric: x.name, value: x.value, count: x.count, model_owner: x.modelOwner,
           adapter_version: x.adapterVersion, phase: m.phase || null, task_id: m.taskId || null, created_ms: now,
         });
+        n++;
       }
+      if (mine && m.phase === TASK_DONE_PHASE) setSideTaskStatus(this.store.db, mine.task_id, 'done', now);
     });
-    return m.metrics.length;
+    return n;
   }
 
   /** Resolve when the job leaves 'running' (or reject after timeoutMs). */

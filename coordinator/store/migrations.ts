@@ -166,6 +166,30 @@ export const MIGRATIONS: string[] = [
   CREATE INDEX IF NOT EXISTS audit_log_action ON audit_log(action, seq);
   CREATE INDEX IF NOT EXISTS updates_signature ON updates(signature);
   `,
+  // 5: side tasks: EVALUATE of a completed job's final version and the cross-evaluation tasks
+  //    (UPLOAD_LOCAL, CROSS_EVAL). Not round tasks (no round row, nothing waits on them), but
+  //    persisted so a site offline when they are made gets them when it connects, and a
+  //    cross-eval request in flight survives a coordinator restart (coordinator/store/side-tasks.ts).
+  //    payload_json is the Task message as sent; request_id links a cross_eval_requests row.
+  `
+  CREATE TABLE side_tasks (
+    task_id TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    site_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    payload_json TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending','delivered','done','declined','expired')),
+    request_id INTEGER,
+    decline_reason TEXT,
+    decline_code TEXT,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL
+  );
+  CREATE INDEX side_tasks_site ON side_tasks(site_id, status);
+  CREATE INDEX side_tasks_request ON side_tasks(request_id, kind);
+  CREATE INDEX metrics_task ON metrics(task_id);
+  ALTER TABLE cross_eval_requests ADD COLUMN dispatched_ms INTEGER;
+  `,
 ];
 
 /** Bring the schema up to date; returns the version before and after. */

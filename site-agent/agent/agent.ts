@@ -18,7 +18,7 @@ import { FedloraError, isFedloraError, fail } from '../../shared/errors.ts';
 import type { FederationWire, WireTask } from './wire.ts';
 import { SiteWorkspace } from './workspace.ts';
 import { runSecAggSite } from './secagg-client.ts';
-import { handleUploadLocal, handleCrossEval } from './cross-eval.ts';
+import { handleUploadLocal, handleCrossEval, reportTaskDone } from './cross-eval.ts';
 import { flatten } from '../../shared/tensors.ts';
 import { SiteOutbox, type OutboxEntry } from './outbox.ts';
 import { deliverEntry, discardEntry, type DeliveryDeps } from './outbox-delivery.ts';
@@ -230,8 +230,9 @@ export class SiteAgent {
         const again = this.resent.get(task.taskId);
         this.resent.delete(task.taskId);
         if (again && !this.signal.aborted) this.enqueue(again);
-      } else if (task.kind === 'TASK_KIND_TRAIN') {
-        // A task that failed on this side is declined, so the coordinator does not wait for it.
+      } else {
+        // A task that failed on this side is declined, so the coordinator does not wait for it
+        // (nor re-send an EVALUATE / cross-eval task each time the site reconnects).
         await this.d.wire.declineTask(task.taskId, fe.message, fe.code).catch(() => this.seenTasks.delete(task.taskId));
       }
     } finally {
@@ -421,6 +422,7 @@ export class SiteAgent {
     const global = await this.ws.fetchGlobal(this.d.wire, task.jobId, task.globalAdapter.version, task.globalAdapter.sha256);
     await this.evaluateAndReport(task, 'global', global, lora, task.globalAdapter.version);
     if (task.evaluateBase) await this.evaluateAndReport(task, 'base', null, lora, task.globalAdapter.version);
+    await reportTaskDone(this.d.wire, task);
   }
 
   /** Evaluate on the held-out set; only aggregate numbers leave the site (withheld if too few items). */

@@ -11,6 +11,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import type { SiteConfig } from '../config.ts';
 import type { AuditLog } from '../../shared/audit.ts';
 import { fail } from '../../shared/errors.ts';
+import { TASK_DONE_PHASE } from '../../shared/proto.ts';
 import { readPeftAdapter } from '../../shared/peft.ts';
 import { encodeSafetensors } from '../../shared/safetensors.ts';
 import { signUpdate } from '../../shared/update-signature.ts';
@@ -117,5 +118,12 @@ export async function handleCrossEval(ctx: CrossEvalContext, task: CrossEvalTask
     rmSync(work, { recursive: true, force: true });
   }
   ctx.audit.append(ctx.siteId, 'egress', `${task.jobId}/${task.round}`, { what: 'cross-evaluation metrics (aggregates only)', task_id: task.taskId, owners: done });
+  await reportTaskDone(ctx.wire, task);
   return { owners: done };
+}
+
+/** The empty report that tells the coordinator an EVALUATE / CROSS_EVAL task is finished (its
+ *  side task is then done and not sent again; a report per owner or per kind came before). */
+export async function reportTaskDone(wire: Pick<FederationWire, 'reportMetrics'>, task: Pick<WireTask, 'taskId' | 'jobId' | 'round'>): Promise<void> {
+  await wire.reportMetrics({ taskId: task.taskId, jobId: task.jobId, round: task.round, phase: TASK_DONE_PHASE, metrics: [] });
 }

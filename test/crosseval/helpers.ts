@@ -46,8 +46,9 @@ export interface SiteLoops {
   close(): void;
 }
 
-/** Each site's raw task stream (to see peer_adapters/peer_sites) dispatching to the handlers. */
-export async function siteLoops(fed: Federation, consents: (siteId: string) => boolean): Promise<SiteLoops> {
+/** Each site's raw task stream (to see peer_adapters/peer_sites) dispatching to the handlers;
+ *  a task for which `hold` says true is received but left unanswered (a site busy or stuck). */
+export async function siteLoops(fed: Federation, consents: (siteId: string) => boolean, hold: (siteId: string, kind: string) => boolean = () => false): Promise<SiteLoops> {
   const out: SiteLoops = { audits: new Map(), errors: [], tasks: [], handled: [], close: () => undefined };
   const streams = fed.sites.map((s, k) => {
     const entries: AuditSeen = [];
@@ -72,6 +73,7 @@ export async function siteLoops(fed: Federation, consents: (siteId: string) => b
     stream.on('data', (t: Task) => {
       const task = t as unknown as CrossEvalTask;
       out.tasks.push({ site: s.id, kind: t.kind, peerSites: [...(t.peerSites ?? [])] });
+      if (hold(s.id, t.kind)) return;
       if (t.kind === 'TASK_KIND_UPLOAD_LOCAL') out.handled.push(handleUploadLocal(ctx, task).catch((e) => out.errors.push(e)));
       if (t.kind === 'TASK_KIND_CROSS_EVAL') out.handled.push(handleCrossEval(ctx, task).catch((e) => out.errors.push(e)));
     });

@@ -80,6 +80,19 @@ describe('fedlora demo: three hospitals, two rounds', () => {
     for (const row of ce.values) for (const v of row) expect(Number.isFinite(v)).toBe(true);
   });
 
+  it('ends every side task done: the agents answered the final EVALUATE and cross-eval tasks and said so', async () => {
+    const db = new Database(join(out, 'coordinator', 'coordinator.sqlite'), { readonly: true });
+    try {
+      const rows = () => db.prepare('SELECT kind, status FROM side_tasks ORDER BY kind, site_id').all() as Array<{ kind: string; status: string }>;
+      // the last task_done report may arrive just after the numbers the demo waited for
+      for (let i = 0; i < 100 && rows().some((r) => r.status !== 'done'); i++) await new Promise((r) => setTimeout(r, 100));
+      const kinds = ['TASK_KIND_CROSS_EVAL', 'TASK_KIND_EVALUATE', 'TASK_KIND_UPLOAD_LOCAL'];
+      expect(rows()).toEqual(kinds.flatMap((kind) => [1, 2, 3].map(() => ({ kind, status: 'done' }))));
+    } finally {
+      db.close();
+    }
+  });
+
   it('keeps each site private key at the site (0600) and never at the coordinator', () => {
     const coordFiles = walk(join(out, 'coordinator'));
     for (const k of [1, 2, 3]) {
