@@ -452,13 +452,13 @@ export class RoundEngine extends EventEmitter {
     const now = this.now();
     const side = m.taskId ? sideTask(this.store.db, m.taskId) : undefined;
     const mine = side && side.site_id === siteId && side.job_id === m.jobId ? side : undefined;
-    const stored = this.store.db.prepare('SELECT 1 FROM metrics WHERE task_id = ? AND site_id = ? AND kind = ? AND metric = ? AND model_owner = ? AND adapter_version IS ? LIMIT 1');
+    const stored = mine ? this.store.db.prepare('SELECT 1 FROM metrics WHERE task_id = ? AND site_id = ? AND kind = ? AND metric = ? AND model_owner = ? AND adapter_version IS ? LIMIT 1') : null;
     let n = 0;
     this.store.tx(() => {
       for (const x of m.metrics) {
         if (!['global', 'local', 'base', 'cross'].includes(x.kind)) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `MetricsReport.metrics.kind: "${x.kind}" is not global|local|base|cross`);
         if (!Number.isFinite(x.value)) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `MetricsReport.metrics: ${x.name} = ${x.value} is not finite`);
-        if (mine && stored.get(m.taskId, siteId, x.kind, x.name, x.modelOwner, x.adapterVersion)) continue;
+        if (stored?.get(m.taskId, siteId, x.kind, x.name, x.modelOwner, x.adapterVersion)) continue;
         this.store.insertMetric({
           job_id: m.jobId, round: m.round, site_id: siteId, kind: x.kind, metric: x.name, value: x.value, count: x.count, model_owner: x.modelOwner,
           adapter_version: x.adapterVersion, phase: m.phase || null, task_id: m.taskId || null, created_ms: now,

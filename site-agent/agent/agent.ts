@@ -120,7 +120,8 @@ export class SiteAgent {
     }
   }
 
-  private async reportTrain(e: OutboxEntry): Promise<void> {
+  /** The training summary of a round (kept with an outbox entry, so a resumed upload reports it too). */
+  private async reportTrain(e: Pick<OutboxEntry, 'taskId' | 'jobId' | 'round'> & { info: Pick<OutboxEntry['info'], 'trainLoss' | 'tokensPerSecond' | 'numExamples'> }): Promise<void> {
     await this.report({ taskId: e.taskId, jobId: e.jobId, round: e.round }, 'train', [
       { kind: 'global', name: 'train_loss', value: e.info.trainLoss ?? NaN, count: e.info.numExamples },
       { kind: 'global', name: 'train_tokens_per_s', value: e.info.tokensPerSecond, count: 1 },
@@ -400,10 +401,7 @@ export class SiteAgent {
       this.status.state = 'uploading';
       await deliverEntry(this.delivery, entry);
     }
-    await this.report(task, 'train', [
-      { kind: 'global', name: 'train_loss', value: result.lossPerStep.at(-1) ?? NaN, count: result.numExamples },
-      { kind: 'global', name: 'train_tokens_per_s', value: result.tokensPerSecond, count: 1 },
-    ]);
+    await this.reportTrain({ ...task, info: { trainLoss: result.lossPerStep.at(-1) ?? null, tokensPerSecond: result.tokensPerSecond, numExamples: result.numExamples } });
     // 7. The local-only baseline: the same training on this site's data alone, kept current.
     if (this.d.config.training.local_baseline) {
       this.status.state = 'training';
