@@ -5,7 +5,6 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, existsSync, rmSync, readdirSync, writeFileSync, openSync, readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
@@ -13,6 +12,7 @@ import { fail } from '../../shared/errors.ts';
 import { writeTinyModel, computeModelManifest } from '../../site-agent/engine/checkpoint/index.ts';
 import { generateSites } from '../../site-agent/data/synth/generate.ts';
 import { buildReport, printReport } from './report.ts';
+import { freePort } from '../../shared/free-port.ts';
 
 const BIN = join(dirname(fileURLToPath(import.meta.url)), '..', 'bin.mjs');
 
@@ -60,17 +60,6 @@ const AGGREGATION_DEFAULTS: Record<string, Record<string, number>> = {
   multi_krum: { f: 0 },
   norm_bound: { max_norm: 1 },
 };
-
-function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => res(p));
-    });
-    s.on('error', rej);
-  });
-}
 
 /** Run one CLI command to completion; returns stdout. */
 function cli(args: string[], logFile: string, env: NodeJS.ProcessEnv = {}): Promise<string> {

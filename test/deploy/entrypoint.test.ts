@@ -5,13 +5,13 @@
 // SIGTERM stops it cleanly, and a second start (no init) works with the same data dir.
 import { afterAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import YAML from 'yaml';
 import { DEPLOY, REPO } from './helpers.ts';
 import { runCoordinatorDoctor, formatDoctorReport } from '../../shared/doctor/index.ts';
+import { freePort } from '../../shared/free-port.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'fedlora-entrypoint-'));
 const children: ChildProcess[] = [];
@@ -20,13 +20,6 @@ afterAll(() => {
   rmSync(root, { recursive: true, force: true });
 });
 
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address() as { port: number };
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 /** Start the entrypoint; resolves once the coordinator printed its endpoints. */
 function startEntrypoint(env: Record<string, string>): Promise<{ child: ChildProcess; out: () => string }> {

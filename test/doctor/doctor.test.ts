@@ -14,6 +14,7 @@ import { issueJoinToken } from '../../coordinator/enrollment.ts';
 import { enrollSite } from '../../site-agent/enroll.ts';
 import { computeModelManifest, writeTinyModel } from '../../site-agent/engine/checkpoint/index.ts';
 import { runSiteDoctor, runCoordinatorDoctor, checkClockSkew, checkDisk, formatDoctorReport, type DoctorReport } from '../../shared/doctor/index.ts';
+import { freePort } from '../../shared/free-port.ts';
 
 const REPO = join(import.meta.dirname, '..', '..');
 let root: string;
@@ -40,13 +41,6 @@ function badModelSite(): string {
   return s;
 }
 
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((res) => srv.listen(0, '127.0.0.1', res));
-  const { port } = srv.address() as { port: number };
-  await new Promise((res) => srv.close(res));
-  return port;
-}
 const siteYaml = (model: string) => `name: Hospital A\nmodel:\n  path: ${model}\n  device: cpu\n`;
 
 beforeAll(async () => {

@@ -4,7 +4,7 @@
 // heartbeats and deadlines, and handles to kill/restart any process with any signal.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, openSync, readFileSync, writeFileSync, existsSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { freePort } from '../../shared/free-port.ts';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -15,16 +15,7 @@ import { generateSites } from '../../site-agent/data/synth/generate.ts';
 
 const BIN = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'cli', 'bin.mjs');
 
-export function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => res(p));
-    });
-    s.on('error', rej);
-  });
-}
+export { freePort };
 
 /** Run one CLI command to completion; resolves stdout, rejects with the tail of stderr. */
 export function cli(args: string[]): Promise<string> {
@@ -144,10 +135,14 @@ export async function setupFederation(o: FederationOptions): Promise<Federation>
   let current: Proc | undefined;
   const startCoordinator = async (opts: { env?: Record<string, string> } = {}) => {
     const c = daemon(['coordinator', 'start', '--data-dir', coordDir], join(dir, 'logs', 'coordinator.log'), opts.env);
-    await waitFor('the coordinator HTTP API', 60_000, async () => {
-      if (c.p.exitCode !== null) throw new Error(`coordinator exited ${c.p.exitCode}`);
-      return (await fetch(`${httpUrl}/api/health`)).ok ? true : null;
+    const up = await waitFor('the coordinator HTTP API', 60_000, async () => {
+      if (c.p.exitCode !== null) return 'exited'; // no point waiting: say why at once
+      return (await fetch(`${httpUrl}/api/health`)).ok ? 'up' : null;
     });
+    if (up === 'exited') {
+      const tail = existsSync(c.log) ? readFileSync(c.log, 'utf8').trim().split('\n').slice(-6).join('\n') : '';
+      throw new Error(`the coordinator exited ${c.p.exitCode} at start:\n${tail}`);
+    }
     current = c;
     return c;
   };
