@@ -19,12 +19,6 @@ const DAY_MS = 86_400_000;
 /** Backdate notBefore a little so a site whose clock is slightly behind accepts a fresh cert. */
 const CLOCK_SKEW_MS = 5 * 60_000;
 
-export interface CaFiles {
-  dir: string;
-  certPem: string;
-  keyPem: string;
-}
-
 export interface LoadedCa {
   dir: string;
   certPem: string;
@@ -194,7 +188,7 @@ export async function signCsr(ca: LoadedCa, csrPem: string | Buffer, o: SignCsrO
 }
 
 /** Split "host,ip,..." into SAN entries (IPs become iPAddress names, the rest DNS names). */
-export function parseSans(list: string[]): { type: 'dns' | 'ip'; value: string }[] {
+function parseSans(list: string[]): { type: 'dns' | 'ip'; value: string }[] {
   return list.map((s) => s.trim()).filter(Boolean).map((v) => ({ type: isIP(v) ? 'ip' as const : 'dns' as const, value: v }));
 }
 

@@ -5,7 +5,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { fail } from '../shared/errors.ts';
 
-export const TOKEN_PREFIX = 'fedlora1.';
+const TOKEN_PREFIX = 'fedlora1.';
 
 export interface JoinToken {
   v: 1;

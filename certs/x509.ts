@@ -18,7 +18,7 @@ export function u8(b: Buffer | Uint8Array): Uint8Array<ArrayBuffer> {
 export type KeyAlgorithm = 'ecdsa-p256' | 'rsa-3072';
 
 /** Site ids are also DNS-label-like so they fit in a SPIFFE URI and in file names. */
-export const SITE_ID_RE = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+const SITE_ID_RE = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 export const SPIFFE_PREFIX = 'spiffe://fedlora/site/';
 
 export function assertSiteId(siteId: string, where: string): void {
@@ -27,7 +27,7 @@ export function assertSiteId(siteId: string, where: string): void {
   }
 }
 
-export function keyGenParams(alg: KeyAlgorithm): RsaHashedKeyGenParams | EcKeyGenParams {
+function keyGenParams(alg: KeyAlgorithm): RsaHashedKeyGenParams | EcKeyGenParams {
   return alg === 'rsa-3072'
     ? { name: 'RSASSA-PKCS1-v1_5', modulusLength: 3072, publicExponent: new Uint8Array([1, 0, 1]), hash: 'SHA-256' }
     : { name: 'ECDSA', namedCurve: 'P-256' };

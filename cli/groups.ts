@@ -11,4 +11,5 @@ export interface CliGroups {
   adapter: Command;
   privacy: Command;
   audit: Command;
+  eval: Command;
 }

@@ -14,6 +14,12 @@ import * as siteAgentCmds from './commands/site-agent.ts';
 import * as opsCmds from './commands/ops.ts';
 import * as researcherCmds from './commands/researcher.ts';
 import * as auditCmds from './commands/audit.ts';
+import * as serveCmds from './commands/serve.ts';
+import * as gateCmds from './commands/gate.ts';
+import * as apiTokenCmds from './commands/api-tokens.ts';
+import * as dbAtRestCmds from './commands/db-at-rest.ts';
+import * as examCmds from './commands/exam.ts';
+import * as reviewCmds from './commands/review.ts';
 
 export function buildProgram(): Command {
   const program = new Command('fedlora')
@@ -29,8 +35,9 @@ export function buildProgram(): Command {
     adapter: program.command('adapter').description('published adapter versions'),
     privacy: program.command('privacy').description('differential-privacy accounting'),
     audit: program.command('audit').description('tamper-evident audit log'),
+    eval: program.command('eval').description('evaluations of models and adapters (the safety red-team suite)'),
   };
-  for (const mod of [modelCmds, dataCmds, deidCmds, privacyCmds, pkiCmds, federationCmds, siteAgentCmds, demoCmds, opsCmds, auditCmds, researcherCmds]) mod.register(groups);
+  for (const mod of [modelCmds, dataCmds, deidCmds, privacyCmds, pkiCmds, federationCmds, siteAgentCmds, demoCmds, opsCmds, auditCmds, researcherCmds, serveCmds, gateCmds, apiTokenCmds, dbAtRestCmds, examCmds, reviewCmds]) mod.register(groups);
   return program;
 }
 

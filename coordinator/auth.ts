@@ -3,10 +3,9 @@
 // the site id from that certificate (SAN URI spiffe://fedlora/site/<id>, CN must agree;
 // never from a message body) and refuse revoked certificates, unknown/disabled/revoked
 // sites and expired certificates (the latter matters when a connection outlives its cert).
-import type { Database } from 'better-sqlite3';
+import type { Database } from 'better-sqlite3-multiple-ciphers';
 import { fail } from '../shared/errors.ts';
 import { x509, normalizeSerial, siteIdOfCertificate, u8 } from '../certs/x509.ts';
-import { ensurePkiSchema } from './enrollment.ts';
 
 export interface CallerIdentity {
   siteId: string;
@@ -22,7 +21,7 @@ export function needsRenewal(id: Pick<CallerIdentity, 'notAfter' | 'notBefore'>,
 
 export type SiteAuthStatus = 'active' | 'disabled' | 'revoked';
 
-/** What authenticateCall needs from the store; C3's store may implement it on its own tables. */
+/** What authenticateCall needs from the store (pkiAuthDeps reads coordinator.sqlite). */
 export interface AuthDeps {
   /** undefined = never enrolled. */
   siteStatus(siteId: string): SiteAuthStatus | undefined;
@@ -38,10 +37,9 @@ export interface CallWithAuth {
   getAuthContext(): { sslPeerCertificate?: { raw?: Buffer } } | null;
 }
 
-/** Default AuthDeps on the pki_* tables (coordinator/enrollment.ts). */
+/** Default AuthDeps on the sites and pki_* tables (coordinator/enrollment.ts). */
 export function pkiAuthDeps(db: Database): AuthDeps {
-  ensurePkiSchema(db);
-  const siteQ = db.prepare('SELECT status FROM pki_sites WHERE site_id = ?');
+  const siteQ = db.prepare('SELECT status FROM sites WHERE id = ?');
   const crlQ = db.prepare('SELECT 1 FROM pki_crl WHERE serial = ?');
   const issuedQ = db.prepare('SELECT 1 FROM pki_certificates WHERE serial = ? AND site_id = ?');
   return {

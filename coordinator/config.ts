@@ -7,14 +7,19 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import YAML from 'yaml';
 import { fail } from '../shared/errors.ts';
-import { describeZodError, yamlLineLocator } from './zod-errors.ts';
+import { describeZodError, yamlLineLocator } from '../shared/zod-errors.ts';
+import { DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES } from '../shared/transfer/chunks.ts';
+import { databaseSectionSchema } from '../shared/db-key.ts';
+
+/** coordinator.sqlite at rest: plain unless `database.encryption: sqlcipher` (coordinator/store/migrations.ts). */
+export const CoordinatorDatabaseSchema = databaseSectionSchema('none');
 
 const listen = (port: number, host: string) => z.object({
   host: z.string().min(1).default(host),
   port: z.number().int().min(0).max(65535).default(port), // 0 = any free port (tests)
 }).strict();
 
-export const CoordinatorConfigSchema = z.object({
+const CoordinatorConfigSchema = z.object({
   federation: listen(7443, '0.0.0.0').extend({
     /** host:port sites dial for Federation (sent in EnrollResponse); default host:port of the listener. */
     public_endpoint: z.string().regex(/^.+:\d+$/, 'expected host:port').optional(),
@@ -22,10 +27,13 @@ export const CoordinatorConfigSchema = z.object({
   enrollment: listen(7444, '0.0.0.0').default({ host: '0.0.0.0', port: 7444 }),
   http: listen(8080, '127.0.0.1').default({ host: '127.0.0.1', port: 8080 }),
   transfer: z.object({
-    chunk_size: z.number().int().min(1024).max(4 * 1024 * 1024).default(2 * 1024 * 1024),
+    chunk_size: z.number().int().min(1024).max(MAX_CHUNK_BYTES).default(DEFAULT_CHUNK_BYTES),
     max_update_bytes: z.number().int().min(1).default(1024 * 1024 * 1024),
     require_update_signature: z.boolean().default(true),
-  }).strict().default({ chunk_size: 2 * 1024 * 1024, max_update_bytes: 1024 * 1024 * 1024, require_update_signature: true }),
+    /** Upload progress is committed after one fsync per this many received bytes (group
+     *  commit); a site resuming after a crash re-sends at most this much. 0: every chunk. */
+    commit_group_bytes: z.number().int().min(0).max(1024 * 1024 * 1024).default(16 * 1024 * 1024),
+  }).strict().default({ chunk_size: DEFAULT_CHUNK_BYTES, max_update_bytes: 1024 * 1024 * 1024, require_update_signature: true, commit_group_bytes: 16 * 1024 * 1024 }),
   heartbeat: z.object({
     interval_ms: z.number().int().min(100).default(10_000),
     timeout_ms: z.number().int().min(100).default(60_000),
@@ -46,6 +54,8 @@ export const CoordinatorConfigSchema = z.object({
      *  to the data dir; default secrets/dp-noise.key. Made at init (or first start) if missing. */
     noise_key_file: z.string().min(1).optional(),
   }).strict().default({}),
+  /** Encryption at rest of coordinator.sqlite (an option; the sites' databases are encrypted by default). */
+  database: CoordinatorDatabaseSchema.default(CoordinatorDatabaseSchema.parse({})),
 }).strict();
 
 export type CoordinatorConfigFile = z.infer<typeof CoordinatorConfigSchema>;

@@ -6,10 +6,11 @@
 //   <dataDir>/pki/server.crt, server.key coordinator TLS server certificate (both listeners)
 //   <dataDir>/pki/manifest-signing.crt/.key  key that signs publication manifests
 //
-// Tables (owned here): pki_tokens (only sha256 of the secret is stored), pki_certificates
-// (every certificate issued to a site), pki_crl (revoked serials, checked on every call),
-// pki_sites (site status as PKI sees it: active | disabled | revoked).
-import type { Database } from 'better-sqlite3';
+// Tables (created by coordinator/store/migrations.ts): pki_tokens (only sha256 of the secret is
+// stored), pki_certificates (every certificate issued to a site), pki_crl (revoked serials,
+// checked on every call), and the status column of sites (active | disabled | revoked: checked
+// on every call, and what selection reads). Callers pass a handle from openCoordinatorDb.
+import type { Database } from 'better-sqlite3-multiple-ciphers';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { fail, toGrpcError } from '../shared/errors.ts';
@@ -20,47 +21,10 @@ import { assertSiteId, normalizeSerial } from '../certs/x509.ts';
 import { encodeJoinToken, hashSecret, newSecret } from '../certs/tokens.ts';
 import { coordinatorAudit } from './store/audit.ts';
 
-const tableExists = (db: Database, name: string) => db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(name) !== undefined;
-
 export const pkiDirOf = (dataDir: string) => join(dataDir, 'pki');
 export const sqlitePathOf = (dataDir: string) => join(dataDir, 'coordinator.sqlite');
 
-export const DEFAULT_SITE_CERT_DAYS = 90;
-
-export function ensurePkiSchema(db: Database): void {
-  db.exec(`
-    CREATE TABLE IF NOT EXISTS pki_tokens (
-      token_hash TEXT PRIMARY KEY,
-      site_id TEXT NOT NULL,
-      created_at_ms INTEGER NOT NULL,
-      expires_at_ms INTEGER NOT NULL,
-      used_at_ms INTEGER,
-      used_cert_serial TEXT
-    );
-    CREATE TABLE IF NOT EXISTS pki_certificates (
-      serial TEXT PRIMARY KEY,
-      site_id TEXT NOT NULL,
-      not_before_ms INTEGER NOT NULL,
-      not_after_ms INTEGER NOT NULL,
-      issued_at_ms INTEGER NOT NULL,
-      sha256 TEXT NOT NULL,
-      pem TEXT NOT NULL,
-      via TEXT NOT NULL
-    );
-    CREATE INDEX IF NOT EXISTS pki_certificates_site ON pki_certificates(site_id);
-    CREATE TABLE IF NOT EXISTS pki_crl (
-      serial TEXT PRIMARY KEY,
-      site_id TEXT NOT NULL,
-      revoked_at_ms INTEGER NOT NULL,
-      reason TEXT NOT NULL
-    );
-    CREATE TABLE IF NOT EXISTS pki_sites (
-      site_id TEXT PRIMARY KEY,
-      status TEXT NOT NULL CHECK (status IN ('active','disabled','revoked')),
-      updated_at_ms INTEGER NOT NULL
-    );
-  `);
-}
+const DEFAULT_SITE_CERT_DAYS = 90;
 
 export interface SetupPkiOptions {
   dataDir: string;
@@ -97,7 +61,6 @@ export function issueJoinToken(db: Database, o: IssueTokenOptions): { token: str
   assertSiteId(o.siteId, 'site invite');
   if (!(o.ttlMs > 0)) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `token ttl must be > 0 ms, got ${o.ttlMs}`);
   if (!/^.+:\d+$/.test(o.enrollEndpoint)) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `enroll endpoint ${JSON.stringify(o.enrollEndpoint)} must be host:port`);
-  ensurePkiSchema(db);
   const now = o.now ?? Date.now();
   const secret = newSecret();
   const expiresAtMs = now + o.ttlMs;
@@ -140,7 +103,6 @@ export interface EnrollOptions {
  * concurrent call discards its unrecorded, never-returned certificate.
  */
 export async function enrollSite(db: Database, ca: LoadedCa, o: EnrollOptions): Promise<EnrollResponse & { serial: string }> {
-  ensurePkiSchema(db);
   const now = o.now ?? Date.now();
   if (!o.token) throw fail('FEDLORA_ERR_TOKEN_INVALID', 'EnrollRequest.token is empty');
   const row = checkToken(db, o.token, now);
@@ -150,10 +112,9 @@ export async function enrollSite(db: Database, ca: LoadedCa, o: EnrollOptions): 
       .run(now, normalizeSerial(signed.serial), row.token_hash, now);
     if (r.changes !== 1) checkToken(db, o.token, now); // throws USED / EXPIRED
     recordCertificate(db, row.site_id, signed, 'enroll', now);
-    db.prepare(`INSERT INTO pki_sites (site_id, status, updated_at_ms) VALUES (?, 'active', ?)
-                ON CONFLICT(site_id) DO UPDATE SET status = 'active', updated_at_ms = excluded.updated_at_ms`).run(row.site_id, now);
-    // A fresh enrollment (new invite from the operator) re-activates a revoked site everywhere.
-    if (tableExists(db, 'sites')) db.prepare(`UPDATE sites SET status = 'active' WHERE id = ? AND status = 'revoked'`).run(row.site_id);
+    // A fresh enrollment (a new invite from the operator) makes the site active, also a revoked or disabled one.
+    db.prepare(`INSERT INTO sites (id, status, enrolled_at_ms) VALUES (?, 'active', ?)
+                ON CONFLICT(id) DO UPDATE SET status = 'active'`).run(row.site_id, now);
     coordinatorAudit(db).append(row.site_id, 'enroll', row.site_id, {
       serial: normalizeSerial(signed.serial), cert_sha256: signed.sha256, not_after: new Date(signed.notAfter).toISOString(), token_ref: row.token_hash.slice(0, 16),
     }, new Date(now));
@@ -171,9 +132,8 @@ export async function enrollSite(db: Database, ca: LoadedCa, o: EnrollOptions): 
 
 /** Renewal (Federation.RenewCertificate): the caller is already authenticated as siteId. */
 export async function renewSiteCertificate(db: Database, ca: LoadedCa, o: { siteId: string; csrPem: string | Buffer; validityDays?: number; now?: number }): Promise<{ certificatePem: Buffer; notAfterUnixMs: number; serial: string }> {
-  ensurePkiSchema(db);
   const now = o.now ?? Date.now();
-  const st = getPkiSiteStatus(db, o.siteId);
+  const st = siteStatus(db, o.siteId);
   if (st !== 'active') throw fail(st === undefined ? 'FEDLORA_ERR_SITE_UNKNOWN' : 'FEDLORA_ERR_SITE_DISABLED', `site ${o.siteId} is ${st ?? 'not enrolled'}: no certificate renewal`);
   const signed = await signCsr(ca, o.csrPem, { siteId: o.siteId, validityDays: o.validityDays ?? DEFAULT_SITE_CERT_DAYS });
   db.transaction(() => {
@@ -183,69 +143,51 @@ export async function renewSiteCertificate(db: Database, ca: LoadedCa, o: { site
   return { certificatePem: Buffer.from(signed.pem), notAfterUnixMs: signed.notAfter, serial: signed.serial };
 }
 
-export type PkiSiteStatus = 'active' | 'disabled' | 'revoked';
+export type SiteStatus = 'active' | 'disabled' | 'revoked';
 
-export function getPkiSiteStatus(db: Database, siteId: string): PkiSiteStatus | undefined {
-  ensurePkiSchema(db);
-  const r = db.prepare('SELECT status FROM pki_sites WHERE site_id = ?').get(siteId) as { status: PkiSiteStatus } | undefined;
+/** A site's status (sites.status); undefined = never enrolled. */
+function siteStatus(db: Database, siteId: string): SiteStatus | undefined {
+  const r = db.prepare('SELECT status FROM sites WHERE id = ?').get(siteId) as { status: SiteStatus } | undefined;
   return r?.status;
 }
 
-export function setPkiSiteStatus(db: Database, siteId: string, status: PkiSiteStatus, now = Date.now()): void {
-  ensurePkiSchema(db);
-  const r = db.prepare('UPDATE pki_sites SET status = ?, updated_at_ms = ? WHERE site_id = ?').run(status, now, siteId);
+/** Enable or disable a site: a disabled site gets no tasks and its calls are refused. */
+export function setSiteStatus(db: Database, siteId: string, status: SiteStatus): void {
+  const r = db.prepare('UPDATE sites SET status = ? WHERE id = ?').run(status, siteId);
   if (r.changes !== 1) throw fail('FEDLORA_ERR_SITE_UNKNOWN', `site ${siteId} has never enrolled`);
 }
 
 /** `fedlora site revoke`: every certificate of the site goes on the CRL; the site is marked
- *  revoked in pki_sites AND in the federation's `sites` table; its in-flight updates (received
+ *  revoked (sites.status); its in-flight updates (received
  *  or accepted, not yet aggregated, in an open round) are discarded and its open tasks
  *  cancelled, so nothing it sent can reach an aggregate. Works on a live coordinator's file
  *  (WAL): the round engine reads SQLite on every tick. */
 export function revokeSite(db: Database, siteId: string, reason = 'revoked by operator', now = Date.now()): { serials: string[]; discardedUpdates: string[] } {
-  ensurePkiSchema(db);
   const serials = (db.prepare('SELECT serial FROM pki_certificates WHERE site_id = ?').all(siteId) as { serial: string }[]).map((r) => r.serial);
-  if (serials.length === 0 && getPkiSiteStatus(db, siteId) === undefined) throw fail('FEDLORA_ERR_SITE_UNKNOWN', `site ${siteId} has no certificates to revoke`);
+  if (serials.length === 0 && siteStatus(db, siteId) === undefined) throw fail('FEDLORA_ERR_SITE_UNKNOWN', `site ${siteId} has no certificates to revoke`);
   let discardedUpdates: string[] = [];
   db.transaction(() => {
     const ins = db.prepare('INSERT OR IGNORE INTO pki_crl (serial, site_id, revoked_at_ms, reason) VALUES (?, ?, ?, ?)');
     for (const s of serials) ins.run(s, siteId, now, reason);
-    db.prepare(`INSERT INTO pki_sites (site_id, status, updated_at_ms) VALUES (?, 'revoked', ?)
-                ON CONFLICT(site_id) DO UPDATE SET status = 'revoked', updated_at_ms = excluded.updated_at_ms`).run(siteId, now);
+    db.prepare(`INSERT INTO sites (id, status, enrolled_at_ms) VALUES (?, 'revoked', ?)
+                ON CONFLICT(id) DO UPDATE SET status = 'revoked'`).run(siteId, now);
     // Outstanding join tokens for the site die with it.
     db.prepare('UPDATE pki_tokens SET expires_at_ms = ? WHERE site_id = ? AND used_at_ms IS NULL AND expires_at_ms > ?').run(now, siteId, now);
-    if (tableExists(db, 'sites')) db.prepare(`UPDATE sites SET status = 'revoked' WHERE id = ?`).run(siteId);
-    if (tableExists(db, 'updates') && tableExists(db, 'rounds')) {
-      const openRound = `EXISTS (SELECT 1 FROM rounds r WHERE r.job_id = x.job_id AND r.round = x.round AND r.attempt = x.attempt AND r.state = 'open')`;
-      discardedUpdates = (db.prepare(`SELECT update_id FROM updates x WHERE site_id = ? AND status IN ('receiving','received','accepted') AND ${openRound} ORDER BY update_id`)
-        .all(siteId) as { update_id: string }[]).map((r) => r.update_id);
-      const upd = db.prepare(`UPDATE updates SET status = 'discarded', reason = ? WHERE update_id = ?`);
-      for (const u of discardedUpdates) upd.run(`site ${siteId} revoked: ${reason}`, u);
-      // Its tasks in open rounds are answered (cancelled): the round neither waits for it nor counts it.
-      db.prepare(`UPDATE tasks SET status = 'cancelled' WHERE site_id = ? AND status IN ('pending','delivered','submitted') AND ${openRound.replaceAll('x.', 'tasks.')}`).run(siteId);
-    }
+    const openRound = `EXISTS (SELECT 1 FROM rounds r WHERE r.job_id = x.job_id AND r.round = x.round AND r.attempt = x.attempt AND r.state = 'open')`;
+    discardedUpdates = (db.prepare(`SELECT update_id FROM updates x WHERE site_id = ? AND status IN ('receiving','received','accepted') AND ${openRound} ORDER BY update_id`)
+      .all(siteId) as { update_id: string }[]).map((r) => r.update_id);
+    const upd = db.prepare(`UPDATE updates SET status = 'discarded', reason = ? WHERE update_id = ?`);
+    for (const u of discardedUpdates) upd.run(`site ${siteId} revoked: ${reason}`, u);
+    // Its tasks in open rounds are answered (cancelled): the round neither waits for it nor counts it.
+    db.prepare(`UPDATE tasks SET status = 'cancelled' WHERE site_id = ? AND status IN ('pending','delivered','submitted') AND ${openRound.replaceAll('x.', 'tasks.')}`).run(siteId);
     coordinatorAudit(db).append('operator', 'revoke', siteId, { serials, reason, discarded_updates: discardedUpdates }, new Date(now));
   }).immediate();
   return { serials, discardedUpdates };
 }
 
-/** Revoke one certificate (e.g. superseded by renewal, or a lost key). */
-export function revokeCertificate(db: Database, serial: string, reason: string, now = Date.now()): void {
-  ensurePkiSchema(db);
-  const s = normalizeSerial(serial);
-  const row = db.prepare('SELECT site_id FROM pki_certificates WHERE serial = ?').get(s) as { site_id: string } | undefined;
-  if (!row) throw fail('FEDLORA_ERR_NOT_FOUND', `no certificate with serial ${s}`);
-  db.transaction(() => {
-    db.prepare('INSERT OR IGNORE INTO pki_crl (serial, site_id, revoked_at_ms, reason) VALUES (?, ?, ?, ?)').run(s, row.site_id, now, reason);
-    coordinatorAudit(db).append('operator', 'revoke_certificate', row.site_id, { serial: s, reason }, new Date(now));
-  }).immediate();
-}
-
 export interface EnrollmentServiceOptions {
   federationEndpoint: string;
   validityDays?: number;
-  /** Called after a successful enrollment (e.g. C3's store registers the site). */
-  onEnrolled?: (siteId: string, serial: string) => void;
 }
 
 /** Handlers for the Enrollment service: `server.addService(enrollmentService(), handlers)`. */
@@ -254,14 +196,7 @@ export function createEnrollmentHandlers(db: Database, ca: LoadedCa, o: Enrollme
     enroll: (call, callback) => {
       const req = call.request;
       enrollSite(db, ca, { token: req.token, csrPem: Buffer.from(req.csrPem ?? []), federationEndpoint: o.federationEndpoint, validityDays: o.validityDays })
-        .then(({ serial, ...res }) => {
-          try {
-            o.onEnrolled?.(res.siteId, serial);
-          } catch {
-            /* the certificate is issued and recorded; a hook failure must not lose it */
-          }
-          callback(null, res);
-        })
+        .then(({ serial: _serial, ...res }) => callback(null, res))
         .catch((e) => callback(toGrpcError(e) as grpc.ServiceError));
     },
   };

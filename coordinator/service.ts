@@ -4,7 +4,8 @@
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import YAML from 'yaml';
-import { pino } from 'pino';
+import { pino, type Logger } from 'pino';
+import { survivedErrors } from './metrics/survived-errors.ts';
 import { fail } from '../shared/errors.ts';
 import { enrollmentService, federationService, SERVER_OPTIONS } from '../shared/proto.ts';
 import { createEnrollmentServerCredentials, createFederationServerCredentials } from '../shared/tls.ts';
@@ -14,9 +15,10 @@ import { pkiAuthDeps } from './auth.ts';
 import { configPathOf, hashToken, loadCoordinatorConfig, newAdminToken, parseCoordinatorConfig, type CoordinatorConfig } from './config.ts';
 import { CoordinatorStore } from './store/store.ts';
 import { expireSideTasks } from './store/side-tasks.ts';
-import { RoundEngine, type SelectFn } from './rounds/engine.ts';
+import { RoundEngine } from './rounds/index.ts';
 import { createFederationHandlers } from './grpc/federation.ts';
 import { buildHttpApp } from './http/app.ts';
+import { watchCrl } from './crl-watch.ts';
 import { createNoiseKey, loadNoiseKey, noiseKeyPathOf } from './privacy/noise-key.ts';
 import { loadFailpoints } from '../shared/failpoints.ts';
 
@@ -47,8 +49,9 @@ export async function initCoordinator(o: InitOptions): Promise<{ configPath: str
 
 export interface StartOptions {
   now?: () => number;
-  select?: SelectFn;
   logger?: boolean;
+  /** The process log (default: pino at config.log_level, silent with logger: false). */
+  log?: Logger;
 }
 
 export interface RunningCoordinator {
@@ -83,11 +86,13 @@ export async function startCoordinator(configOrDir: CoordinatorConfig | string, 
   const pki = readServerPki(pkiDir);
   const signer = readManifestSigner(pkiDir);
   const ca = await loadCoordinatorCa(dataDir);
-  const engine = new RoundEngine({ store, dataDir, signer, now: o.now, select: o.select, heartbeatTimeoutMs: config.heartbeat.timeout_ms, noiseKey });
+  const engine = new RoundEngine({ store, dataDir, signer, now: o.now, heartbeatTimeoutMs: config.heartbeat.timeout_ms, noiseKey });
   // Structured log of the federation's life (pino, level from the config; silent in tests).
-  const log = pino({ level: o.logger === false ? 'silent' : config.log_level, base: { svc: 'coordinator' } });
+  const log = o.log ?? pino({ level: o.logger === false ? 'silent' : config.log_level, base: { svc: 'coordinator' } });
   for (const w of keyWarnings) log.warn(w);
-  engine.on('error', (e: Error) => log.error({ err: e.message }, 'engine error'));
+  // Failed audit writes and engine ticks are survived, never silently: logged and in /metrics.
+  const errors = survivedErrors(log);
+  engine.on('error', (e: Error) => errors.record('engine_tick', e));
   engine.on('round', (jobId: string, round: number) => {
     const r = store.currentRound(jobId);
     log.info({ job: jobId, round, attempt: r?.attempt, state: r?.state, selected: r ? JSON.parse(r.selected_json) : [] }, 'round');
@@ -102,28 +107,30 @@ export async function startCoordinator(configOrDir: CoordinatorConfig | string, 
   const serverOptions: grpc.ServerOptions = { ...SERVER_OPTIONS, 'grpc.keepalive_time_ms': 30_000, 'grpc.keepalive_timeout_ms': 10_000, 'grpc.keepalive_permit_without_calls': 1, 'grpc.http2.min_ping_interval_without_data_ms': 10_000 };
   const fed = new grpc.Server(serverOptions);
   const { handlers, hub, crossEval } = createFederationHandlers({
-    engine, db: store.db, ca, auth: pkiAuthDeps(store.db), chunkSize: config.transfer.chunk_size, maxUpdateBytes: config.transfer.max_update_bytes,
-    heartbeatIntervalMs: config.heartbeat.interval_ms, requireUpdateSignature: config.transfer.require_update_signature, siteCertDays: config.site_cert_days,
-    signerCertPem: signer.certPem, crossEvalUploadTimeoutMs: config.side_tasks.cross_eval_upload_timeout_ms,
+    engine, secagg: engine.secagg, db: store.db, ca, auth: pkiAuthDeps(store.db), chunkSize: config.transfer.chunk_size, maxUpdateBytes: config.transfer.max_update_bytes,
+    heartbeatIntervalMs: config.heartbeat.interval_ms, requireUpdateSignature: config.transfer.require_update_signature, commitGroupBytes: config.transfer.commit_group_bytes, siteCertDays: config.site_cert_days,
+    signerCertPem: signer.certPem, crossEvalUploadTimeoutMs: config.side_tasks.cross_eval_upload_timeout_ms, errors,
   });
   fed.addService(federationService(), handlers);
-  const federationPort = await bind(fed, `${config.federation.host}:${config.federation.port}`, createFederationServerCredentials(pki));
+  const fedCreds = createFederationServerCredentials(pki);
+  const crl = watchCrl({ db: store.db, ca, creds: fedCreds, log });
+  await crl.check(); // the listener starts with the CRL: a revoked certificate never completes a handshake
+  const federationPort = await bind(fed, `${config.federation.host}:${config.federation.port}`, fedCreds);
   const federationEndpoint = config.federation.public_endpoint ?? `${dialHost(config.federation.host)}:${federationPort}`;
 
   const enr = new grpc.Server(SERVER_OPTIONS);
   enr.addService(enrollmentService(), createEnrollmentHandlers(store.db, ca, {
     federationEndpoint, validityDays: config.site_cert_days,
-    onEnrolled: (siteId) => store.upsertSite(siteId, engine.now()),
   }));
   const enrollmentPort = await bind(enr, `${config.enrollment.host}:${config.enrollment.port}`, createEnrollmentServerCredentials(pki));
 
-  const app = await buildHttpApp({ engine, config, manifestKeyPem: signer.certPem, logger: false, log });
+  const app = await buildHttpApp({ engine, config, manifestKeyPem: signer.certPem, logger: false, log, errors });
   await app.listen({ host: config.http.host, port: config.http.port });
   const addr = app.server.address();
   const httpPort = typeof addr === 'object' && addr ? addr.port : config.http.port;
 
   engine.start(config.rounds.tick_ms);
-  void engine.tick().catch(() => undefined); // resume running jobs now
+  void engine.tick().catch((e) => errors.record('engine_tick', e, { after: 'start' })); // resume running jobs now
   // Cross-site evaluation requests are picked up (and resumed after a restart) on the engine's
   // tick cadence (coordinator/crosseval); unanswered side tasks expire on it too.
   const sideTaskTick = () => {
@@ -138,6 +145,9 @@ export async function startCoordinator(configOrDir: CoordinatorConfig | string, 
   sideTaskTick();
   const crossEvalTimer = setInterval(sideTaskTick, config.rounds.tick_ms);
   crossEvalTimer.unref();
+  // A revocation (here or by `fedlora site revoke` on the same file) reaches the handshake within a tick.
+  const crlTimer = setInterval(() => void crl.check(), config.rounds.tick_ms);
+  crlTimer.unref();
 
   let stopped = false;
   return {
@@ -150,6 +160,7 @@ export async function startCoordinator(configOrDir: CoordinatorConfig | string, 
       stopped = true;
       await engine.stop();
       clearInterval(crossEvalTimer);
+      clearInterval(crlTimer);
       hub.close();
       await Promise.all([fed, enr].map((s) => new Promise<void>((resolve) => {
         const t = setTimeout(() => { s.forceShutdown(); resolve(); }, 2000);

@@ -36,6 +36,8 @@ export const ERRORS = {
   FEDLORA_ERR_ADAPTER: { grpc: GrpcStatus.INVALID_ARGUMENT, http: 400, summary: 'invalid PEFT adapter' },
   FEDLORA_ERR_TOKENIZER: { grpc: GrpcStatus.FAILED_PRECONDITION, http: 400, summary: 'tokenizer or chat template problem' },
   FEDLORA_ERR_TRAINING: { grpc: GrpcStatus.INTERNAL, http: 500, summary: 'training failed' },
+  FEDLORA_ERR_EVALUATION: { grpc: GrpcStatus.INTERNAL, http: 500, summary: 'evaluation failed' },
+  FEDLORA_ERR_EXAM_ITEM: { grpc: GrpcStatus.INVALID_ARGUMENT, http: 400, summary: 'malformed exam question' },
 
   // ---- site data pipeline -----------------------------------------------------------------
   FEDLORA_ERR_INGEST: { grpc: GrpcStatus.INVALID_ARGUMENT, http: 400, summary: 'record could not be ingested' },
@@ -45,9 +47,16 @@ export const ERRORS = {
   FEDLORA_ERR_DEID: { grpc: GrpcStatus.FAILED_PRECONDITION, http: 400, summary: 'de-identification required' },
   FEDLORA_ERR_DATASET: { grpc: GrpcStatus.FAILED_PRECONDITION, http: 400, summary: 'dataset cannot be built' },
 
+  // ---- databases at rest (site.sqlite, coordinator.sqlite) ----------------------------------
+  FEDLORA_ERR_DB_KEY: { grpc: GrpcStatus.FAILED_PRECONDITION, http: 500, summary: 'database key missing, unreadable or wrong' },
+  FEDLORA_ERR_DB_PLAINTEXT: { grpc: GrpcStatus.FAILED_PRECONDITION, http: 500, summary: 'database is not encrypted as its configuration asks' },
+  FEDLORA_ERR_DB_IN_USE: { grpc: GrpcStatus.FAILED_PRECONDITION, http: 409, summary: 'database in use by another process' },
+
   // ---- PKI, enrollment, authorisation -----------------------------------------------------
   FEDLORA_ERR_UNAUTHENTICATED: { grpc: GrpcStatus.UNAUTHENTICATED, http: 401, summary: 'no valid client certificate or credential' },
   FEDLORA_ERR_PERMISSION: { grpc: GrpcStatus.PERMISSION_DENIED, http: 403, summary: 'not allowed' },
+  FEDLORA_ERR_ROLE: { grpc: GrpcStatus.PERMISSION_DENIED, http: 403, summary: 'the token\'s role may not do this' },
+  FEDLORA_ERR_API_TOKEN_EXPIRED: { grpc: GrpcStatus.UNAUTHENTICATED, http: 401, summary: 'API token expired or revoked' },
   FEDLORA_ERR_TOKEN_INVALID: { grpc: GrpcStatus.PERMISSION_DENIED, http: 403, summary: 'join token invalid' },
   FEDLORA_ERR_TOKEN_USED: { grpc: GrpcStatus.PERMISSION_DENIED, http: 403, summary: 'join token already used' },
   FEDLORA_ERR_TOKEN_EXPIRED: { grpc: GrpcStatus.PERMISSION_DENIED, http: 403, summary: 'join token expired' },
@@ -79,6 +88,17 @@ export const ERRORS = {
   FEDLORA_ERR_POLICY: { grpc: GrpcStatus.FAILED_PRECONDITION, http: 409, summary: 'refused by site policy' },
   FEDLORA_ERR_SECAGG: { grpc: GrpcStatus.FAILED_PRECONDITION, http: 409, summary: 'secure aggregation failed' },
   FEDLORA_ERR_AUDIT_CHAIN: { grpc: GrpcStatus.DATA_LOSS, http: 500, summary: 'audit chain broken' },
+
+  // ---- the site's assistant (serving, knowledge base, release gate) -------------------------
+  FEDLORA_ERR_PROMPT_TOO_LONG: { grpc: GrpcStatus.INVALID_ARGUMENT, http: 400, summary: 'prompt longer than the server accepts' },
+  FEDLORA_ERR_MODEL_NOT_SERVED: { grpc: GrpcStatus.NOT_FOUND, http: 404, summary: 'no such model on this server' },
+  FEDLORA_ERR_GATE: { grpc: GrpcStatus.FAILED_PRECONDITION, http: 409, summary: 'adapter not released by the site gate' },
+  FEDLORA_ERR_KB_DOCUMENT: { grpc: GrpcStatus.INVALID_ARGUMENT, http: 400, summary: 'knowledge-base document cannot be read' },
+  FEDLORA_ERR_BACKEND: { grpc: GrpcStatus.UNAVAILABLE, http: 502, summary: 'model backend failed' },
+
+  // ---- doctors' labels (annotation workbench) -----------------------------------------------
+  FEDLORA_ERR_LABEL_STATE: { grpc: GrpcStatus.FAILED_PRECONDITION, http: 409, summary: 'the record is not in a state that takes this label' },
+  FEDLORA_ERR_CODE_LIST: { grpc: GrpcStatus.INVALID_ARGUMENT, http: 400, summary: 'diagnosis code list cannot be read' },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorCode = keyof typeof ERRORS;

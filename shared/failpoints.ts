@@ -24,12 +24,16 @@
 import { fail } from './errors.ts';
 
 /** Every failpoint in the code base (a spec naming another one is refused: typos fail loudly). */
-export const FAILPOINTS = [
+const FAILPOINTS = [
   /** The round's strategy has computed the new global adapter; nothing of it is written yet. */
   'coordinator.aggregate.computed',
   /** The version's files (adapter, config, signed manifest) are on disk; the transaction that
    *  records the version and marks the round published has not run. */
   'coordinator.publish.written',
+  /** An upload's group of chunks is written to its .part file, not yet fsynced nor recorded. */
+  'coordinator.upload.written',
+  /** That group is fsynced; its progress is not recorded (not acknowledged) yet. */
+  'coordinator.upload.synced',
 ] as const;
 export type FailpointName = (typeof FAILPOINTS)[number];
 

@@ -15,10 +15,11 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
+import type { MetricsSharingWire } from './metrics-sharing.ts';
 
-export const PROTO_PATH = join(dirname(fileURLToPath(import.meta.url)), '..', 'proto', 'fedlora.proto');
+const PROTO_PATH = join(dirname(fileURLToPath(import.meta.url)), '..', 'proto', 'fedlora.proto');
 
-export const PROTO_LOADER_OPTIONS: protoLoader.Options = {
+const PROTO_LOADER_OPTIONS: protoLoader.Options = {
   keepCase: false,
   longs: Number,
   enums: String,
@@ -40,17 +41,17 @@ export interface EnrollResponse { siteId: string; certificatePem: Bytes; caCerti
 
 // ---- Federation -----------------------------------------------------------------------
 export interface Ack { ok: boolean; message: string }
-export interface HeartbeatRequest { agentVersion: string; state: string; currentTaskId: string; trainingTokensPerS: number }
+export interface HeartbeatRequest { agentVersion: string; state: string; currentTaskId: string; trainingTokensPerS: number; shareSiteMetrics?: MetricsSharingWire; dataRevision?: number }
 export interface HeartbeatResponse { serverTimeUnixMs: number; renewCertificate: boolean; heartbeatIntervalMs: number }
 export interface RenewRequest { csrPem: Bytes }
 export interface RenewResponse { certificatePem: Bytes; notAfterUnixMs: number }
 export interface TaskStreamRequest { agentVersion: string; maxParallelTasks: number }
-export type TaskKind = 'TASK_KIND_UNSPECIFIED' | 'TASK_KIND_TRAIN' | 'TASK_KIND_EVALUATE' | 'TASK_KIND_CROSS_EVAL' | 'TASK_KIND_UPLOAD_LOCAL' | 'TASK_KIND_CANCEL';
+export type TaskKind = 'TASK_KIND_UNSPECIFIED' | 'TASK_KIND_TRAIN' | 'TASK_KIND_EVALUATE' | 'TASK_KIND_CROSS_EVAL' | 'TASK_KIND_UPLOAD_LOCAL' | 'TASK_KIND_CANCEL' | 'TASK_KIND_EXAM';
 export interface BaseModel { id: string; manifestSha256: string }
 export interface LoraSpec { r: number; alpha: number; targetModules: string[]; dropout: number; useRslora: boolean; freezeA: boolean; initSeed: number }
 export interface TrainSpec {
   localSteps: number; localEpochs: number; learningRate: number; optimizer: string; batchTokens: number; seed: number;
-  proxMu: number; weightDecay: number; warmupSteps: number; maxGradNorm: number;
+  proxMu: number; weightDecay: number; warmupSteps: number; maxGradNorm: number; replayFraction?: number; dataPeriod?: number;
 }
 export interface AdapterRef { jobId: string; version: number; sha256: string; sizeBytes: number; manifestSha256: string }
 export interface PrivacySpec {
@@ -61,7 +62,9 @@ export interface Task {
   taskId: string; jobId: string; round: number; kind: TaskKind; baseModel: BaseModel | null; lora: LoraSpec | null;
   train: TrainSpec | null; globalAdapter: AdapterRef | null; privacy: PrivacySpec | null; deadlineUnixMs: number;
   selectedSites: number; aggregation: string; payloadKind: string; strategyConfig: Record<string, string>;
-  peerAdapters: AdapterRef[]; peerSites: string[]; evaluateBase: boolean;
+  peerAdapters: AdapterRef[]; peerSites: string[]; evaluateBase: boolean; parentJob?: string;
+  /** EXAM tasks: the exam's name and how to score it (loglik | generate | both). */
+  exam?: string; examMode?: string;
 }
 export interface DeclineRequest { taskId: string; reason: string; code: string }
 export interface FetchAdapterRequest { jobId: string; version: number; offset: number; ownerSite: string }
@@ -86,7 +89,12 @@ export type UpdateMessage =
 export interface SubmitUpdateResponse { updateId: string; receivedBytes: number; receivedChunks: number; complete: boolean; sha256: string }
 export interface UploadStatusRequest { updateId: string }
 export interface UploadStatusResponse { known: boolean; receivedChunks: number; receivedBytes: number; complete: boolean }
-export interface Metric { kind: string; name: string; value: number; count: number; modelOwner: string; adapterVersion: number }
+export interface Interval { low: number; high: number; resamples: number }
+export interface Metric {
+  kind: string; name: string; value: number; count: number; modelOwner: string; adapterVersion: number;
+  /** Absent (null) for counts and rates; optional when sending. */
+  ci?: Interval | null; subset?: string; bootstrap?: number[]; evalSet?: string;
+}
 export interface MetricsReport { taskId: string; jobId: string; round: number; metrics: Metric[]; phase: string }
 /** MetricsReport.phase of the empty report a site sends when it has finished an EVALUATE or
  *  CROSS_EVAL task (the coordinator marks that side task done and stops re-sending it). */
@@ -146,7 +154,7 @@ interface Loaded {
 let loaded: Loaded | null = null;
 
 /** The loaded package (cached). */
-export function loadFedloraProto(): Loaded {
+function loadFedloraProto(): Loaded {
   if (loaded) return loaded;
   const def = protoLoader.loadSync(PROTO_PATH, PROTO_LOADER_OPTIONS);
   const pkg = grpc.loadPackageDefinition(def) as unknown as { fedlora: { v1: Loaded } };
@@ -162,7 +170,7 @@ export function enrollmentService(): grpc.ServiceDefinition {
   return loadFedloraProto().Enrollment.service;
 }
 
-export const CHANNEL_OPTIONS: grpc.ChannelOptions = {
+const CHANNEL_OPTIONS: grpc.ChannelOptions = {
   'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
   'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
   'grpc.keepalive_time_ms': 30_000,

@@ -1,16 +1,16 @@
 // safetensors: an 8-byte little-endian header length, a JSON header
 // {name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {...}}, then the bytes.
 // We read only the header (weights stay in the file: ONNX external data points into it) and
-// write small files (adapters, tiny test models) from Float32Arrays.
+// write files from in-memory tensors (adapters, updates); checkpoints of any size go through the
+// streaming writer in safetensors-writer.ts.
 
-import { openSync, readSync, closeSync, fstatSync, writeFileSync, renameSync } from 'node:fs';
+import { openSync, readSync, closeSync, fstatSync } from 'node:fs';
 import { fail } from './errors.ts';
+import { safetensorsLayout, writeSafetensorsStream } from './safetensors-writer.ts';
 
-export type SafetensorsDtype = 'F32' | 'F16' | 'BF16' | 'F64' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
+import { DTYPE_BYTES, type SafetensorsDtype } from './safetensors-dtypes.ts';
 
-export const DTYPE_BYTES: Record<SafetensorsDtype, number> = {
-  F32: 4, F16: 2, BF16: 2, F64: 8, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1,
-};
+export { DTYPE_BYTES, type SafetensorsDtype };
 
 export interface SafetensorsEntry {
   name: string;
@@ -126,22 +126,24 @@ export function readTensorBytes(entry: SafetensorsEntry, file = ''): Buffer {
 /** Decode raw little-endian bytes of F32/F16/BF16 into float32. */
 export function toFloat32(bytes: Uint8Array, dtype: SafetensorsDtype): Float32Array {
   const n = bytes.byteLength / DTYPE_BYTES[dtype];
-  const out = new Float32Array(n);
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (dtype === 'F32') {
-    for (let i = 0; i < n; i++) out[i] = view.getFloat32(i * 4, true);
-  } else if (dtype === 'BF16') {
+    // an aligned copy (the bytes may start at any offset); typed arrays are little-endian here like the file
+    return new Float32Array(new Uint8Array(bytes).buffer, 0, n);
+  }
+  const out = new Float32Array(n);
+  const half = new Uint16Array(new Uint8Array(bytes).buffer); // aligned copy; typed arrays are little-endian here like the file
+  if (dtype === 'BF16') {
     const u32 = new Uint32Array(out.buffer);
-    for (let i = 0; i < n; i++) u32[i] = view.getUint16(i * 2, true) << 16;
+    for (let i = 0; i < n; i++) u32[i] = half[i] << 16;
   } else if (dtype === 'F16') {
-    for (let i = 0; i < n; i++) out[i] = halfToFloat(view.getUint16(i * 2, true));
+    for (let i = 0; i < n; i++) out[i] = halfToFloat(half[i]);
   } else {
     throw fail('FEDLORA_ERR_UNSUPPORTED_DTYPE', `cannot convert ${dtype} to float32`);
   }
   return out;
 }
 
-export function halfToFloat(h: number): number {
+function halfToFloat(h: number): number {
   const s = h & 0x8000 ? -1 : 1;
   const e = (h >> 10) & 0x1f;
   const f = h & 0x3ff;
@@ -195,50 +197,49 @@ export interface TensorToWrite {
   data: Float32Array | Uint8Array | BigInt64Array | Int32Array;
 }
 
-/** Serialise tensors to safetensors bytes (keys sorted, 8-byte aligned header like the Rust crate). */
+/** Serialise tensors to safetensors bytes (keys sorted, 8-byte aligned header like the Rust crate);
+ *  in memory, for adapters and updates (files: writeSafetensors). */
 export function encodeSafetensors(tensors: Map<string, TensorToWrite> | Record<string, TensorToWrite>, metadata?: Record<string, string>): Buffer {
   const map = tensors instanceof Map ? tensors : new Map(Object.entries(tensors));
-  const names = [...map.keys()].sort();
-  const header: Record<string, unknown> = {};
-  if (metadata) header.__metadata__ = metadata;
-  const parts: Buffer[] = [];
-  let offset = 0;
-  for (const name of names) {
-    const t = map.get(name)!;
-    const bytes = tensorBytes(t, name);
-    header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + bytes.length] };
-    parts.push(bytes);
-    offset += bytes.length;
-  }
-  let json = Buffer.from(JSON.stringify(header), 'utf8');
-  const pad = (8 - (json.length % 8)) % 8;
-  if (pad) json = Buffer.concat([json, Buffer.alloc(pad, 0x20)]);
-  const len = Buffer.alloc(8);
-  len.writeBigUInt64LE(BigInt(json.length));
-  return Buffer.concat([len, json, ...parts]);
+  const { header, order } = safetensorsLayout([...map].map(([name, t]) => ({ name, dtype: t.dtype, shape: t.shape })), metadata);
+  return Buffer.concat([header, ...order.map((t) => tensorBytes(map.get(t.name)!, t.name))]);
 }
 
-function tensorBytes(t: TensorToWrite, name: string): Buffer {
+function tensorBytes(t: TensorToWrite, name: string): Uint8Array {
   const count = t.shape.reduce((a, b) => a * b, 1);
   if (t.data instanceof Float32Array) {
     if (t.data.length !== count) throw fail('FEDLORA_ERR_SHAPE', `tensor "${name}": ${t.data.length} values for shape [${t.shape}]`);
-    if (t.dtype === 'F32') return Buffer.from(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength).slice());
-    const out = Buffer.alloc(count * 2);
-    const conv = t.dtype === 'F16' ? floatToHalf : floatToBf16;
-    for (let i = 0; i < count; i++) out.writeUInt16LE(conv(t.data[i]), i * 2);
-    return out;
+    if (t.dtype !== 'F32' && t.dtype !== 'F16' && t.dtype !== 'BF16') throw fail('FEDLORA_ERR_UNSUPPORTED_DTYPE', `tensor "${name}": float values cannot be written as ${t.dtype}`);
+    return encodeFloats(t.data, t.dtype);
   }
   const raw = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
-  const width = t.dtype === 'I64' ? 8 : t.dtype === 'F32' || t.dtype === 'I32' ? 4 : 2;
-  if (raw.byteLength !== count * width) throw fail('FEDLORA_ERR_SHAPE', `tensor "${name}": ${raw.byteLength} bytes for shape [${t.shape}] of ${t.dtype}`);
-  return Buffer.from(raw.slice());
+  if (raw.byteLength !== count * DTYPE_BYTES[t.dtype]) throw fail('FEDLORA_ERR_SHAPE', `tensor "${name}": ${raw.byteLength} bytes for shape [${t.shape}] of ${t.dtype}`);
+  return raw;
 }
 
-/** Write atomically (temp file + rename) so a crash never leaves a half-written file. */
+/** float32 values as little-endian F32, F16 or BF16 bytes (round to nearest even). */
+export function encodeFloats(values: Float32Array, dtype: 'F32' | 'F16' | 'BF16'): Uint8Array {
+  if (dtype === 'F32') return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+  const out = new Uint16Array(values.length);
+  if (dtype === 'BF16') {
+    const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
+    for (let i = 0; i < out.length; i++) {
+      const b = bits[i];
+      // NaN stays a quiet NaN; everything else rounds to nearest even on the dropped 16 bits
+      out[i] = (b & 0x7f800000) === 0x7f800000 && b & 0x7fffff ? (b >>> 16) | 0x40 : ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) & 0xffff;
+    }
+  } else {
+    for (let i = 0; i < out.length; i++) out[i] = floatToHalf(values[i]);
+  }
+  return new Uint8Array(out.buffer);
+}
+
+/** Write atomically (temp file + rename) so a crash never leaves a half-written file; streamed,
+ *  so files past 2 GiB are fine. */
 export function writeSafetensors(file: string, tensors: Map<string, TensorToWrite> | Record<string, TensorToWrite>, metadata?: Record<string, string>): void {
-  const tmp = `${file}.tmp-${process.pid}`;
-  writeFileSync(tmp, encodeSafetensors(tensors, metadata));
-  renameSync(tmp, file);
+  const map = tensors instanceof Map ? tensors : new Map(Object.entries(tensors));
+  const specs = [...map].map(([name, t]) => ({ name, dtype: t.dtype, shape: t.shape }));
+  writeSafetensorsStream(file, specs, (spec, write) => write(tensorBytes(map.get(spec.name)!, spec.name)), metadata);
 }
 
 /** Decode a whole safetensors buffer into float32 tensors (adapters, updates: small files). */

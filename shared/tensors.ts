@@ -38,3 +38,11 @@ export function unflatten(flat: Float32Array, layout: AdapterLayout): Map<string
   for (const e of layout.entries) m.set(e.name, { shape: [...e.shape], data: flat.slice(e.offset, e.offset + e.length) });
   return m;
 }
+
+/** L2 norm of arrays taken end to end, accumulated in float64: the one norm the site reports,
+ *  the coordinator measures and the trainer clips with (same order of summation, same result). */
+export function l2norm(parts: Float32Array | Iterable<Float32Array>): number {
+  let s = 0;
+  for (const v of parts instanceof Float32Array ? [parts] : parts) for (let i = 0; i < v.length; i++) s += v[i] * v[i];
+  return Math.sqrt(s);
+}

@@ -1,8 +1,8 @@
 // TLS credentials for the two coordinator listeners and for the site's channels.
 //   Federation: TLS 1.3 only, client certificate REQUIRED and verified against the consortium
 //     CA during the handshake (a client without one, with one from another CA, or with an
-//     expired one never reaches a handler). Revocation/site status are checked per call by
-//     coordinator/auth.ts.
+//     expired one never reaches a handler); with a CRL (coordinator/crl-watch.ts) a revoked one
+//     neither. Revocation and site status are checked per call too, by coordinator/auth.ts.
 //   Enrollment: TLS 1.3 only, server-authenticated (the site has no certificate yet).
 // grpc-js's ServerCredentials.createSsl cannot set minVersion, so we subclass
 // ServerCredentials: the constructor's two option objects are spread into
@@ -40,12 +40,25 @@ export interface ServerPki {
   http2Settings?: Record<string, number | boolean>;
 }
 
-/** Mutual TLS 1.3: only clients holding a certificate issued by the consortium CA connect. */
-export function createFederationServerCredentials(p: ServerPki): grpc.ServerCredentials {
-  return new Tls13ServerCredentials(
+/** The federation listener's credentials; a new CRL applies from the next handshake on. */
+class FederationServerCredentials extends Tls13ServerCredentials {
+  constructor(ctor: SecureServerOptions, private readonly ctx: SecureContextOptions) {
+    super(ctor, ctx);
+  }
+  /** Refuse the client certificates this CA-signed CRL (PEM) lists, in the TLS handshake. */
+  setCrl(crlPem: string): void {
+    this.updateSecureContextOptions({ ...this.ctx, crl: [Buffer.from(crlPem)] });
+  }
+}
+
+/** Mutual TLS 1.3: only clients holding a certificate issued by the consortium CA connect;
+ *  with a CRL (setCrl), none the CA revoked. */
+export function createFederationServerCredentials(p: ServerPki): FederationServerCredentials {
+  return new FederationServerCredentials(
     { requestCert: true, rejectUnauthorized: true, minVersion: TLS_MIN_VERSION, maxVersion: TLS_MIN_VERSION, settings: { ...HTTP2_SETTINGS, ...p.http2Settings } },
-    // The chain sent to clients includes the CA so a site can compare it with its pin.
-    { ca: [Buffer.from(p.caPem)], cert: [Buffer.concat([Buffer.from(p.certPem), Buffer.from('\n'), Buffer.from(p.caPem)])], key: [Buffer.from(p.keyPem)] },
+    // The chain sent to clients includes the CA so a site can compare it with its pin. The
+    // versions again here: a context replaced by setCrl keeps TLS 1.3 only.
+    { ca: [Buffer.from(p.caPem)], cert: [Buffer.concat([Buffer.from(p.certPem), Buffer.from('\n'), Buffer.from(p.caPem)])], key: [Buffer.from(p.keyPem)], minVersion: TLS_MIN_VERSION, maxVersion: TLS_MIN_VERSION },
   );
 }
 
@@ -75,12 +88,6 @@ export function createClientCredentials(p: ClientPki): grpc.ChannelCredentials {
     minVersion: TLS_MIN_VERSION,
   });
   return grpc.ChannelCredentials.createFromSecureContext(ctx);
-}
-
-/** Channel options to check the server certificate against `serverName` when it differs
- *  from the dialled host (grpc.ssl_target_name_override). */
-export function serverNameOptions(serverName?: string): grpc.ChannelOptions {
-  return serverName ? { 'grpc.ssl_target_name_override': serverName, 'grpc.default_authority': serverName } : {};
 }
 
 /** Files a site keeps in its site dir after enrollment (see site-agent/enroll.ts). */

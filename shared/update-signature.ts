@@ -14,7 +14,7 @@ export interface SignedUpdateFields {
   numExamples: number;
 }
 
-export function updateSigningBytes(f: SignedUpdateFields): Buffer {
+function updateSigningBytes(f: SignedUpdateFields): Buffer {
   return Buffer.from(
     canonicalJson({ v: 1, update_id: f.updateId, job_id: f.jobId, round: f.round, base_version: f.baseVersion, sha256: f.sha256, num_examples: f.numExamples }),
     'utf8',

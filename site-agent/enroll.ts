@@ -35,7 +35,7 @@ function splitHostPort(endpoint: string): { host: string; port: number } {
 
 /** Connect once (TLS 1.3, no trust yet) and return the CA certificate from the server's chain
  *  whose sha256 equals `pin`. Nothing else is sent on this connection. */
-export function fetchPinnedCa(endpoint: string, pin: string, timeoutMs = 10_000): Promise<string> {
+function fetchPinnedCa(endpoint: string, pin: string, timeoutMs = 10_000): Promise<string> {
   const { host, port } = splitHostPort(endpoint);
   return new Promise((resolve, reject) => {
     const sock = tlsConnect({ host, port, rejectUnauthorized: false, minVersion: TLS_MIN_VERSION, servername: /^[\d.:]+$/.test(host) ? undefined : host });

@@ -4,7 +4,9 @@
 // verify walks the whole hash chain and names the first broken entry; exit code 1 if broken.
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3-multiple-ciphers';
+import { openSiteDb } from '../../site-agent/site-db.ts';
+import { openCoordinatorDb } from '../../coordinator/store/migrations.ts';
 import type { CliGroups } from '../groups.ts';
 import { fail } from '../../shared/errors.ts';
 import { AuditLog, parseAnchor, type AuditAnchor } from '../../shared/audit.ts';
@@ -17,13 +19,11 @@ export function openAuditLog(o: Where): { db: Database.Database; log: AuditLog; 
   if (o.dataDir && o.siteDir) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', 'give --data-dir (coordinator) or --site-dir (site), not both');
   const [file, table] = o.siteDir ? [join(o.siteDir, 'site.sqlite'), 'site_audit'] : [join(o.dataDir ?? defaultDataDir(), 'coordinator.sqlite'), 'audit_log'];
   if (!existsSync(file)) throw fail('FEDLORA_ERR_NOT_FOUND', `${file} does not exist (wrong ${o.siteDir ? '--site-dir' : '--data-dir'}?)`);
-  const db = new Database(file, { fileMustExist: true });
-  db.pragma('busy_timeout = 5000');
+  const db = o.siteDir ? openSiteDb(o.siteDir) : openCoordinatorDb(file);
   if (!db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(table)) {
     db.close();
     throw fail('FEDLORA_ERR_NOT_FOUND', `${file} has no ${table} table: nothing has been audited there`);
   }
-  // The table exists, so AuditLog only (re)creates missing append-only triggers.
   return { db, log: new AuditLog(db, table), file, table };
 }
 
@@ -54,7 +54,7 @@ export function register(g: CliGroups): void {
       try {
         const r = log.verify(anchors);
         if (o.json) process.stdout.write(JSON.stringify({ file, table, ...r }) + '\n');
-        else if (r.ok) process.stdout.write(`audit chain OK: ${r.entries} entries in ${file} (${table})${anchors.length ? `, ${anchors.length} anchor(s) matched` : ' (no anchors given: a cut-off tail would go unnoticed)'}\n`);
+        else if (r.ok) process.stdout.write(`audit chain OK: ${r.entries} entries in ${file} (${table})${r.pruned ? `, ${r.pruned} older entries removed by retention` : ''}${anchors.length ? `, ${anchors.length} anchor(s) matched` : ' (no anchors given: a cut-off tail would go unnoticed)'}\n`);
         else {
           // Raw row (its details may not even parse): what the broken entry claims to be.
           const e = db.prepare(`SELECT ts, actor, action, subject FROM ${table} WHERE seq = ?`).get(r.firstBroken!.seq) as { ts: string; actor: string; action: string; subject: string } | undefined;

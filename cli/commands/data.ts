@@ -1,17 +1,18 @@
 // Site data commands: `fedlora site ingest`, `fedlora site data report|build`, `fedlora synth`.
 
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { existsSync } from 'node:fs';
 import type { CliGroups } from '../groups.ts';
 import { fail } from '../../shared/errors.ts';
 import {
   ingestIntoSite, loadDataConfig, openSiteDataStore, siteDbPath, dataReport, formatReport, buildDatasets, writeDatasetFiles,
-  generateSites, DEID_DISABLED_WARNING, type IngestFormat, type IngestSummary,
+  generateSites, backfillFields, DEID_DISABLED_WARNING, type IngestFormat, type IngestSummary,
   type DataConfig,
 } from '../../site-agent/data/index.ts';
 import { chatExample, DEFAULT_ALLOWED } from '../../site-agent/data/dataset/build.ts';
 import type { CaseRecord } from '../../site-agent/data/types.ts';
-import { loadTokenizer } from '../../site-agent/engine/tokenizer.ts';
+import { TRAINING_LABEL_POLICIES, type TrainingLabelPolicy } from '../../site-agent/data/labels/effective.ts';
+import { loadSiteConfig, SITE_CONFIG_NAMES } from '../../site-agent/config.ts';
 
 const siteDirOf = (o: { siteDir?: string }): string => resolve(o.siteDir ?? process.env.FEDLORA_SITE_DIR ?? '.');
 
@@ -26,6 +27,7 @@ function printSummary(s: IngestSummary): void {
   w(`duplicates: ${s.duplicates}`);
   w(`quarantined: ${s.quarantined}`);
   for (const [r, n] of Object.entries(s.quarantineByReason).sort()) w(`  ${r}: ${n}`);
+  if (s.nearDuplicates.pairs || s.nearDuplicates.merged) w(`near-duplicates: ${s.nearDuplicates.pairs} pair(s) with stored records${s.nearDuplicates.merged ? `, ${s.nearDuplicates.merged} near-copies merged (not stored)` : ''}`);
   if (Object.keys(s.ignoredResources).length) {
     w(`ignored FHIR resources (not used by the pipeline, not quarantined): ${Object.entries(s.ignoredResources).map(([t, n]) => `${t} ${n}`).join(', ')}`);
   }
@@ -35,13 +37,23 @@ function printSummary(s: IngestSummary): void {
 
 /** Tokens of each record's SFT example as the model sees it (chat template applied when the
  *  model has one, else the plain record text). */
-function tokenCounter(modelDir: string, config: DataConfig): (rec: CaseRecord, text: string) => number {
+async function tokenCounter(modelDir: string, config: DataConfig): Promise<(rec: CaseRecord, text: string) => number> {
+  const { loadTokenizer } = await import('../../site-agent/engine/index.ts'); // loads ONNX Runtime: only when asked
   const tok = loadTokenizer(modelDir);
   const allowed = new Set(DEFAULT_ALLOWED);
   return (rec, text) => {
     const rendered = tok.hasChatTemplate ? tok.applyChatTemplate(chatExample(rec, allowed, config).messages) : text;
     return tok.encode(rendered, { addSpecialTokens: false }).length;
   };
+}
+
+/** --labels, else the site config's policy.training_labels, else any. */
+function trainingLabelsOf(siteDir: string, flag: string | undefined): TrainingLabelPolicy {
+  if (flag !== undefined) {
+    if (!(TRAINING_LABEL_POLICIES as readonly string[]).includes(flag)) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `--labels ${flag}: expected ${TRAINING_LABEL_POLICIES.join(' or ')}`);
+    return flag as TrainingLabelPolicy;
+  }
+  return SITE_CONFIG_NAMES.some((n) => existsSync(join(siteDir, n))) ? loadSiteConfig(siteDir).policy.training_labels : 'any';
 }
 
 export function register(g: CliGroups): void {
@@ -66,19 +78,44 @@ export function register(g: CliGroups): void {
   const data = g.site.command('data').description('the site\'s ingested data');
   data
     .command('report')
-    .description('counts per department/diagnosis, length distribution, quarantine reasons')
+    .description('counts per department/diagnosis, length distribution, quarantine reasons, structured fields with extraction precision/recall, near-duplicates')
     .option('--site-dir <dir>', 'site directory')
     .option('--model <dir>', 'base model folder: also report token lengths (of the SFT example, chat template applied)')
     .option('--config <file>', 'site config or data-section file (prompt templates for token counts)')
     .option('--json', 'print as JSON')
-    .action((o: { siteDir?: string; model?: string; config?: string; json?: boolean }) => {
+    .action(async (o: { siteDir?: string; model?: string; config?: string; json?: boolean }) => {
       const db = siteDbPath(siteDirOf(o));
       if (!existsSync(db)) throw fail('FEDLORA_ERR_NOT_FOUND', `${db}: no site database; run "fedlora site ingest" first`);
-      const count = o.model ? tokenCounter(resolve(o.model), loadDataConfig(siteDirOf(o), o.config)) : undefined;
+      const config = loadDataConfig(siteDirOf(o), o.config);
+      const count = o.model ? await tokenCounter(resolve(o.model), config) : undefined;
       const store = openSiteDataStore(db);
       try {
-        const rep = dataReport(store, count);
+        const rep = dataReport(store, count, config.cleaning);
         process.stdout.write((o.json ? JSON.stringify(rep, null, 2) : formatReport(rep)) + '\n');
+      } finally {
+        store.close();
+      }
+    });
+  data
+    .command('extract')
+    .description('read structured fields (vitals, labs, medications) and near-duplicate signatures for records stored before extraction, from their stored de-identified text')
+    .option('--site-dir <dir>', 'site directory')
+    .option('--config <file>', 'site config or data-section file')
+    .option('--json', 'print as JSON')
+    .action((o: { siteDir?: string; config?: string; json?: boolean }) => {
+      const siteDir = siteDirOf(o);
+      const db = siteDbPath(siteDir);
+      if (!existsSync(db)) throw fail('FEDLORA_ERR_NOT_FOUND', `${db}: no site database; run "fedlora site ingest" first`);
+      const config = loadDataConfig(siteDir, o.config);
+      const store = openSiteDataStore(db);
+      try {
+        const s = backfillFields(store.db, config.fields);
+        if (o.json) process.stdout.write(JSON.stringify(s, null, 2) + '\n');
+        else {
+          process.stdout.write(`records given structured fields: ${s.records}${s.signaturesOnly ? ` (${s.signaturesOnly} more given a near-duplicate signature only: data.fields.extract is false)` : ''}\n`);
+          process.stdout.write(`near-duplicate pairs found: ${s.nearDuplicatePairs}\n`);
+          for (const [f, n] of Object.entries(s.wouldDrop)) process.stdout.write(`note: ${n} stored record(s) lack ${f}, which data.fields.missing.${f}: drop would refuse at ingest (kept)\n`);
+        }
       } finally {
         store.close();
       }
@@ -89,15 +126,19 @@ export function register(g: CliGroups): void {
     .option('--site-dir <dir>', 'site directory')
     .option('--config <file>', 'site config or data-section file')
     .option('--allowed-fields <list>', 'comma-separated fields the policy allows (default: all but icd10)')
+    .option('--labels <policy>', 'any | confirmed: which labels may be targets (default: the site policy\'s training_labels, else any)')
     .requiredOption('--out <dir>', 'output folder')
-    .action((o: { siteDir?: string; config?: string; allowedFields?: string; out: string }) => {
+    .action((o: { siteDir?: string; config?: string; allowedFields?: string; labels?: string; out: string }) => {
       const siteDir = siteDirOf(o);
       const config = loadDataConfig(siteDir, o.config);
+      const trainingLabels = trainingLabelsOf(siteDir, o.labels);
       const store = openSiteDataStore(siteDbPath(siteDir));
       try {
-        const ds = buildDatasets(store, { config, allowedFields: o.allowedFields?.split(',').map((s) => s.trim()) });
+        const ds = buildDatasets(store, { config, allowedFields: o.allowedFields?.split(',').map((s) => s.trim()), trainingLabels });
         const { files } = writeDatasetFiles(resolve(o.out), ds);
         process.stdout.write(`train ${ds.train.length}, validation ${ds.validation.length}, test ${ds.test.length}, choices ${ds.choices.length}\n`);
+        const ex = ds.labels.excluded;
+        if (ex.disputed || ex.unconfirmed) process.stdout.write(`left out (labels: ${trainingLabels}): ${ex.unconfirmed} without a confirmed label, ${ex.disputed} in dispute\n`);
         for (const [k, p] of Object.entries(files)) process.stdout.write(`  ${k}: ${p}\n`);
       } finally {
         store.close();

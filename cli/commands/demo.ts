@@ -10,7 +10,11 @@ export function register(g: CliGroups): void {
     .option('--rounds <n>', 'federated rounds', '3')
     .option('--out <dir>', 'output folder (report.json, logs, every site folder)', 'demo-out')
     .option('--records <n>', 'synthetic records per hospital', '120')
-    .option('--local-steps <n>', 'local training steps per round', '12')
+    .option('--local-steps <n>', 'local training steps per round', '15')
+    .option('--small-site <n>', 'records of the last hospital, a small one (0: every hospital has --records)', '30')
+    .option('--shared-per-diagnosis <n>', 'cases per diagnosis in the consortium-wide balanced test set every hospital scores (0: none)', '3')
+    .option('--learning-rate <x>', 'local learning rate', '0.01')
+    .option('--seed <n>', 'seed of the model, the records and the training', '7')
     .option('--arch <a>', 'llama | qwen2', 'llama')
     .option('--lang <l>', 'en | zh | mixed', 'en')
     .option('--skew <x>', 'non-IID skew of department mixes, 0..1', '0.8')
@@ -20,8 +24,13 @@ export function register(g: CliGroups): void {
     .option('--clip-norm <c>', 'DP clip norm', '1.0')
     .option('--noise-multiplier <z>', 'DP noise multiplier', '0.5')
     .option('--epsilon-budget <e>', 'DP budget of the job', '100')
+    .option('--sample-rate <q>', 'with --dp: each round samples every hospital independently with probability q (Poisson sampling; the accountant charges q)', '1')
     .option('--secure-aggregation', 'secure aggregation (the coordinator sees only the sum)', false)
     .option('--no-cross-eval', 'skip the cross-site evaluation after the job')
+    .option('--continue-rounds <k>', 'after the job: new records at every hospital, then `fedlora job continue --rounds K` (a new data period)', '0')
+    .option('--new-records <n>', 'with --continue-rounds: new synthetic records per hospital (another department mix)', '80')
+    .option('--replay-fraction <f>', 'train.replay_fraction: the share of earlier records in a later period\'s training set', '0.25')
+    .option('--personal-steps <n>', "each hospital's personalised adapter: this many local steps on every global version, evaluated beside global and local-only (0: none)", '2')
     .option('--keep-running', 'leave the coordinator and sites running after the report (Ctrl-C stops them)', false)
     .action(async (o) => {
       const { runDemo, DEMO_DEFAULTS } = await import('../demo/run-demo.ts');
@@ -30,7 +39,15 @@ export function register(g: CliGroups): void {
         if (!Number.isInteger(n) || n < min) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `--${name} must be an integer >= ${min}, got ${v}`);
         return n;
       };
+      const q = Number(o.sampleRate);
+      if (!(q > 0 && q <= 1)) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `--sample-rate must be a number in (0, 1], got ${o.sampleRate}`);
+      if (q < 1 && !o.dp) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', '--sample-rate samples hospitals for DP-FedAvg: add --dp');
       if (o.arch !== 'llama' && o.arch !== 'qwen2') throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `--arch must be llama or qwen2, got ${o.arch}`);
+      const replayFraction = (v: string) => {
+        const f = Number(v);
+        if (!(f >= 0 && f < 1)) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `--replay-fraction must be a number in [0, 1), got ${v}`);
+        return f;
+      };
       const t0 = Date.now();
       const r = await runDemo({
         ...DEMO_DEFAULTS,
@@ -38,16 +55,24 @@ export function register(g: CliGroups): void {
         rounds: int(o.rounds, 'rounds', 1),
         records: int(o.records, 'records', 20),
         localSteps: int(o.localSteps, 'local-steps', 1),
+        smallSite: int(o.smallSite, 'small-site', 0) || null,
+        sharedPerDiagnosis: int(o.sharedPerDiagnosis, 'shared-per-diagnosis', 0),
+        learningRate: Number(o.learningRate),
+        seed: int(o.seed, 'seed', 0),
         out: o.out,
         arch: o.arch,
         lang: o.lang,
         skew: Number(o.skew),
         aggregation: o.aggregation,
         freezeA: o.freezeA || o.aggregation === 'ffa',
-        dp: o.dp ? { clipNorm: Number(o.clipNorm), noiseMultiplier: Number(o.noiseMultiplier), budget: Number(o.epsilonBudget) } : null,
+        dp: o.dp ? { clipNorm: Number(o.clipNorm), noiseMultiplier: Number(o.noiseMultiplier), budget: Number(o.epsilonBudget), sampleRate: q } : null,
         secureAggregation: o.secureAggregation,
         keepRunning: o.keepRunning,
         crossEval: o.crossEval,
+        personalSteps: int(o.personalSteps, 'personal-steps', 0),
+        continuation: int(o.continueRounds, 'continue-rounds', 0) > 0
+          ? { rounds: int(o.continueRounds, 'continue-rounds', 0), records: int(o.newRecords, 'new-records', 20), replayFraction: replayFraction(o.replayFraction) }
+          : null,
         log: (l: string) => process.stdout.write(l + '\n'),
       });
       process.stdout.write(`demo finished in ${((Date.now() - t0) / 1000).toFixed(0)} s\n`);

@@ -1,7 +1,8 @@
-// Coordinator-side commands: `coordinator init|start`, `job submit|status|list`,
+// Coordinator-side commands: `coordinator init|start`, `job submit|validate|status|list`,
 // `adapter list|download`. (Site-side `site start|status` go in the marked section below.)
 import type { CliGroups } from '../groups.ts';
 import { apiOptions, out } from '../api-options.ts';
+import { fail } from '../../shared/errors.ts';
 
 export function register(g: CliGroups): void {
   // ---- coordinator ----------------------------------------------------------------------
@@ -14,6 +15,7 @@ export function register(g: CliGroups): void {
     .option('--http-port <n>', 'HTTP API port', '8080')
     .option('--public-endpoint <host:port>', 'Federation endpoint that sites dial')
     .option('--force', 'overwrite an existing data dir (invalidates all site certificates)')
+    .option('--encrypt-db', 'encrypt coordinator.sqlite at rest (SQLCipher; key made 0600 in secrets/db.key)')
     .action(async (o) => {
       const { initCoordinator } = await import('../../coordinator/service.ts');
       const r = await initCoordinator({
@@ -21,6 +23,7 @@ export function register(g: CliGroups): void {
         config: {
           federation: { port: Number(o.federationPort), ...(o.publicEndpoint ? { public_endpoint: o.publicEndpoint } : {}) },
           enrollment: { port: Number(o.enrollmentPort) }, http: { port: Number(o.httpPort) },
+          ...(o.encryptDb ? { database: { encryption: 'sqlcipher' } } : {}),
         },
       });
       out(`config: ${r.configPath}\nCA sha256: ${r.caSha256}\nadmin token (shown once; also in ${o.dataDir}/admin.token, mode 0600): ${r.adminToken}`);
@@ -59,6 +62,26 @@ export function register(g: CliGroups): void {
       const j = await api<{ id: string; status: string }>(resolveTarget(o), 'POST', `/api/jobs${o.id ? `?id=${encodeURIComponent(o.id)}` : ''}`, spec);
       out(`job ${j.id} ${j.status}`);
     });
+  g.job.command('validate').argument('<file>', 'job spec (YAML or JSON)')
+    .description('check a job file offline: its fields, its base model and its lineage (init_adapter); errors name the line and field')
+    .option('--model <dir>', 'the base model folder: its manifest must be base_model.manifest_sha256')
+    .option('--coordinator-dir <dir>', "the coordinator's data folder (read-only): checks init_adapter's version there")
+    .option('--init-adapter <dir>', 'or a folder `fedlora adapter download` wrote for the init_adapter version')
+    .action(async (file: string, o: { model?: string; coordinatorDir?: string; initAdapter?: string }) => {
+      const { validateJobFile } = await import('../job-validate.ts');
+      const checked = validateJobFile(file, o);
+      out(`${file}: valid\n${checked.map((l) => `  ${l}`).join('\n')}`);
+    });
+  apiOptions(g.job.command('continue').argument('<job>').description("run K more rounds as a new data period: sites train their new records with a replay sample of earlier ones (train.replay_fraction); a completed job runs again")
+    .requiredOption('--rounds <k>', 'how many rounds'))
+    .action(async (job: string, o) => {
+      const rounds = Number(o.rounds);
+      if (!Number.isInteger(rounds) || rounds < 1) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `--rounds: "${o.rounds}" is not a whole number of rounds (1 or more)`);
+      const { api, resolveTarget } = await import('../../coordinator/http/client.ts');
+      const j = await api<{ id: string; status: string; rounds_total: number; periods: { period: number; first_round: number; rounds: number }[] }>(resolveTarget(o), 'POST', `/api/jobs/${encodeURIComponent(job)}/continue`, { rounds });
+      const p = j.periods.at(-1)!;
+      out(`job ${j.id} ${j.status}: period ${p.period}, rounds ${p.first_round}-${p.first_round + p.rounds - 1} of ${j.rounds_total}`);
+    });
   apiOptions(g.job.command('status').argument('<job>').description('job status with its rounds'))
     .action(async (job: string, o) => {
       const { api, resolveTarget } = await import('../../coordinator/http/client.ts');
@@ -89,6 +112,4 @@ export function register(g: CliGroups): void {
       const r = await downloadAdapter(resolveTarget(o), o.job, Number(o.version), o.out);
       out(`adapter ${r.sha256} (manifest signature verified)\n${r.files.join('\n')}`);
     });
-
-  // ---- site start|status: added by the site-agent runtime (lead) below this line ------------
 }

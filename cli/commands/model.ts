@@ -1,4 +1,4 @@
-// Engine commands: `fedlora model init-tiny|score|merge`, `fedlora train`, `fedlora generate`.
+// Engine commands: `fedlora model init-tiny|init-random|score|merge`, `fedlora train`, `fedlora generate`.
 // The engine modules are imported inside each action, so a problem in one engine file never
 // breaks unrelated commands of the CLI (they all share this command tree).
 
@@ -6,8 +6,9 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { CliGroups } from '../groups.ts';
 import { fail } from '../../shared/errors.ts';
-import { ALL_TARGETS } from '../../site-agent/engine/lora-keys.ts';
-import type { Arch, Device, LoraConfig, LoraTarget, ProgressEvent, WeightDtype } from '../../site-agent/engine/types.ts';
+import { ALL_TARGETS } from '../../shared/lora/keys.ts';
+import type { Arch, LoraConfig, LoraTarget } from '../../shared/lora/types.ts';
+import type { Device, ProgressEvent, QuantMode, WeightDtype } from '../../site-agent/engine/index.ts';
 
 // ---- flag parsing: every bad value names its flag ------------------------------------------
 export function intFlag(v: string | undefined, flag: string, opts: { min?: number } = {}): number | undefined {
@@ -30,6 +31,20 @@ function oneOf<T extends string>(v: string | undefined, flag: string, allowed: r
   if (!allowed.includes(v as T)) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `${flag} ${JSON.stringify(v)}: expected one of ${allowed.join(', ')}`);
   return v as T;
 }
+/** "5GB", "500MB", "2GiB" or a byte count (decimal units like huggingface_hub). */
+export function sizeFlag(v: string, flag: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?\s*$/i.exec(v);
+  const units: Record<string, number> = { b: 1, kb: 1e3, mb: 1e6, gb: 1e9, tb: 1e12, kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3, tib: 1024 ** 4 };
+  const n = m ? Math.floor(Number(m[1]) * units[(m[2] ?? 'b').toLowerCase()]) : NaN;
+  if (!(n > 0)) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `${flag} ${JSON.stringify(v)}: expected a size such as 5GB, 500MB or a byte count`);
+  return n;
+}
+const QUANTIZE_HELP = 'frozen base weights: none (float32) | int8 | int4 (blockwise; prepared once per checkpoint and cached)';
+function quantizeFlag(v: string): QuantMode {
+  return oneOf(v.toLowerCase(), '--quantize', ['none', 'int8', 'int4'] as const)!;
+}
+/** Engine notes (e.g. the one-time weight preparation) go to stderr, never into a command's output. */
+const note = (msg: string) => process.stderr.write(`${msg}\n`);
 function targetsFlag(v: string): LoraTarget[] {
   const ts = v.split(',').map((s) => s.trim()).filter(Boolean);
   if (ts.length === 0) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', '--targets is empty');
@@ -58,7 +73,7 @@ interface TrainFlags {
   model: string; data: string; out: string; rank: string; alpha: string; targets: string; loraDropout: string; rslora?: boolean;
   optimizer: string; lr: string; weightDecay: string; warmup: string; steps?: string; epochs?: string; batchTokens?: string;
   microBatch: string; seq?: string; maxSeqLen: string; seed: string; initSeed: string; freezeA?: boolean; maxGradNorm: string; proxMu: string;
-  device: string; resume?: boolean; checkpointEvery: string; initAdapter?: string;
+  device: string; resume?: boolean; checkpointEvery: string; initAdapter?: string; quantize: string; recompute?: boolean;
 }
 
 async function trainAction(o: TrainFlags): Promise<void> {
@@ -77,9 +92,7 @@ async function trainAction(o: TrainFlags): Promise<void> {
   };
   if (lora.dropout >= 1) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `--lora-dropout ${o.loraDropout}: must be < 1`);
   const out = resolve(o.out);
-  const { readCheckpoint } = await import('../../site-agent/engine/checkpoint/read.ts');
-  const { trainLora } = await import('../../site-agent/engine/train/trainer.ts');
-  const { writePeftAdapter, readPeftAdapter } = await import('../../shared/peft.ts');
+  const { readCheckpoint, train, writePeftAdapter, readPeftAdapter } = await import('../../site-agent/engine/index.ts');
   const ckpt = readCheckpoint(modelDir);
   const initialAdapter = o.initAdapter ? readPeftAdapter(resolve(o.initAdapter)).weights : null;
 
@@ -99,7 +112,7 @@ async function trainAction(o: TrainFlags): Promise<void> {
   let result;
   let stepsBefore: number | undefined;
   try {
-    result = await trainLora({
+    result = await train({
       model: ckpt, data, lora, initialAdapter,
       optimizer: oneOf(o.optimizer, '--optimizer', ['adamw', 'sgd'] as const),
       lr: numFlag(o.lr, '--lr', { positive: true })!,
@@ -115,6 +128,7 @@ async function trainAction(o: TrainFlags): Promise<void> {
       maxGradNorm: numFlag(o.maxGradNorm, '--max-grad-norm', { min: 0 }),
       proxMu: numFlag(o.proxMu, '--prox-mu', { min: 0 }),
       device: oneOf(o.device, '--device', ['cpu', 'cuda', 'webgpu'] as const) as Device,
+      quantize: quantizeFlag(o.quantize), recompute: !!o.recompute, log: note,
       checkpointDir, checkpointEvery: intFlag(o.checkpointEvery, '--checkpoint-every', { min: 0 }), resume: !!o.resume,
       signal: ac.signal,
       onProgress: (ev) => {
@@ -136,7 +150,7 @@ async function trainAction(o: TrainFlags): Promise<void> {
   }
   writePeftAdapter(out, result.adapter, { r: lora.r, alpha: lora.alpha, targets: lora.targets, dropout: lora.dropout, useRslora: lora.useRslora, baseModel: modelDir });
   const last = result.metrics.lossPerStep.at(-1);
-  process.stdout.write(`trained ${result.metrics.steps} steps on ${result.metrics.examples} examples (${result.metrics.tokens} tokens, ${Math.round(result.metrics.tokensPerSecond)} tok/s), final loss ${last?.toFixed(4)}\nadapter: ${out}\nmetrics: ${metricsFile}\n`);
+  process.stdout.write(`trained ${result.metrics.steps} steps on ${result.metrics.examples} examples (${result.metrics.tokens} tokens, ${Math.round(result.metrics.tokensPerSecond)} tok/s, peak RSS ${(result.metrics.peakRssBytes / 2 ** 30).toFixed(2)} GiB), final loss ${last?.toFixed(4)}\nadapter: ${out}\nmetrics: ${metricsFile}\n`);
 }
 
 export function register(g: CliGroups): void {
@@ -155,16 +169,40 @@ export function register(g: CliGroups): void {
     .option('--tokenizer <kind>', 'byte | deepseek', 'byte')
     .option('--dtype <dtype>', 'f32 | f16 | bf16', 'f32')
     .action(async (o: Record<string, string>) => {
-      const { writeTinyModel } = await import('../../site-agent/engine/checkpoint/tiny.ts');
+      const { initTinyModel } = await import('../../site-agent/engine/index.ts');
       const arch = oneOf(o.arch, '--arch', ['llama', 'qwen2'] as const) as Arch;
       const dtype = oneOf(o.dtype.toLowerCase(), '--dtype', ['f32', 'f16', 'bf16'] as const)!.toUpperCase() as WeightDtype;
-      const info = writeTinyModel({
+      const info = initTinyModel({
         arch, out: resolve(o.out), seed: intFlag(o.seed, '--seed')!, layers: intFlag(o.layers, '--layers', { min: 1 })!, hidden: intFlag(o.hidden, '--hidden', { min: 2 })!,
         heads: intFlag(o.heads, '--heads', { min: 1 })!, kvHeads: intFlag(o.kvHeads, '--kv-heads', { min: 1 })!, intermediate: intFlag(o.intermediate, '--intermediate', { min: 1 }),
         vocab: intFlag(o.vocab, '--vocab', { min: 2 }), dtype, tokenizer: oneOf(o.tokenizer, '--tokenizer', ['byte', 'deepseek'] as const),
       });
       const c = info.config;
       process.stdout.write(`wrote ${c.arch} model (${c.numLayers} layers, hidden ${c.hiddenSize}, heads ${c.numHeads}/${c.numKvHeads}, vocab ${c.vocabSize}, ${dtype}) to ${info.dir}\n`);
+    });
+
+  g.model
+    .command('init-random')
+    .description('write a randomly initialised checkpoint with the exact config of a public DeepSeek model (streamed, sharded like Hugging Face)')
+    .requiredOption('--like <name>', 'deepseek-r1-distill-qwen-1.5b | deepseek-r1-distill-qwen-7b | deepseek-llm-7b | deepseek-coder-1.3b | ...')
+    .requiredOption('--out <dir>', 'output folder')
+    .option('--dtype <dtype>', 'bf16 | f16 | f32', 'bf16')
+    .option('--seed <n>', 'weight seed', '0')
+    .option('--layers <n>', 'keep only the first N decoder layers (default: all)')
+    .option('--init <style>', 'realistic (trained-like scales) | hf (transformers init)', 'realistic')
+    .option('--max-shard-size <size>', 'shard size, e.g. 5GB, 500MB or bytes', '5GB')
+    .action(async (o: { like: string; out: string; dtype: string; seed: string; layers?: string; init: string; maxShardSize: string }) => {
+      const engine = await import('../../site-agent/engine/index.ts');
+      const dtype = oneOf(o.dtype.toLowerCase(), '--dtype', ['f32', 'f16', 'bf16'] as const)!.toUpperCase() as WeightDtype;
+      const t0 = performance.now();
+      const info = engine.initRandomModel({
+        like: o.like, out: resolve(o.out), dtype, seed: intFlag(o.seed, '--seed')!, layers: intFlag(o.layers, '--layers', { min: 1 }),
+        init: oneOf(o.init, '--init', ['realistic', 'hf'] as const), maxShardBytes: sizeFlag(o.maxShardSize, '--max-shard-size'),
+      });
+      const c = info.config;
+      const shards = info.files.filter((f) => f.endsWith('.safetensors')).length;
+      process.stdout.write(`wrote ${o.like} (${c.arch}, ${c.numLayers} layers, hidden ${c.hiddenSize}, heads ${c.numHeads}/${c.numKvHeads}, vocab ${c.vocabSize}) ` +
+        `${(info.parameters / 1e9).toFixed(2)} B parameters, ${dtype}, ${(info.totalBytes / 1e9).toFixed(2)} GB in ${shards} file${shards > 1 ? 's' : ''} to ${info.dir} in ${((performance.now() - t0) / 1000).toFixed(0)} s\n`);
     });
 
   g.model
@@ -175,11 +213,13 @@ export function register(g: CliGroups): void {
     .option('--text <text>', 'text to score (tokenised with the model tokenizer)')
     .option('--ids <ids>', 'comma-separated token ids')
     .option('--json', 'print JSON {tokens, logprobs}')
-    .action(async (o: { model: string; adapter?: string; text?: string; ids?: string; json?: boolean }) => {
+    .option('--quantize <mode>', QUANTIZE_HELP, 'none')
+    .action(async (o: { model: string; adapter?: string; text?: string; ids?: string; json?: boolean; quantize: string }) => {
       if ((o.text === undefined) === (o.ids === undefined)) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', 'give exactly one of --text or --ids');
       const modelDir = modelDirFlag(o.model);
+      const quantize = quantizeFlag(o.quantize);
       const engine = await import('../../site-agent/engine/index.ts');
-      const model = await engine.loadModel(modelDir, { adapter: o.adapter ? resolve(o.adapter) : undefined });
+      const model = await engine.loadModel(modelDir, { adapter: o.adapter ? resolve(o.adapter) : undefined, quantize, log: note });
       try {
         let ids: number[];
         if (o.ids !== undefined) {
@@ -243,6 +283,8 @@ export function register(g: CliGroups): void {
     .option('--prox-mu <x>', 'FedProx proximal weight (against the initial adapter)', '0')
     .option('--init-adapter <dir>', 'start from this PEFT adapter (e.g. the global one)')
     .option('--device <d>', 'cpu | cuda | webgpu', 'cpu')
+    .option('--quantize <mode>', QUANTIZE_HELP, 'none')
+    .option('--recompute', 'recompute each layer\'s activations in the backward pass (less memory for long sequences, ~1/3 more compute)')
     .option('--checkpoint-every <n>', 'checkpoint every N steps (0 = only at the end or on Ctrl-C)', '0')
     .option('--resume', 'continue from OUT/checkpoint')
     .action(trainAction);
@@ -257,10 +299,12 @@ export function register(g: CliGroups): void {
     .option('--temperature <t>', '0 = greedy', '0')
     .option('--seed <n>', 'sampling seed', '0')
     .option('--chat', 'wrap the prompt in the chat template as a user message')
-    .action(async (o: { model: string; adapter?: string; prompt: string; maxNewTokens: string; temperature: string; seed: string; chat?: boolean }) => {
+    .option('--quantize <mode>', QUANTIZE_HELP, 'none')
+    .action(async (o: { model: string; adapter?: string; prompt: string; maxNewTokens: string; temperature: string; seed: string; chat?: boolean; quantize: string }) => {
       const modelDir = modelDirFlag(o.model);
+      const quantize = quantizeFlag(o.quantize);
       const engine = await import('../../site-agent/engine/index.ts');
-      const model = await engine.loadModel(modelDir, { adapter: o.adapter ? resolve(o.adapter) : undefined });
+      const model = await engine.loadModel(modelDir, { adapter: o.adapter ? resolve(o.adapter) : undefined, quantize, log: note });
       try {
         const text = await model.generate(o.prompt, {
           maxNewTokens: intFlag(o.maxNewTokens, '--max-new-tokens', { min: 1 })!,

@@ -23,7 +23,7 @@ export function registerDoctor(g: CliGroups): void {
       const timeoutMs = Number(o.timeoutMs);
       if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `--timeout-ms must be a positive integer, got ${o.timeoutMs}`);
       if (o.modelSha256 && !/^[0-9a-f]{64}$/.test(o.modelSha256)) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `--model-sha256 must be 64 lowercase hex characters, got ${o.modelSha256}`);
-      const { runSiteDoctor, runCoordinatorDoctor, formatDoctorReport } = await import('../../shared/doctor/index.ts');
+      const { runSiteDoctor, runCoordinatorDoctor, formatDoctorReport } = await import('../doctor/index.ts');
       const r = o.siteDir
         ? await runSiteDoctor({ siteDir: o.siteDir, coordinatorUrl: o.coordinatorUrl ?? process.env.FEDLORA_COORDINATOR_URL, modelSha256: o.modelSha256, skipModelHash: o.skipModelHash, timeoutMs })
         : await runCoordinatorDoctor({ dataDir: o.dataDir!, timeoutMs });

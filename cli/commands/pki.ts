@@ -2,13 +2,14 @@
 // Coordinator data dir: --data-dir, else $FEDLORA_DATA_DIR, else ./.fedlora/coordinator.
 // Site dir: --site-dir, else $FEDLORA_SITE_DIR, else ./.fedlora/site.
 import { mkdirSync } from 'node:fs';
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3-multiple-ciphers';
 import type { CliGroups } from '../groups.ts';
 import { fail } from '../../shared/errors.ts';
 import { parseDuration } from '../../certs/tokens.ts';
 import type { KeyAlgorithm } from '../../certs/x509.ts';
 import { issueJoinToken, loadCoordinatorCa, revokeSite, setupCoordinatorPki, sqlitePathOf } from '../../coordinator/enrollment.ts';
 import { enrollSite } from '../../site-agent/enroll.ts';
+import { openCoordinatorDb } from '../../coordinator/store/migrations.ts';
 
 export const DEFAULT_ENROLL_ENDPOINT = 'localhost:7444';
 
@@ -22,10 +23,7 @@ export function defaultSiteDir(): string {
 
 function openDb(dataDir: string): Database.Database {
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-  const db = new Database(sqlitePathOf(dataDir));
-  db.pragma('journal_mode = WAL');
-  db.pragma('busy_timeout = 5000');
-  return db;
+  return openCoordinatorDb(sqlitePathOf(dataDir));
 }
 
 export function register(g: CliGroups): void {

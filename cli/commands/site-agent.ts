@@ -5,7 +5,7 @@ import YAML from 'yaml';
 import type { CliGroups } from '../groups.ts';
 import { fail } from '../../shared/errors.ts';
 import { defaultSiteDir } from './pki.ts';
-import { SiteConfigSchema } from '../../site-agent/config.ts';
+import { parseSiteConfig } from '../../site-agent/config.ts';
 
 export function register(g: CliGroups): void {
   g.site
@@ -32,9 +32,10 @@ export function register(g: CliGroups): void {
           allow_cross_eval: false,
         },
         http: { host: '127.0.0.1', port: o.httpPort === undefined ? null : Number(o.httpPort) },
+        // site.sqlite encrypted at rest; key_env: NAME or key_command: [argv] take the key from a key manager instead.
+        database: { encryption: 'sqlcipher', key_file: 'secrets/db.key' },
       };
-      const r = SiteConfigSchema.safeParse(raw);
-      if (!r.success) throw fail('FEDLORA_ERR_CONFIG', r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '));
+      parseSiteConfig(raw, `${file} (from the options)`);
       writeFileSync(file, '# fedlora site agent config — see deploy/README.md for every field\n' + YAML.stringify(raw));
       process.stdout.write(`wrote ${file}\n`);
     });
@@ -57,7 +58,7 @@ export function register(g: CliGroups): void {
         process.on('SIGINT', stop);
         process.on('SIGTERM', stop);
       });
-      const { releaseInferenceSessions } = await import('../../site-agent/engine/infer.ts');
+      const { releaseInferenceSessions } = await import('../../site-agent/engine/index.ts');
       await releaseInferenceSessions();
       process.stdout.write('site agent stopped\n');
       process.exit(0);

@@ -27,7 +27,7 @@ import { pkiDirOf } from '../enrollment.ts';
 import { parseJobSpec } from '../jobs/spec.ts';
 import { crossEvalRequestsIn, markCrossEvalDispatched, setCrossEvalStatus, type CrossEvalRequestRow } from '../metrics/cross-eval-requests.ts';
 import { publishVersion, type Signer } from '../publish/publisher.ts';
-import type { RoundEngine } from '../rounds/engine.ts';
+import type { RoundEngine } from '../rounds/index.ts';
 import type { TaskRow } from '../store/store.ts';
 import { insertSideTasks, isOpen, requestSideTasks, setSideTaskStatus, sideTask, sideTaskMessage } from '../store/side-tasks.ts';
 

@@ -1,204 +1,161 @@
-// The consortium dashboard: reads the coordinator's JSON API (read routes are open on the
-// HTTP listener, which binds to 127.0.0.1 by default) and draws SVG charts. The only write
-// (request a cross-evaluation) sends the admin bearer token typed once into the header field;
-// it is kept in sessionStorage (gone when the tab closes), never in localStorage or a cookie.
-import { el, lineChart, legend, heatMap, timeline, PALETTE } from './charts.js';
+// The consortium dashboard: asks for an API token, learns its role (/api/whoami) and shows only
+// what that role may read — observers the overview, researchers and admins the job views with
+// the per-site data the sites' policies let them see (the API filters it). Refreshed every 15 s.
+// A new view of a job is one entry in JOB_VIEWS; a new panel for some roles, an element with
+// data-roles in index.html.
+import { el } from './svg.js';
+import { AuthError, getJson, token } from './api.js';
+import * as V from './job-views.js';
 
 const $ = (id) => document.getElementById(id);
-const TOKEN_KEY = 'fedlora.adminToken';
-const state = { jobId: new URLSearchParams(location.search).get('job'), timer: null };
-
-async function getJson(path) {
-  const r = await fetch(path, { headers: { accept: 'application/json' } });
-  const body = await r.json().catch(() => ({}));
-  if (!r.ok) throw new Error(body?.error ? `${body.error.code}: ${body.error.message}` : `${path}: HTTP ${r.status}`);
-  return body;
-}
-
-async function postJson(path, payload) {
-  const token = sessionStorage.getItem(TOKEN_KEY);
-  const r = await fetch(path, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
-    body: JSON.stringify(payload ?? {}),
-  });
-  const body = await r.json().catch(() => ({}));
-  if (!r.ok) throw new Error(body?.error ? `${body.error.code}: ${body.error.message}` : `HTTP ${r.status}`);
-  return body;
-}
-
 const enc = encodeURIComponent;
-const fmtNum = (v, d = 3) => (v === null || v === undefined ? '–' : Number(v).toFixed(d));
-const dur = (ms) => (ms === null || ms === undefined ? '–' : ms < 1000 ? `${ms} ms` : ms < 120_000 ? `${(ms / 1000).toFixed(1)} s` : `${(ms / 60_000).toFixed(1)} min`);
+const READERS = ['admin', 'researcher'];
+const SHARED_WITH = { consortium: 'admins', researchers: 'admins, researchers', none: 'no one' };
+const state = { jobId: new URLSearchParams(location.search).get('job'), me: null, timer: null };
 
 function setError(msg) {
   $('error').textContent = msg ?? '';
   $('error').hidden = !msg;
 }
 
+/** The views of the selected job: the API reads each needs (paths under /api/jobs/:id, or from /
+ *  for a read across jobs) and what it draws where. */
+const JOB_VIEWS = [
+  {
+    target: 'charts', reads: ['metrics'],
+    render: ({ metrics }) => {
+      const colours = V.siteColours(metrics.metrics);
+      return [
+        V.globalVsLocal(metrics.metrics, 'loss', 'held-out loss per site: global (dashed) vs local-only (solid) vs personalised (thin)', colours),
+        V.globalVsLocal(metrics.metrics, 'accuracy', 'held-out accuracy per site: global (dashed) vs local-only (solid) vs personalised (thin)', colours),
+      ];
+    },
+  },
+  {
+    target: 'withheld', reads: ['metrics'],
+    render: ({ metrics }) => {
+      $('withheld').hidden = metrics.withheld_sites.length === 0;
+      return [`Not shown per site (their policy share_site_metrics keeps it from a ${state.me.role}): ${metrics.withheld_sites.join(', ')}; they still count in the averages.`];
+    },
+  },
+  {
+    target: 'consortium', reads: ['metrics/summary'],
+    render: (d) => [V.consortiumChart(d['metrics/summary'].summary, 'accuracy', 'consortium held-out accuracy (weighted by count) with 95% intervals')],
+  },
+  { target: 'summary', reads: ['metrics/summary'], render: (d) => [V.summaryTable(d['metrics/summary'].summary)] },
+  { target: 'diagnoses', reads: ['metrics/summary'], render: (d) => [V.diagnosisTable(d['metrics/summary'].summary)] },
+  { target: 'exams', reads: ['metrics/summary'], render: (d) => [V.examTable(d['metrics/summary'].summary)] },
+  { target: 'cross', reads: ['cross-eval'], render: (d) => [V.crossEvalView(d['cross-eval'], state.jobId, { canRequest: state.me.role === 'admin', onError: setError })] },
+  { target: 'privacy', reads: ['privacy'], render: (d) => [V.privacyChart(d.privacy)] },
+  { target: 'timeline', reads: ['rounds'], render: (d) => [V.roundsTimeline(d.rounds.rounds)] },
+  {
+    target: 'adapters', reads: ['adapters'],
+    render: (d, job) => [V.adapterTable(state.jobId, d.adapters.versions, { canDownload: state.me.role === 'admin' || job.spec.access?.researcher_downloads === true, onError: setError })],
+  },
+  { target: 'exports', reads: [], render: () => V.exportButtons(state.jobId, setError) },
+  { target: 'tree', reads: ['/api/versions'], render: (d) => [V.versionTree(d['/api/versions'].versions, state.jobId)] },
+];
+
+async function renderJob(job) {
+  const J = `/api/jobs/${enc(job.id)}`;
+  const reads = [...new Set(JOB_VIEWS.flatMap((v) => v.reads))];
+  const data = Object.fromEntries(await Promise.all(reads.map(async (r) => [r, await getJson(r.startsWith('/') ? r : `${J}/${r}`)])));
+  for (const v of JOB_VIEWS) $(v.target).replaceChildren(...v.render(data, job));
+  return data.privacy;
+}
+
 function card(label, value, sub, id) {
   return el('div', { class: 'card', 'data-card': id }, el('div', { class: 'card-label', text: label }), el('div', { class: 'card-value', text: value }), sub ? el('div', { class: 'card-sub', text: sub }) : null);
 }
 
-function table(headers, rows, attrs = {}) {
-  return el('table', attrs, el('thead', {}, el('tr', {}, headers.map((h) => el('th', { text: h })))), el('tbody', {}, rows));
-}
-
-// ---- consortium overview --------------------------------------------------------------------
-async function renderOverview(jobs, sites, privacy) {
-  const online = sites.filter((s) => s.online).length;
+function renderOverview(health, jobs, sites, privacy) {
   const job = jobs.find((j) => j.id === state.jobId);
   const cur = job?.current_round;
+  const dp = job?.spec?.privacy?.dp;
   $('overview').replaceChildren(
-    card('Sites online', `${online} / ${sites.length}`, sites.filter((s) => s.online).map((s) => s.id).join(', ') || 'none', 'sites'),
+    card('Sites online', `${health.sites_online} / ${health.sites_total}`, sites ? sites.filter((s) => s.online).map((s) => s.id).join(', ') || 'none' : `${health.jobs_running} job(s) running`, 'sites'),
     card('Job', job ? job.name : '–', job ? `${job.id} · ${job.status}${job.error ? ' · ' + job.error : ''}` : 'no job yet', 'job'),
     card('Round', cur ? `${cur.round} / ${job.rounds_total}` : '–', cur ? `attempt ${cur.attempt} · ${cur.state} · adapter v${job.current_version}` : '', 'round'),
-    card('Privacy ε', privacy?.dp_enabled ? `${fmtNum(privacy.epsilon_spent, 2)} / ${privacy.budget_epsilon}` : 'no DP', privacy?.dp_enabled ? `δ = ${privacy.delta}` : 'this job adds no noise', 'epsilon'),
+    card('Privacy ε', privacy ? (privacy.dp_enabled ? `${privacy.epsilon_spent.toFixed(2)} / ${privacy.budget_epsilon}` : 'no DP') : dp ? `budget ${dp.epsilon_budget}` : 'no DP',
+      dp ? `δ = ${dp.delta}` : 'this job adds no noise', 'epsilon'),
   );
-  $('sites').replaceChildren(table(['site', 'online', 'status', 'state', 'last seen', 'agent'], sites.map((s) =>
-    el('tr', { 'data-site': s.id }, el('td', { text: s.id }), el('td', {}, el('span', { class: s.online ? 'dot on' : 'dot off', text: s.online ? 'online' : 'offline' })),
-      el('td', { text: s.status }), el('td', { text: s.state ?? '' }), el('td', { text: s.last_seen ?? 'never' }), el('td', { text: s.agent_version ?? '' })))));
-}
-
-// ---- per-job charts -------------------------------------------------------------------------
-function siteColours(metrics) {
-  const sites = [...new Set(metrics.filter((m) => m.kind === 'global' || m.kind === 'local').map((m) => m.site_id))].sort();
-  return { sites, colour: Object.fromEntries(sites.map((s, i) => [s, PALETTE[i % PALETTE.length]])) };
-}
-
-/** One line per site and kind: global dashed, local-only solid; newest value per round. */
-function globalVsLocal(metrics, name, title, colours) {
-  const series = [];
-  for (const site of colours.sites) {
-    for (const kind of ['global', 'local']) {
-      const byRound = new Map();
-      for (const m of metrics) if (m.site_id === site && m.kind === kind && m.metric === name) byRound.set(m.round, m);
-      if (byRound.size === 0) continue;
-      series.push({
-        id: `${site}:${kind}`, label: `${site} ${kind === 'global' ? 'global' : 'local-only'}`, color: colours.colour[site], dashed: kind === 'global',
-        points: [...byRound.values()].map((m) => ({ x: m.round, y: m.value, tip: `${site} ${kind} ${name} = ${m.value.toFixed(4)} (round ${m.round}, n=${m.count})` })),
-      });
-    }
+  if (sites) {
+    $('sites').replaceChildren(V.table(['site', 'online', 'status', 'state', 'last seen', 'agent', 'per-site metrics shared with'], sites.map((s) =>
+      el('tr', { 'data-site': s.id }, el('td', { text: s.id }), el('td', {}, el('span', { class: s.online ? 'dot on' : 'dot off', text: s.online ? 'online' : 'offline' })),
+        el('td', { text: s.status }), el('td', { text: s.state ?? '' }), el('td', { text: s.last_seen ?? 'never' }), el('td', { text: s.agent_version ?? '' }),
+        el('td', { 'data-share': s.share_site_metrics, text: SHARED_WITH[s.share_site_metrics] ?? s.share_site_metrics })))));
   }
-  const box = el('figure', { class: 'chart-box', 'data-metric': name });
-  box.append(lineChart(series, { id: `${name}`, title, xLabel: 'round (global: adapter version evaluated)', yLabel: name, integerX: true, empty: `no ${name} reported yet` }));
-  if (series.length) box.append(legend(series.map((s) => ({ id: s.id, color: s.color, dashed: s.dashed, label: s.label }))));
-  return box;
-}
-
-function summaryTable(summary) {
-  const rows = summary.filter((s) => (s.kind === 'global' || s.kind === 'local') && ['loss', 'accuracy', 'macro_f1', 'perplexity', 'exact_match'].includes(s.metric));
-  if (rows.length === 0) return el('p', { class: 'muted', text: 'no evaluation metrics yet' });
-  return table(['round', 'kind', 'metric', 'sites', 'mean (unweighted)', 'weighted mean (by count)', 'min', 'max', 'count'], rows.map((s) =>
-    el('tr', {}, el('td', { text: s.round }), el('td', { text: s.kind }), el('td', { text: s.metric }), el('td', { text: s.sites }),
-      el('td', { text: fmtNum(s.mean, 4) }), el('td', { text: fmtNum(s.weighted_mean, 4) }), el('td', { text: fmtNum(s.min, 4) }), el('td', { text: fmtNum(s.max, 4) }), el('td', { text: s.count }))), { class: 'summary' });
-}
-
-function crossEvalView(cx, jobId) {
-  const box = el('div', { class: 'cross' });
-  if (!cx.available) {
-    box.append(el('p', { class: 'muted', 'data-cross': 'unavailable', text: cx.message ?? 'no cross-evaluation yet' }));
-  } else {
-    const hib = !/loss|perplexity|latency/.test(cx.metric ?? '');
-    box.append(el('p', { class: 'muted', text: `${cx.metric}: rows = data site (held-out set), columns = whose local-only adapter; ${hib ? 'green = higher' : 'green = lower'}` }));
-    box.append(heatMap(cx.data_sites, cx.model_owners, cx.values, { id: 'cross-eval', title: 'cross-evaluation', higherIsBetter: hib }));
-  }
-  const pending = (cx.requests ?? []).filter((r) => r.status === 'pending' || r.status === 'dispatched');
-  if (pending.length) box.append(el('p', { class: 'muted', text: `${pending.length} request(s) ${pending.map((r) => `#${r.id} ${r.status}`).join(', ')}` }));
-  const btn = el('button', { type: 'button', id: 'cross-request', text: 'Request cross-evaluation' });
-  btn.addEventListener('click', async () => {
-    try {
-      const r = await postJson(`/api/jobs/${enc(jobId)}/cross-eval`, {});
-      setError(null);
-      btn.textContent = `requested (#${r.id})`;
-    } catch (e) {
-      setError(`request cross-evaluation: ${e.message} (enter the admin token at the top)`);
-    }
-  });
-  box.append(btn);
-  return box;
-}
-
-function privacyChart(p) {
-  if (!p.dp_enabled) return el('p', { class: 'muted', 'data-privacy': 'off', text: 'differential privacy is off for this job: no ε is spent (and none is guaranteed)' });
-  const series = [{ id: 'epsilon', label: 'ε spent', color: '#9467bd', points: p.ledger.map((l) => ({ x: l.round, y: l.epsilon, tip: `round ${l.round}: ε = ${l.epsilon.toFixed(4)} (σ = ${l.noise_multiplier}, q = ${l.sample_rate})` })) }];
-  return el('figure', { class: 'chart-box' }, lineChart(series, { id: 'privacy', title: `privacy ledger: ε after each round (δ = ${p.delta})`, xLabel: 'round', yLabel: 'ε', integerX: true, hline: { y: p.budget_epsilon, label: `budget ε = ${p.budget_epsilon}` } }));
-}
-
-function roundsTimeline(rounds) {
-  const items = rounds.map((r) => {
-    const start = Date.parse(r.started);
-    const end = r.published ? Date.parse(r.published) : r.state === 'open' ? Date.now() : Date.parse(r.aggregating ?? r.deadline ?? r.started);
-    const acc = r.updates.filter((u) => u.status === 'accepted').map((u) => u.site);
-    const dec = r.tasks.filter((t) => t.status === 'declined').map((t) => t.site);
-    return {
-      label: `r${r.round}${r.attempt > 1 ? ` a${r.attempt}` : ''}`, start, end, state: r.state,
-      detail: `${r.state} · ${dur(r.duration_ms ?? end - start)} · ${acc.length}/${r.selected.length} sites: ${acc.join(', ') || '–'}${dec.length ? ` · declined: ${dec.join(', ')}` : ''}${r.error ? ` · ${r.error}` : ''}`,
-    };
-  });
-  return timeline(items);
-}
-
-function adapterTable(jobId, versions) {
-  const files = ['adapter_model.safetensors', 'adapter_config.json', 'manifest.json', 'manifest.sig'];
-  return table(['version', 'round', 'sites', 'examples', 'size', 'sha256', 'published', 'download'], versions.map((v) =>
-    el('tr', { 'data-version': v.version },
-      el('td', { text: `v${v.version}` }), el('td', { text: v.round }), el('td', { text: v.manifest?.contributing_sites ?? '' }), el('td', { text: v.manifest?.num_examples ?? '' }),
-      el('td', { text: `${(v.size / 1024).toFixed(1)} KiB` }), el('td', { class: 'mono', title: v.sha256, text: v.sha256.slice(0, 16) + '…' }), el('td', { text: v.created.replace('T', ' ').slice(0, 19) }),
-      el('td', {}, files.map((f) => el('a', { href: `/api/jobs/${enc(jobId)}/adapters/${v.version}/${f}`, download: f, 'data-file': f, class: 'dl', text: f.replace('adapter_', '').replace('.safetensors', '') }))))), { class: 'adapters' });
-}
-
-async function renderJob(jobId) {
-  const J = `/api/jobs/${enc(jobId)}`;
-  const [metrics, summary, cx, privacy, rounds, adapters] = await Promise.all([
-    getJson(`${J}/metrics`), getJson(`${J}/metrics/summary`), getJson(`${J}/cross-eval`), getJson(`${J}/privacy`), getJson(`${J}/rounds`), getJson(`${J}/adapters`),
-  ]);
-  const colours = siteColours(metrics.metrics);
-  $('charts').replaceChildren(
-    globalVsLocal(metrics.metrics, 'loss', 'held-out loss per site: global (dashed) vs local-only (solid)', colours),
-    globalVsLocal(metrics.metrics, 'accuracy', 'held-out accuracy per site: global (dashed) vs local-only (solid)', colours),
-  );
-  $('summary').replaceChildren(summaryTable(summary.summary));
-  $('cross').replaceChildren(crossEvalView(cx, jobId));
-  $('privacy').replaceChildren(privacyChart(privacy));
-  $('timeline').replaceChildren(roundsTimeline(rounds.rounds));
-  $('adapters').replaceChildren(adapterTable(jobId, adapters.versions));
-  $('exports').replaceChildren(
-    ...[['metrics.csv', `${J}/metrics?format=csv`], ['metrics.json', `${J}/metrics`], ['summary.csv', `${J}/metrics/summary?format=csv`], ['cross-eval.csv', `${J}/cross-eval?format=csv`]]
-      .map(([label, href]) => el('a', { href, class: 'dl', text: label })),
-  );
-  return privacy;
 }
 
 async function refresh() {
   try {
-    const [{ jobs }, { sites }] = await Promise.all([getJson('/api/jobs'), getJson('/api/sites')]);
+    const reader = READERS.includes(state.me.role);
+    const [health, { jobs }, sites] = await Promise.all([getJson('/api/health'), getJson('/api/jobs'), reader ? getJson('/api/sites').then((r) => r.sites) : null]);
     if (!state.jobId || !jobs.some((j) => j.id === state.jobId)) state.jobId = (jobs.find((j) => j.status === 'running') ?? jobs[jobs.length - 1])?.id ?? null;
-    const sel = $('job-select');
-    sel.replaceChildren(...jobs.map((j) => el('option', { value: j.id, selected: j.id === state.jobId, text: `${j.name} (${j.id}, ${j.status})` })));
-    let privacy = null;
-    $('job').hidden = !state.jobId;
-    if (state.jobId) privacy = await renderJob(state.jobId);
-    await renderOverview(jobs, sites, privacy);
+    $('job-select').replaceChildren(...jobs.map((j) => el('option', { value: j.id, selected: j.id === state.jobId, text: `${j.name} (${j.id}, ${j.status})` })));
+    const job = jobs.find((j) => j.id === state.jobId);
+    $('job').hidden = !reader || !job;
+    const privacy = reader && job ? await renderJob(job) : null;
+    renderOverview(health, jobs, sites, privacy);
     setError(null);
     $('updated').textContent = `updated ${new Date().toLocaleTimeString()}`;
     document.body.dataset.ready = 'true';
   } catch (e) {
+    if (e instanceof AuthError) return signOut(`your token no longer works: ${e.message}`);
     setError(e.message);
   }
 }
 
+function showLogin(message) {
+  $('main').hidden = true;
+  $('who').hidden = $('sign-out').hidden = true;
+  $('login').hidden = false;
+  $('login-error').textContent = message ?? '';
+  $('login-error').hidden = !message;
+  document.body.dataset.ready = 'login';
+}
+
+function signOut(message) {
+  clearInterval(state.timer);
+  token.clear();
+  state.me = null;
+  delete document.body.dataset.role;
+  showLogin(message);
+}
+
+async function signIn() {
+  try {
+    state.me = await getJson('/api/whoami');
+  } catch (e) {
+    if (e instanceof AuthError) return signOut(e.message);
+    return showLogin(e.message);
+  }
+  document.body.dataset.role = state.me.role;
+  for (const e of document.querySelectorAll('[data-roles]')) e.hidden = !e.dataset.roles.split(' ').includes(state.me.role);
+  $('who').textContent = `${state.me.name} · ${state.me.role}${state.me.expires ? ` · until ${state.me.expires.slice(0, 10)}` : ''}`;
+  $('who').hidden = $('sign-out').hidden = false;
+  $('login').hidden = true;
+  $('main').hidden = false;
+  await refresh();
+  clearInterval(state.timer);
+  state.timer = setInterval(() => void refresh(), 15_000);
+}
+
 function init() {
-  const tok = $('token');
-  tok.value = sessionStorage.getItem(TOKEN_KEY) ?? '';
-  tok.addEventListener('change', () => (tok.value ? sessionStorage.setItem(TOKEN_KEY, tok.value.trim()) : sessionStorage.removeItem(TOKEN_KEY)));
+  $('login').addEventListener('submit', (e) => {
+    e.preventDefault();
+    token.set($('token').value);
+    $('token').value = '';
+    void signIn();
+  });
+  $('sign-out').addEventListener('click', () => signOut());
   $('job-select').addEventListener('change', (e) => {
     state.jobId = e.target.value;
     history.replaceState(null, '', `?job=${enc(state.jobId)}`);
     void refresh();
   });
-  void refresh();
-  state.timer = setInterval(() => void refresh(), 10_000);
+  if (token.get()) void signIn();
+  else showLogin();
 }
 
 init();

@@ -1,27 +1,33 @@
 // The Federation service (mutual TLS). Every handler first derives the caller's site id from
-// its client certificate (C1's authenticateCall); nothing in a message body names the caller.
+// its client certificate (coordinator/auth.ts's authenticateCall); nothing in a message body names the caller.
 // Errors go out through toGrpcError (status + "FEDLORA_ERR_...: message" details).
 import { X509Certificate } from 'node:crypto';
 import { closeSync, openSync, readSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
-import type { Database } from 'better-sqlite3';
+import type { Database } from 'better-sqlite3-multiple-ciphers';
 import { fail, isFedloraError, toGrpcError } from '../../shared/errors.ts';
-import type { FederationHandlers, UpdateMessage, SubmitUpdateResponse, AdapterChunk, FetchAdapterRequest, MetricsReport } from '../../shared/proto.ts';
+import { recordDataRevision } from '../jobs/periods.ts';
+import type { FederationHandlers, AdapterChunk, FetchAdapterRequest, MetricsReport } from '../../shared/proto.ts';
 import { verifyUpdateSignature } from '../../shared/update-signature.ts';
 import { authenticateCall, type AuthDeps, type CallerIdentity, type CallWithAuth } from '../auth.ts';
 import { renewSiteCertificate } from '../enrollment.ts';
 import type { LoadedCa } from '../../certs/ca.ts';
-import type { RoundEngine } from '../rounds/engine.ts';
-import { admitUpdate, appendChunk, finishUpdate, type HeaderVerifier } from '../rounds/intake.ts';
+import type { RoundEngine } from '../rounds/index.ts';
+import type { HeaderVerifier } from '../rounds/intake.ts';
+import { submitUpdateHandler } from './submit-update.ts';
 import { appendNow } from '../store/audit.ts';
 import { adapterFiles, readAdapterConfig } from '../publish/publisher.ts';
-import { routeSecAgg } from './secagg-seam.ts';
+import type { SecAggCollector } from '../secagg/collector.ts';
+import type { SurvivedErrors } from '../metrics/survived-errors.ts';
 import { TaskHub } from './task-hub.ts';
-import { CrossEvalDispatcher, LOCAL_ADAPTER_PAYLOAD, type LocalAdapterUpload } from '../crosseval/cross-eval.ts';
+import { CrossEvalDispatcher } from '../crosseval/cross-eval.ts';
 import { createHash } from 'node:crypto';
+import { sharePolicyFromWire } from '../../shared/metrics-sharing.ts';
 
 export interface FederationDeps {
   engine: RoundEngine;
+  /** Answers the SecAgg RPC of secure-aggregation rounds. */
+  secagg: Pick<SecAggCollector, 'handle'>;
   db: Database;
   ca: LoadedCa;
   auth: AuthDeps;
@@ -29,11 +35,15 @@ export interface FederationDeps {
   maxUpdateBytes: number;
   heartbeatIntervalMs: number;
   requireUpdateSignature: boolean;
+  /** Group commit of upload progress (config transfer.commit_group_bytes). */
+  commitGroupBytes?: number;
   siteCertDays?: number;
   /** The manifest-signing certificate (CA-issued), sent with every adapter so sites can verify. */
   signerCertPem?: string;
   /** How long a cross-eval request waits for UPLOAD_LOCAL answers (default 10 minutes). */
   crossEvalUploadTimeoutMs?: number;
+  /** Failed audit writes and engine ticks: logged and counted (they do not fail the call). */
+  errors: SurvivedErrors;
 }
 
 const RENEW_BEFORE_MS = 14 * 24 * 3600_000;
@@ -81,18 +91,21 @@ export function createFederationHandlers(d: FederationDeps): { handlers: Federat
     refusedSeen.set(key, now);
     try {
       appendNow(store.db, 'unauthenticated', 'call_refused', cert.subject ?? 'no certificate', { method, code: e.code, reason: e.message.slice(0, 500), serial: cert.serial ?? null }, new Date(now));
-    } catch {
-      /* the refusal itself must still go out */
+    } catch (err) {
+      d.errors.record('audit_write', err, { action: 'call_refused', method, serial: cert.serial ?? null }); // the refusal itself still goes out
     }
   };
-  const who = (call: CallWithAuth, method = 'unknown'): CallerIdentity => {
-    let id: CallerIdentity;
+  /** The caller's identity from its certificate (CRL and site status checked); refusals audited. */
+  const authenticate = (call: CallWithAuth, method: string): CallerIdentity => {
     try {
-      id = authenticateCall(call, { ...d.auth, now: engine.now });
+      return authenticateCall(call, { ...d.auth, now: engine.now });
     } catch (e) {
       auditRefused(call, e, method);
       throw e;
     }
+  };
+  const who = (call: CallWithAuth, method = 'unknown'): CallerIdentity => {
+    const id = authenticate(call, method);
     store.upsertSite(id.siteId, engine.now(), { serial: id.certSerial, notAfter: id.notAfter });
     return id;
   };
@@ -113,8 +126,8 @@ export function createFederationHandlers(d: FederationDeps): { handlers: Federat
     if (!isFedloraError(e)) return;
     try {
       appendNow(store.db, siteId, 'update_rejected', h.updateId, { stage: 'admission', code: e.code, reason: e.message.slice(0, 2000), job: h.jobId, round: h.round, sha256: h.sha256, size: h.totalBytes }, new Date(engine.now()));
-    } catch {
-      /* the refusal itself must still go out */
+    } catch (err) {
+      d.errors.record('audit_write', err, { action: 'update_rejected', site: siteId, update: h.updateId, job: h.jobId, round: h.round }); // the refusal itself still goes out
     }
   };
   // A MetricsReport carries a handful of aggregate numbers for a job the site works on: bound
@@ -147,10 +160,13 @@ export function createFederationHandlers(d: FederationDeps): { handlers: Federat
   const handlers: FederationHandlers = {
     heartbeat: unary((call, id) => {
       const now = engine.now();
-      store.touchSite(id.siteId, now, { agentVersion: call.request.agentVersion, state: call.request.state });
+      const shareSiteMetrics = sharePolicyFromWire(call.request.shareSiteMetrics);
+      store.touchSite(id.siteId, now, { agentVersion: call.request.agentVersion, state: call.request.state, shareSiteMetrics });
       if (call.request.trainingTokensPerS > 0) store.setSiteThroughput(id.siteId, call.request.trainingTokensPerS, now);
+      if (call.request.dataRevision) recordDataRevision(store.db, id.siteId, call.request.dataRevision);
       hub.push(id.siteId);
-      void engine.tick().catch(() => undefined); // a site coming online may open a waiting round
+      // A site coming online may open a waiting round.
+      void engine.tick().catch((e) => d.errors.record('engine_tick', e, { after: 'Heartbeat', site: id.siteId }));
       return { serverTimeUnixMs: now, renewCertificate: id.notAfter - now < RENEW_BEFORE_MS, heartbeatIntervalMs: d.heartbeatIntervalMs };
     }),
 
@@ -169,7 +185,7 @@ export function createFederationHandlers(d: FederationDeps): { handlers: Federat
       }
       store.touchSite(id.siteId, engine.now(), { agentVersion: call.request.agentVersion });
       hub.attach(id.siteId, call);
-      void engine.tick().catch(() => undefined);
+      void engine.tick().catch((e) => d.errors.record('engine_tick', e, { after: 'StreamTasks', site: id.siteId }));
     },
 
     declineTask: unary((call, id) => {
@@ -191,85 +207,11 @@ export function createFederationHandlers(d: FederationDeps): { handlers: Federat
       })();
     },
 
-    submitUpdate: (call, cb) => {
-      let id: CallerIdentity | undefined;
-      let updateId: string | undefined;
-      let result: SubmitUpdateResponse | undefined;
-      let done = false;
-      let chain: Promise<void> = Promise.resolve();
-      let local: LocalAdapterUpload | undefined; // cross-eval: a site's local-only adapter
-      const finish = (err: unknown, res?: SubmitUpdateResponse) => {
-        if (done) return;
-        done = true;
-        if (err) cb(toGrpcError(err) as grpc.ServiceError);
-        else cb(null, res);
-      };
-      const handle = async (m: UpdateMessage) => {
-        if (done || result) return;
-        // The CRL and site status are checked on EVERY message: a site revoked while it streams
-        // is cut off at its next chunk (its in-flight update is discarded by revokeSite).
-        const caller = who(call, 'SubmitUpdate');
-        if (m.part === 'header' && 'header' in m) {
-          if (updateId) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', 'UpdateMessage: a second header in one stream');
-          id = caller;
-          const h = m.header;
-          if (h.payloadKind === LOCAL_ADAPTER_PAYLOAD) {
-            local = crossEval.beginUpload(id.siteId, h, peerPem(call));
-            updateId = h.updateId;
-            return;
-          }
-          let admitted: ReturnType<typeof admitUpdate>;
-          try {
-            admitted = admitUpdate(engine, id.siteId, h, d.maxUpdateBytes, headerVerifier(call));
-          } catch (e) {
-            auditAdmissionRefused(caller.siteId, h, e);
-            throw e;
-          }
-          const { row, complete } = admitted;
-          updateId = row.update_id;
-          if (complete) result = { updateId: row.update_id, receivedBytes: row.size, receivedChunks: row.received_chunks, complete: true, sha256: row.sha256 };
-          else if (h.resumeFromChunk > row.received_chunks) {
-            throw fail('FEDLORA_ERR_CHUNK_ORDER', `update ${row.update_id}: resume_from_chunk ${h.resumeFromChunk}, but only ${row.received_chunks} chunks are persisted`);
-          }
-          return;
-        }
-        if (!updateId || !id) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', 'UpdateMessage: the first message must be the header');
-        if (local) {
-          if (m.part === 'chunk' && 'chunk' in m) local.chunk(m.chunk);
-          else if (m.part === 'trailer' && 'trailer' in m) result = local.finish(m.trailer.chunks);
-          return;
-        }
-        if (m.part === 'chunk' && 'chunk' in m) {
-          const row = store.update(updateId)!;
-          if (m.chunk.index < row.received_chunks) return; // already persisted (resend after resume)
-          appendChunk(engine, updateId, m.chunk);
-          return;
-        }
-        if (m.part === 'trailer' && 'trailer' in m) {
-          const row = store.update(updateId)!;
-          if (m.trailer.chunks !== row.received_chunks) {
-            throw fail('FEDLORA_ERR_CHUNK_ORDER', `update ${updateId}: trailer says ${m.trailer.chunks} chunks, ${row.received_chunks} received`);
-          }
-          const pem = peerPem(call);
-          const fin = await finishUpdate(engine, updateId, (r) => {
-            if (!r.signature || r.signature.length === 0) return !d.requireUpdateSignature;
-            return !!pem && verifyUpdateSignature(pem, { updateId: r.update_id, jobId: r.job_id, round: r.round, baseVersion: r.base_version, sha256: r.sha256, numExamples: r.examples }, r.signature);
-          });
-          result = { updateId, receivedBytes: fin.size, receivedChunks: fin.received_chunks, complete: true, sha256: fin.sha256 };
-        }
-      };
-      call.on('data', (m: UpdateMessage) => {
-        chain = chain.then(() => handle(m)).catch((e) => finish(e));
-      });
-      call.on('end', () => {
-        chain = chain.then(() => {
-          if (result) return finish(null, result);
-          const row = updateId ? store.update(updateId) : undefined;
-          finish(null, { updateId: updateId ?? '', receivedBytes: row?.received_bytes ?? 0, receivedChunks: row?.received_chunks ?? 0, complete: false, sha256: '' });
-        }).catch((e) => finish(e));
-      });
-      call.on('error', () => { done = true; });
-    },
+    submitUpdate: submitUpdateHandler({
+      engine, maxUpdateBytes: d.maxUpdateBytes, requireUpdateSignature: d.requireUpdateSignature, commitGroupBytes: d.commitGroupBytes,
+      who, authenticate, headerVerifier, peerPem, auditAdmissionRefused,
+      beginLocalUpload: (siteId, h, pem) => crossEval.beginUpload(siteId, h, pem),
+    }),
 
     getUploadStatus: unary((call, id) => {
       const row = store.update(call.request.updateId);
@@ -285,7 +227,7 @@ export function createFederationHandlers(d: FederationDeps): { handlers: Federat
     }),
 
     secAgg: unary(async (call, id) => {
-      const r = await routeSecAgg({ siteId: id.siteId, jobId: call.request.jobId, round: call.request.round, stage: call.request.stage, payload: Buffer.from(call.request.payload ?? []) });
+      const r = await d.secagg.handle({ siteId: id.siteId, jobId: call.request.jobId, round: call.request.round, stage: call.request.stage, payload: Buffer.from(call.request.payload ?? []) });
       return { stage: call.request.stage, payload: r.payload, ready: r.ready };
     }),
   };

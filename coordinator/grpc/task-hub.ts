@@ -6,7 +6,7 @@
 // site offline when a side task was made, or a coordinator restarted since, still gets it.
 import type * as grpc from '@grpc/grpc-js';
 import type { Task, TaskStreamRequest } from '../../shared/proto.ts';
-import type { RoundEngine } from '../rounds/engine.ts';
+import type { RoundEngine } from '../rounds/index.ts';
 import { openSideTasksFor, setSideTaskStatus, sideTaskMessage } from '../store/side-tasks.ts';
 
 type Stream = grpc.ServerWritableStream<TaskStreamRequest, Task>;

@@ -3,18 +3,18 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ERRORS, FedloraError, fail, type ErrorCode } from '../../shared/errors.ts';
-import { verifyManifest } from '../publish/manifest.ts';
+import { verifyManifest } from '../../shared/publication-manifest.ts';
 
 export interface ApiTarget {
   url: string;
   token?: string;
 }
 
-/** --url / FEDLORA_COORDINATOR_URL / the data dir's config; token from --token,
- *  FEDLORA_ADMIN_TOKEN or <dataDir>/admin.token. */
+/** --url / FEDLORA_COORDINATOR_URL / the data dir's config; token (every API route needs one)
+ *  from --token, FEDLORA_TOKEN, FEDLORA_ADMIN_TOKEN or <dataDir>/admin.token. */
 export function resolveTarget(o: { url?: string; token?: string; dataDir?: string }): ApiTarget {
   let url = o.url ?? process.env.FEDLORA_COORDINATOR_URL;
-  let token = o.token ?? process.env.FEDLORA_ADMIN_TOKEN;
+  let token = o.token || process.env.FEDLORA_TOKEN || process.env.FEDLORA_ADMIN_TOKEN || undefined;
   if (o.dataDir) {
     const tf = join(o.dataDir, 'admin.token');
     if (!token && existsSync(tf)) token = readFileSync(tf, 'utf8').trim();
@@ -39,24 +39,32 @@ export async function api<T = unknown>(t: ApiTarget, method: string, path: strin
     throw fail('FEDLORA_ERR_UNAVAILABLE', `cannot reach the coordinator at ${t.url}: ${(e as Error).message}`);
   }
   const text = await res.text();
-  if (!res.ok) {
-    let code: ErrorCode = 'FEDLORA_ERR_UNAVAILABLE';
-    let message = `${method} ${path}: HTTP ${res.status} ${text.slice(0, 300)}`;
-    try {
-      const j = JSON.parse(text) as { error?: { code?: string; message?: string } };
-      if (j.error?.code && j.error.code in ERRORS) {
-        code = j.error.code as ErrorCode;
-        message = j.error.message ?? message;
-      }
-    } catch { /* not JSON */ }
-    throw new FedloraError(code, message);
-  }
+  if (!res.ok) throw apiError(method, path, res.status, text);
   return (res.headers.get('content-type') ?? '').includes('json') ? (JSON.parse(text) as T) : (text as T);
 }
 
+/** The coordinator's {error: {code, message}} as a FedloraError (a 401/403 keeps its code). */
+function apiError(method: string, path: string, status: number, text: string): FedloraError {
+  let code: ErrorCode = status === 404 ? 'FEDLORA_ERR_NOT_FOUND' : 'FEDLORA_ERR_UNAVAILABLE';
+  let message = `${method} ${path}: HTTP ${status} ${text.slice(0, 300)}`;
+  try {
+    const j = JSON.parse(text) as { error?: { code?: string; message?: string } };
+    if (j.error?.code && j.error.code in ERRORS) {
+      code = j.error.code as ErrorCode;
+      message = j.error.message ?? message;
+    }
+  } catch { /* not JSON */ }
+  return new FedloraError(code, message);
+}
+
 async function download(t: ApiTarget, path: string): Promise<Buffer> {
-  const res = await fetch(`${t.url}${path}`, { headers: t.token ? { authorization: `Bearer ${t.token}` } : {} });
-  if (!res.ok) throw fail(res.status === 404 ? 'FEDLORA_ERR_NOT_FOUND' : 'FEDLORA_ERR_UNAVAILABLE', `GET ${path}: HTTP ${res.status}`);
+  let res: Response;
+  try {
+    res = await fetch(`${t.url}${path}`, { headers: t.token ? { authorization: `Bearer ${t.token}` } : {} });
+  } catch (e) {
+    throw fail('FEDLORA_ERR_UNAVAILABLE', `cannot reach the coordinator at ${t.url}: ${(e as Error).message}`);
+  }
+  if (!res.ok) throw apiError('GET', path, res.status, await res.text());
   return Buffer.from(await res.arrayBuffer());
 }
 

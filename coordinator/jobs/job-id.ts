@@ -4,7 +4,7 @@
 // letter or digit first (so never '.', '..' or a hidden name).
 import { fail } from '../../shared/errors.ts';
 
-export const JOB_ID_PATTERN = /^[a-z0-9][a-z0-9._-]{0,63}$/;
+const JOB_ID_PATTERN = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 
 /** Throw FEDLORA_ERR_INVALID_ARGUMENT naming `where` unless `id` is a valid job id. */
 export function checkJobId(id: string, where: string): string {

@@ -1,19 +1,23 @@
 // The coordinator's Prometheus /metrics, computed at scrape time from SQLite (the only source
-// of truth, so counters survive restarts and agree with the API). Counters only count rows
+// of truth, so counters survive restarts and agree with the API; the one exception is
+// fedlora_errors_total, counted by the process). Counters only count rows
 // in terminal or monotone states, so they never go down:
 //   received = updates whose bytes all arrived (status left 'receiving');
 //   accepted = 'accepted', plus fully received updates later 'discarded' by a failed attempt;
 //   rejected = 'rejected' (terminal).
 import type { CoordinatorStore } from '../store/store.ts';
-import { Exposition } from './exposition.ts';
+import { Exposition } from '../../shared/prometheus.ts';
+import type { SurvivedErrorKind } from './survived-errors.ts';
 
-export const AGGREGATION_BUCKETS_S = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
-export const ROUND_BUCKETS_S = [1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200];
+const AGGREGATION_BUCKETS_S = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
+const ROUND_BUCKETS_S = [1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200];
 
 export interface CoordinatorMetricsDeps {
   store: CoordinatorStore;
   now: () => number;
   heartbeatTimeoutMs: number;
+  /** Errors survived by this process so far, per kind (coordinator/metrics/survived-errors.ts). */
+  survivedErrors?: Record<SurvivedErrorKind, number>;
 }
 
 export function coordinatorMetrics(d: CoordinatorMetricsDeps): string {
@@ -21,6 +25,12 @@ export function coordinatorMetrics(d: CoordinatorMetricsDeps): string {
   const e = new Exposition();
   const now = d.now();
   const since = now - d.heartbeatTimeoutMs;
+
+  // ---- errors survived (logged, counted; the only counters not from SQLite: they restart at 0) ----
+  if (d.survivedErrors) {
+    e.declare('fedlora_errors_total', 'Errors the coordinator survived (logged): failed audit writes, failed engine ticks', 'counter');
+    for (const [kind, n] of Object.entries(d.survivedErrors)) e.counter('fedlora_errors_total', '', n, { kind });
+  }
 
   // ---- sites ----
   const online = d.store.onlineSites(since);

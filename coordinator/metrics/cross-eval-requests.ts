@@ -3,7 +3,7 @@
 // UPLOAD_LOCAL tasks to consenting sites reads the 'pending' rows and moves them on with
 // setCrossEvalStatus (dispatched_ms, migration 5, is when its UPLOAD_LOCAL tasks were made;
 // coordinator/crosseval/cross-eval.ts). Results arrive as kind `cross` metrics (GET /api/jobs/:id/cross-eval).
-import type { Database } from 'better-sqlite3';
+import type { Database } from 'better-sqlite3-multiple-ciphers';
 import { fail } from '../../shared/errors.ts';
 
 export type CrossEvalStatus = 'pending' | 'dispatched' | 'done' | 'failed' | 'cancelled';

@@ -15,12 +15,16 @@
 // file named by privacy.noise_key_file, e.g. on a secrets volume), is never served by any API,
 // never logged, never sent to sites. Lose it and nothing breaks (a new key only changes the
 // noise of future rounds); leak it and the DP guarantee of the rounds it noised is gone.
-import { hkdfSync, randomBytes } from 'node:crypto';
+//
+// The same key also draws the DP Poisson sample of each round (roundSamplingKey): a sample a
+// site could predict from public data (the job's selection_seed) would let it steer its
+// participation, which the accountant's sampling rate does not allow for.
+import { createHmac, hkdfSync, randomBytes } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync, writeSync } from 'node:fs';
 import { dirname, isAbsolute, join } from 'node:path';
 import { fail } from '../../shared/errors.ts';
 
-export const NOISE_KEY_BYTES = 32;
+const NOISE_KEY_BYTES = 32;
 
 /** The key file of a coordinator: privacy.noise_key_file (relative = to the data dir), else
  *  <dataDir>/secrets/dp-noise.key. */
@@ -62,4 +66,11 @@ export function loadNoiseKey(file: string, warnings?: string[]): Buffer {
  *  seed) keeps two jobs from ever sharing noise. */
 export function roundNoiseKey(key: Buffer, jobId: string, round: number, attempt: number, seed: number): Buffer {
   return Buffer.from(hkdfSync('sha256', key, Buffer.from('fedlora dp noise v1'), Buffer.from(`${jobId}\n${round}\n${attempt}\n${seed >>> 0}`), NOISE_KEY_BYTES));
+}
+
+/** The secret from which a round attempt's DP Poisson sample is drawn (strategies/selection.ts):
+ *  HMAC-SHA256 of the job, round and attempt under the coordinator key, with its own label so it
+ *  is independent of the noise keys. Deterministic, so the sample is the same after a restart. */
+export function roundSamplingKey(key: Buffer, jobId: string, round: number, attempt: number): Buffer {
+  return createHmac('sha256', key).update(`fedlora site sampling v1\n${jobId}\n${round}\n${attempt}`).digest();
 }

@@ -1,10 +1,10 @@
-// Version 0 of a job's adapter, exactly as every site initialises it (A3's initLoraAdapter:
+// Version 0 of a job's adapter, exactly as every site initialises it (shared/lora/init.ts's initLoraAdapter:
 // PEFT's kaiming_uniform(a=sqrt(5)) for A from a stream derived from (init_seed, key); B = 0).
 // Using the sites' own generator matters for freeze_a: A is never sent, so the coordinator's
 // version 0 A must be bit-identical to what each site regenerates.
 import { flatten, type AdapterLayout } from '../../shared/tensors.ts';
-import { initLoraAdapter } from '../../site-agent/engine/train/lora-init.ts';
-import type { LoraTarget, ModelConfig } from '../../site-agent/engine/types.ts';
+import { initLoraAdapter } from '../../shared/lora/init.ts';
+import type { LoraTarget, ModelConfig } from '../../shared/lora/types.ts';
 import type { JobSpec } from '../jobs/spec.ts';
 
 export function initialAdapterFlat(model: ModelConfig, spec: JobSpec, layout: AdapterLayout): Float32Array {

@@ -1,9 +1,9 @@
 // The adapter layout of a job, derived from its spec: the base model's config.json (shapes)
 // and the LoRA settings. `full` is what a published version holds; `update` is what sites
 // send (with freeze_a only the B matrices: A is regenerated from init_seed everywhere).
-import { normalizeConfig } from '../../site-agent/engine/checkpoint/config.ts';
-import { loraShapes } from '../../site-agent/engine/lora-keys.ts';
-import type { LoraTarget, ModelConfig } from '../../site-agent/engine/types.ts';
+import { normalizeConfig } from '../../shared/lora/model-config.ts';
+import { loraShapes } from '../../shared/lora/keys.ts';
+import type { LoraTarget, ModelConfig } from '../../shared/lora/types.ts';
 import { layoutOf, type AdapterLayout } from '../../shared/tensors.ts';
 import type { JobSpec } from '../jobs/spec.ts';
 

@@ -10,12 +10,13 @@
 import { existsSync, mkdirSync, renameSync, writeFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { encodeSafetensors } from '../../shared/safetensors.ts';
-import { peftConfigJson } from '../../shared/peft.ts';
-import type { LoraTarget } from '../../site-agent/engine/types.ts';
+import { peftConfigJson } from '../../shared/lora/peft.ts';
+import type { LoraTarget } from '../../shared/lora/types.ts';
 import { unflatten, type AdapterLayout } from '../../shared/tensors.ts';
 import type { CoordinatorStore, AdapterVersionRow } from '../store/store.ts';
 import type { JobSpec } from '../jobs/spec.ts';
-import { manifestBytes, sha256Hex, signManifest, type PublicationManifest } from './manifest.ts';
+import { manifestBytes, signManifest, type InitAdapterRef, type PublicationManifest } from '../../shared/publication-manifest.ts';
+import { sha256Hex } from '../../shared/hash.ts';
 
 export interface Signer {
   keyPem: string;
@@ -23,9 +24,9 @@ export interface Signer {
 }
 
 /** PEFT adapter_config.json (the fields PEFT and vLLM read). */
-export function peftAdapterConfig(spec: JobSpec): Record<string, unknown> {
-  // A2's writer of PEFT's adapter_config.json (every field PEFT writes), so site and
-  // coordinator produce the same file.
+function peftAdapterConfig(spec: JobSpec): Record<string, unknown> {
+  // shared/lora/peft.ts's writer of PEFT's adapter_config.json (every field PEFT writes), so
+  // site and coordinator produce the same file.
   return peftConfigJson({
     r: spec.lora.r, alpha: spec.lora.alpha, targets: spec.lora.target_modules as LoraTarget[], dropout: spec.lora.dropout,
     useRslora: spec.lora.use_rslora, baseModel: spec.base_model.id,
@@ -49,6 +50,8 @@ export interface PublishInput {
   numExamples: number;
   createdMs: number;
   ownerSite?: string;
+  /** Version 0 of a job continuing this published version of an earlier job. */
+  initAdapter?: InitAdapterRef;
 }
 
 /** Write a version's files (content-addressed adapter folder, signed manifest) and return the
@@ -80,9 +83,10 @@ export function writeVersion(store: CoordinatorStore, dataDir: string, signer: S
     adapter_sha256: sha,
     adapter_size: bytes.length,
     adapter_config_sha256: sha256Hex(configJson),
-    prev_manifest_sha256: prev ? prev.manifest_sha256 : null,
+    prev_manifest_sha256: p.initAdapter && p.version === 0 ? p.initAdapter.manifest_sha256 : prev ? prev.manifest_sha256 : null,
     created_at: new Date(p.createdMs).toISOString(),
     ...(owner ? { owner_site: owner } : {}),
+    ...(p.initAdapter && p.version === 0 ? { init_adapter: p.initAdapter } : {}),
   };
   const mBytes = manifestBytes(manifest);
   const sig = signManifest(mBytes, signer.keyPem).toString('base64');

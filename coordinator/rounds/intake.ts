@@ -1,21 +1,22 @@
 // Receiving a site's update, independent of the transport: admit the header (is this site
 // selected for this open round, right base version, fresh update id?), append verified
-// chunks to <dataDir>/updates/<job>/r<round>a<attempt>/<update_id>.part (progress committed
-// to SQLite after each chunk, so GetUploadStatus can resume it), then verify the whole hash,
-// the site's signature and the content, and commit accepted/rejected BEFORE answering.
-// SEAM: C1's shared/transfer UploadReceiver can replace appendChunk/finish (same contract).
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, truncateSync, writeSync, createReadStream } from 'node:fs';
+// chunks to <dataDir>/updates/<job>/r<round>a<attempt>/<update_id>.part through an
+// UploadSpool (group commit: progress recorded in SQLite only after an fsync covers it, so
+// GetUploadStatus can resume it), then verify the whole hash, the site's signature and the
+// content, and commit accepted/rejected BEFORE answering.
+import { mkdirSync, renameSync, rmSync, truncateSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { fail, isFedloraError } from '../../shared/errors.ts';
-import type { UpdateHeader, Chunk } from '../../shared/proto.ts';
+import type { UpdateHeader } from '../../shared/proto.ts';
 import type { UpdateRow } from '../store/store.ts';
-import type { RoundEngine } from './engine.ts';
-import { validateUpdateBytes } from './validate-update.ts';
-import { l2norm } from '../store/audit.ts';
-
-export const UPDATE_ID_RE = /^[A-Za-z0-9._-]{1,128}$/;
-export const MAX_CHUNK_BYTES = 4 * 1024 * 1024;
+import type { AdapterLayout } from '../../shared/tensors.ts';
+import type { RoundEngine } from './index.ts';
+import { UpdateContentCheck } from './validate-update.ts';
+import { roundPlanOf } from './round-plan.ts';
+import { MAX_CHUNK_BYTES, UPDATE_ID_RE } from '../../shared/transfer/chunks.ts';
+import { GROUP_COMMIT_BYTES, notReceiving, UploadSpool, type ChunkIn, type SeenUpload } from './upload-spool.ts';
 
 export type HeaderIn = Pick<UpdateHeader, 'updateId' | 'taskId' | 'jobId' | 'round' | 'baseVersion' | 'totalBytes' | 'sha256' | 'chunkSize' | 'numExamples'>
   & Partial<Pick<UpdateHeader, 'payloadKind' | 'signature' | 'updateNorm' | 'clipped' | 'metadataJson'>>;
@@ -89,43 +90,46 @@ export function admitUpdate(engine: RoundEngine, siteId: string, h: HeaderIn, ma
   return { row, complete: false };
 }
 
-/** Append chunk `c` (must be the next one). Data is fsynced before progress is committed. */
-export function appendChunk(engine: RoundEngine, updateId: string, c: Pick<Chunk, 'index' | 'offset' | 'data' | 'sha256'>): UpdateRow {
+/** The writer of an admitted update's chunks, for one stream (group commit every
+ *  `groupBytes`); shared with other streams of the same update. release() it when done. */
+export function openUpload(engine: RoundEngine, updateId: string, o: { groupBytes?: number } = {}): UploadSpool {
   const row = engine.store.update(updateId);
   if (!row) throw fail('FEDLORA_ERR_NOT_FOUND', `update ${updateId} was never admitted (send its UpdateHeader first)`);
-  if (row.status !== 'receiving') throw fail(row.status === 'rejected' ? 'FEDLORA_ERR_UPDATE_INVALID' : 'FEDLORA_ERR_ROUND_CLOSED', `update ${updateId} is ${row.status}${row.reason ? `: ${row.reason}` : ''}`);
-  if (c.index !== row.received_chunks || c.offset !== row.received_bytes) {
-    throw fail('FEDLORA_ERR_CHUNK_ORDER', `update ${updateId}: chunk ${c.index} at offset ${c.offset}, expected chunk ${row.received_chunks} at offset ${row.received_bytes}`);
-  }
-  const data = Buffer.from(c.data);
-  if (data.length === 0 || data.length > row.chunk_size || row.received_bytes + data.length > row.size) {
-    throw fail('FEDLORA_ERR_CHUNK_SIZE', `update ${updateId}: chunk ${c.index} has ${data.length} bytes (chunk size ${row.chunk_size}, total ${row.size})`);
-  }
-  if (createHash('sha256').update(data).digest('hex') !== c.sha256) throw fail('FEDLORA_ERR_CHUNK_HASH', `update ${updateId}: chunk ${c.index} sha256 mismatch`);
-  const fd = openSync(row.path, 'a+');
-  try {
-    // A crash after a write but before the commit leaves extra bytes: cut back to what is committed.
-    if (statSync(row.path).size !== row.received_bytes) truncateSync(row.path, row.received_bytes);
-    writeSync(fd, data, 0, data.length, row.received_bytes);
-    fsyncSync(fd);
-  } catch (e) {
-    // A full disk refuses this chunk only: progress stays at the last committed chunk (a partial
-    // write is cut back on the next attempt), so the site can resume once space is freed.
-    if ((e as NodeJS.ErrnoException)?.code === 'ENOSPC' || (e as NodeJS.ErrnoException)?.code === 'EDQUOT') {
-      throw fail('FEDLORA_ERR_DISK_FULL', `update ${updateId}: chunk ${c.index} not stored, no space left on the coordinator's device (${row.path}); nothing was committed, retry later`);
-    }
-    throw e;
-  } finally {
-    closeSync(fd);
-  }
-  engine.store.setUpdateProgress(updateId, row.received_chunks + 1, row.received_bytes + data.length);
-  return engine.store.update(updateId)!;
+  return UploadSpool.acquire(engine.store, row, engine.dataDir, engine.jobInfo(row.job_id).layout.update, { groupBytes: o.groupBytes ?? GROUP_COMMIT_BYTES });
 }
 
-async function fileSha256(path: string): Promise<string> {
+/** Append chunk `c` (must be the next one) and commit it: durable before it is recorded. */
+export async function appendChunk(engine: RoundEngine, updateId: string, c: ChunkIn): Promise<UpdateRow> {
+  const spool = openUpload(engine, updateId, { groupBytes: 0 });
+  try {
+    await spool.append(c);
+    const row = await spool.commit();
+    if (row.status !== 'receiving') throw notReceiving(row);
+    return row;
+  } finally {
+    await spool.release().catch(() => undefined);
+  }
+}
+
+/** Read a stored upload back (a stream that did not carry it from byte 0): hash + content. */
+async function readBack(row: UpdateRow, layout: AdapterLayout, name: string): Promise<SeenUpload> {
   const h = createHash('sha256');
-  for await (const b of createReadStream(path)) h.update(b as Buffer);
-  return h.digest('hex');
+  const content = new UpdateContentCheck(layout, row.size, name);
+  const fh = await open(row.path, 'r');
+  try {
+    const buf = Buffer.allocUnsafe(4 * 1024 * 1024);
+    for (let pos = 0; pos < row.size; ) {
+      const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, row.size - pos), pos);
+      if (bytesRead === 0) break;
+      const part = buf.subarray(0, bytesRead);
+      h.update(part);
+      content.feed(part);
+      pos += bytesRead;
+    }
+  } finally {
+    await fh.close();
+  }
+  return { sha256: h.digest('hex'), content };
 }
 
 // Finishes of one update run one after another: a site that retries an upload while its first
@@ -135,9 +139,9 @@ const finishing = new Map<string, Promise<void>>();
 
 /** All bytes are in: check the hash, the signature, the content; commit accepted or rejected.
  *  Throws the rejection (after committing it) so the transport can report it. */
-export function finishUpdate(engine: RoundEngine, updateId: string, verifySignature?: (row: UpdateRow) => boolean): Promise<UpdateRow> {
+export function finishUpdate(engine: RoundEngine, updateId: string, verifySignature?: (row: UpdateRow) => boolean, seen?: SeenUpload): Promise<UpdateRow> {
   const key = `${engine.dataDir}\0${updateId}`;
-  const run = (finishing.get(key) ?? Promise.resolve()).then(() => finishOnce(engine, updateId, verifySignature));
+  const run = (finishing.get(key) ?? Promise.resolve()).then(() => finishOnce(engine, updateId, verifySignature, seen));
   const tail = run.then(() => undefined, () => undefined);
   finishing.set(key, tail);
   void tail.then(() => {
@@ -146,7 +150,7 @@ export function finishUpdate(engine: RoundEngine, updateId: string, verifySignat
   return run;
 }
 
-async function finishOnce(engine: RoundEngine, updateId: string, verifySignature?: (row: UpdateRow) => boolean): Promise<UpdateRow> {
+async function finishOnce(engine: RoundEngine, updateId: string, verifySignature?: (row: UpdateRow) => boolean, seen?: SeenUpload): Promise<UpdateRow> {
   const store = engine.store;
   const found = store.update(updateId);
   if (!found) throw fail('FEDLORA_ERR_NOT_FOUND', `update ${updateId} was never admitted (send its UpdateHeader first)`);
@@ -168,13 +172,15 @@ async function finishOnce(engine: RoundEngine, updateId: string, verifySignature
     rmSync(row.path, { force: true });
     throw e;
   };
-  const hashed = await fileSha256(row.path).then((h) => ({ h }), (e: unknown) => ({ e }));
+  const { layout } = engine.jobInfo(row.job_id);
+  // Errors name the update (the site's own id), not the coordinator's spool path.
+  const hashed = seen ? { v: seen } : await readBack(row, layout.update, `update ${updateId}`).then((v) => ({ v }), (e: unknown) => ({ e }));
   // While the bytes were hashed the round may have closed (engine checkCollection discards a
   // 'receiving' row and deletes its .part): check that first; from here on all is synchronous.
   const cur0 = store.update(updateId);
   if (cur0?.status === 'discarded') throw fail('FEDLORA_ERR_ROUND_CLOSED', `update ${updateId} was discarded: ${cur0.reason ?? 'round closed'}`);
   if ('e' in hashed) throw hashed.e;
-  const sha = hashed.h;
+  const sha = hashed.v.sha256;
   if (sha !== row.sha256) {
     // Not the site's fault necessarily (corruption in transit): start this upload again.
     store.tx(() => { store.setUpdateProgress(updateId, 0, 0); });
@@ -182,11 +188,9 @@ async function finishOnce(engine: RoundEngine, updateId: string, verifySignature
     throw fail('FEDLORA_ERR_UPDATE_HASH', `update ${updateId}: payload sha256 ${sha} != header ${row.sha256}; upload again`);
   }
   if (verifySignature && !verifySignature(row)) reject(fail('FEDLORA_ERR_SIGNATURE', `update ${updateId}: site ${row.site_id}'s signature does not verify`));
-  const { layout } = engine.jobInfo(row.job_id);
   let measured = NaN;
   try {
-    // Errors name the update (the site's own id), not the coordinator's spool path.
-    measured = l2norm(validateUpdateBytes(readFileSync(row.path), layout.update, `update ${updateId}`));
+    measured = hashed.v.content.result().norm;
   } catch (e) {
     reject(e);
   }
@@ -212,11 +216,11 @@ async function finishOnce(engine: RoundEngine, updateId: string, verifySignature
     // What reached the round: the site's own report (norm before/after its clipping) next to
     // the norm the coordinator measured, and for DP rounds the clip norm C the round told sites
     // and the norm after clipping to C (what the DP strategy will use: min(norm, C)).
-    const tc = (round.task_config ? JSON.parse(round.task_config) : {}) as { payload_kind?: string; strategy_config?: Record<string, string> };
-    const clip = Number(tc.strategy_config?.dp_clip_norm);
+    const plan = roundPlanOf(round);
+    const clip = plan.config.dpClipNorm ?? NaN;
     store.audit.append(row.site_id, 'update_received', updateId, {
       job: row.job_id, round: row.round, attempt: row.attempt, task: row.task_id, sha256: row.sha256, size: row.size, examples: row.examples,
-      signature_sha256: row.signature ? createHash('sha256').update(row.signature).digest('hex') : null, payload_kind: tc.payload_kind ?? 'delta',
+      signature_sha256: row.signature ? createHash('sha256').update(row.signature).digest('hex') : null, payload_kind: plan.payloadKind,
       site_norm: row.norm, site_clipped: row.clipped === null ? null : row.clipped === 1, coordinator_norm: measured,
       ...(clip > 0 ? { dp_clip_norm: clip, norm_after_clip: Math.min(measured, clip), clipped_by_coordinator: measured > clip } : {}),
     }, new Date(engine.now()));
@@ -233,9 +237,17 @@ export async function submitUpdateBytes(engine: RoundEngine, siteId: string, h: 
   const sha256 = createHash('sha256').update(bytes).digest('hex');
   const { row, complete } = admitUpdate(engine, siteId, { ...h, totalBytes: bytes.length, sha256, chunkSize }, o.maxBytes ?? 1 << 30);
   if (complete) return row;
-  for (let off = row.received_bytes, i = row.received_chunks; off < bytes.length; off += chunkSize, i++) {
-    const data = bytes.subarray(off, Math.min(off + chunkSize, bytes.length));
-    appendChunk(engine, h.updateId, { index: i, offset: off, data, sha256: createHash('sha256').update(data).digest('hex') });
+  const spool = openUpload(engine, h.updateId);
+  let seen: SeenUpload | undefined;
+  try {
+    for (let off = row.received_bytes, i = row.received_chunks; off < bytes.length; off += chunkSize, i++) {
+      const data = bytes.subarray(off, Math.min(off + chunkSize, bytes.length));
+      await spool.append({ index: i, offset: off, data, sha256: createHash('sha256').update(data).digest('hex') });
+    }
+    await spool.commit();
+    seen = spool.seen();
+  } finally {
+    await spool.release().catch(() => undefined);
   }
-  return finishUpdate(engine, h.updateId);
+  return finishUpdate(engine, h.updateId, undefined, seen);
 }

@@ -1,24 +1,33 @@
 // Content checks of an uploaded update (after its bytes and hash are verified): it must be a
 // safetensors file whose tensors are EXACTLY the job's update layout (names, shapes, F32) and
-// hold only finite numbers. Returns the flat vector in the canonical layout.
-import { readFileSync } from 'node:fs';
-import { fail } from '../../shared/errors.ts';
-import { parseSafetensorsHeader, toFloat32 } from '../../shared/safetensors.ts';
+// hold only finite numbers. Two forms of the same rules:
+//   UpdateContentCheck  fed the bytes in order while they arrive (the intake streams a whole
+//                       upload through it, so nothing is re-read at the end); gives the L2 norm
+//   validateUpdateBytes a whole buffer; gives the flat vector in the canonical layout
+import { endianness } from 'node:os';
+import { fail, type FedloraError } from '../../shared/errors.ts';
+import { parseSafetensorsHeader, type SafetensorsHeader } from '../../shared/safetensors.ts';
 import type { AdapterLayout } from '../../shared/tensors.ts';
+import { sumOfSquares, sumOfSquaresBytes } from '../strategies/f32-kernels.ts';
 
-export function validateUpdateBytes(buf: Uint8Array, layout: AdapterLayout, name: string): Float32Array {
-  let header;
+// Float32Array views over file bytes are little-endian only on a little-endian host.
+if (endianness() !== 'LE') throw new Error('fedlora coordinator: update validation needs a little-endian host');
+
+function parseHeader(bytes: Uint8Array, size: number, name: string): SafetensorsHeader {
   try {
-    header = parseSafetensorsHeader(buf, buf.byteLength, name);
+    return parseSafetensorsHeader(bytes, size, name);
   } catch (e) {
     const why = String((e as Error)?.message ?? e);
     throw fail('FEDLORA_ERR_UPDATE_INVALID', `${name}: not a safetensors file: ${why.startsWith(`${name}: `) ? why.slice(name.length + 2) : why}`);
   }
+}
+
+/** The header must list exactly the layout's tensors, with its shapes, as F32. */
+export function checkUpdateHeader(header: SafetensorsHeader, layout: AdapterLayout, name: string): void {
   const expected = new Map(layout.entries.map((e) => [e.name, e]));
   for (const n of header.entries.keys()) {
     if (!expected.has(n)) throw fail('FEDLORA_ERR_UPDATE_INVALID', `${name}: unexpected tensor "${n}" (not in the job's adapter layout)`);
   }
-  const out = new Float32Array(layout.total);
   for (const e of layout.entries) {
     const t = header.entries.get(e.name);
     if (!t) throw fail('FEDLORA_ERR_UPDATE_INVALID', `${name}: missing tensor "${e.name}"`);
@@ -26,15 +35,138 @@ export function validateUpdateBytes(buf: Uint8Array, layout: AdapterLayout, name
       throw fail('FEDLORA_ERR_SHAPE', `${name}: tensor "${e.name}" has shape [${t.shape}], expected [${e.shape}]`);
     }
     if (t.dtype !== 'F32') throw fail('FEDLORA_ERR_UNSUPPORTED_DTYPE', `${name}: tensor "${e.name}" has dtype ${t.dtype}, expected F32`);
-    const v = toFloat32(buf.subarray(t.offset, t.offset + t.length), 'F32');
-    for (let i = 0; i < v.length; i++) {
-      if (!Number.isFinite(v[i])) throw fail('FEDLORA_ERR_UPDATE_NONFINITE', `${name}: tensor "${e.name}" element ${i} is ${v[i]}`);
-    }
-    out.set(v, e.offset);
   }
-  return out;
 }
 
-export function loadUpdateFile(file: string, layout: AdapterLayout): Float32Array {
-  return validateUpdateBytes(readFileSync(file), layout, file);
+/** The error for the first NaN/Inf in `v` (element `first` + i of tensor `tensor`), if any. */
+function nonFinite(v: Float32Array, name: string, tensor: string, first: number): FedloraError | undefined {
+  for (let i = 0; i < v.length; i++) {
+    if (!Number.isFinite(v[i])) return fail('FEDLORA_ERR_UPDATE_NONFINITE', `${name}: tensor "${tensor}" element ${first + i} is ${v[i]}`);
+  }
+  return undefined;
+}
+
+/** Little-endian float32 bytes as a Float32Array (a copy unless 4-byte aligned in memory). */
+function floats(bytes: Uint8Array): Float32Array {
+  if (bytes.byteOffset % 4 === 0) return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+  return new Float32Array(Uint8Array.prototype.slice.call(bytes).buffer); // (Buffer#slice would not copy)
+}
+
+interface Segment { name: string; start: number; end: number }
+
+/**
+ * Streaming form: feed() the update's bytes in order (any split), then result(). The first
+ * problem is kept, not thrown, so the intake can report the whole-payload hash first (a
+ * mismatch there means "send again", a content problem "rejected") exactly as the whole-file
+ * check does.
+ */
+export class UpdateContentCheck {
+  private pos = 0;
+  private head: Uint8Array[] = [];
+  private headBytes = 0;
+  private segments: Segment[] | undefined;
+  private seg = 0;
+  private readonly carry = new Uint8Array(4);
+  private carryLen = 0;
+  private sum = 0;
+  private error: FedloraError | undefined;
+
+  constructor(private readonly layout: AdapterLayout, private readonly size: number, private readonly name: string) {}
+
+  feed(bytes: Uint8Array): void {
+    const at = this.pos;
+    this.pos += bytes.byteLength;
+    if (this.error) return;
+    try {
+      if (!this.segments) {
+        this.head.push(Uint8Array.prototype.slice.call(bytes)); // a copy: callers reuse their buffers
+        this.headBytes += bytes.byteLength;
+        if (!this.headerComplete()) return;
+        const all = Buffer.concat(this.head);
+        this.head = [];
+        const header = parseHeader(all, this.size, this.name);
+        checkUpdateHeader(header, this.layout, this.name);
+        this.segments = [...header.entries.values()].map((t) => ({ name: t.name, start: t.offset, end: t.offset + t.length })).sort((a, b) => a.start - b.start);
+        this.data(all, 0);
+        return;
+      }
+      this.data(bytes, at);
+    } catch (e) {
+      this.error = e as FedloraError;
+    }
+  }
+
+  private headerComplete(): boolean {
+    if (this.headBytes < 8) return this.headBytes >= this.size;
+    const first = Buffer.concat(this.head).subarray(0, 8);
+    const n = Number(first.readBigUInt64LE(0));
+    return this.headBytes >= Math.min(this.size, 8 + n);
+  }
+
+  /** Sum the squares of the tensor bytes in [at, at + bytes.length). */
+  private data(bytes: Uint8Array, at: number): void {
+    const segs = this.segments!;
+    const end = at + bytes.byteLength;
+    while (this.seg < segs.length && segs[this.seg].start < end) {
+      const s = segs[this.seg];
+      const from = Math.max(s.start, at);
+      const to = Math.min(s.end, end);
+      if (from < to) this.tensorBytes(s, bytes.subarray(from - at, to - at), from);
+      if (s.end > end) return;
+      this.seg++;
+    }
+  }
+
+  private tensorBytes(s: Segment, b: Uint8Array, at: number): void {
+    let i = 0;
+    if (this.carryLen > 0) {
+      const take = Math.min(4 - this.carryLen, b.byteLength);
+      this.carry.set(b.subarray(0, take), this.carryLen);
+      this.carryLen += take;
+      i = take;
+      if (this.carryLen < 4) return;
+      this.carryLen = 0;
+      this.block(s, this.carry, at + i - 4);
+    }
+    const whole = (b.byteLength - i) & ~3;
+    if (whole > 0) this.block(s, b.subarray(i, i + whole), at + i);
+    i += whole;
+    if (i < b.byteLength) {
+      this.carry.set(b.subarray(i));
+      this.carryLen = b.byteLength - i;
+    }
+  }
+
+  /** Whole float32 values of tensor `s` starting at file offset `at`. */
+  private block(s: Segment, bytes: Uint8Array, at: number): void {
+    const q = sumOfSquaresBytes(bytes);
+    if (!Number.isFinite(q)) throw nonFinite(floats(bytes), this.name, s.name, (at - s.start) / 4)!;
+    this.sum += q;
+  }
+
+  /** After every byte was fed: the update's L2 norm, or the first problem found (thrown). */
+  result(): { norm: number } {
+    if (this.error) throw this.error;
+    if (!this.segments) {
+      parseHeader(Buffer.concat(this.head), this.size, this.name); // throws: truncated
+      throw fail('FEDLORA_ERR_UPDATE_INVALID', `${this.name}: not a safetensors file: truncated header`);
+    }
+    if (this.pos < this.size) throw fail('FEDLORA_ERR_UPDATE_INVALID', `${this.name}: ${this.pos} of ${this.size} bytes checked`);
+    return { norm: Math.sqrt(this.sum) };
+  }
+}
+
+/** Whole-buffer form: the flat vector in the canonical layout (throws on the first problem). */
+export function validateUpdateBytes(buf: Uint8Array, layout: AdapterLayout, name: string): Float32Array {
+  const header = parseHeader(buf, buf.byteLength, name);
+  checkUpdateHeader(header, layout, name);
+  const out = new Float32Array(layout.total);
+  const outBytes = new Uint8Array(out.buffer);
+  for (const e of layout.entries) {
+    const t = header.entries.get(e.name)!;
+    outBytes.set(buf.subarray(t.offset, t.offset + t.length), e.offset * 4);
+    const v = out.subarray(e.offset, e.offset + e.length);
+    if (!Number.isFinite(sumOfSquares(v))) throw nonFinite(v, name, e.name, 0)!;
+  }
+  return out;
 }

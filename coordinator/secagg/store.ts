@@ -1,12 +1,12 @@
-// SQLite persistence of secure-aggregation rounds, in the coordinator's database (own tables,
-// created here with IF NOT EXISTS so the shared migration list stays untouched). Every stage
+// SQLite persistence of secure-aggregation rounds, in the coordinator's database (tables
+// secagg_*, created by coordinator/store/migrations.ts). Every stage
 // message a site gets acknowledged is a committed row first. Nothing here holds a site's plain
 // update: advertised public keys, AES-GCM-encrypted shares, masked vectors (uniform mod 2^32),
 // and unmask shares (of survivors' self-mask seeds / dropped sites' mask keys — never both for
 // one site). The unmasked sum is NOT stored: it is recomputed from these rows when the engine
 // aggregates (also after a restart), and the rows are purged once the round is published/failed.
-import type { Database } from 'better-sqlite3';
-import type { SecAggRoundConfig, SecAggServerStage } from './messages.ts';
+import type { Database } from 'better-sqlite3-multiple-ciphers';
+import type { SecAggRoundConfig, SecAggServerStage } from '../../shared/secagg/messages.ts';
 
 export interface SecAggRoundRow {
   job_id: string; round: number; attempt: number;
@@ -28,40 +28,8 @@ export interface SecAggRoundRow {
 export type MsgStage = 'advertise' | 'share' | 'unmask';
 interface Key { job_id: string; round: number; attempt: number }
 
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS secagg_rounds (
-  job_id TEXT NOT NULL, round INTEGER NOT NULL, attempt INTEGER NOT NULL,
-  stage TEXT NOT NULL CHECK (stage IN ('advertise','share','masked','unmask','done','failed')),
-  config_json TEXT NOT NULL,
-  advertise_deadline_ms INTEGER NOT NULL,
-  stage_timeout_ms INTEGER NOT NULL,
-  stage_deadline_ms INTEGER,
-  roster_json TEXT, u2_json TEXT, survivors_json TEXT, dropped_json TEXT,
-  error TEXT,
-  purged INTEGER NOT NULL DEFAULT 0,
-  created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL,
-  PRIMARY KEY (job_id, round, attempt)
-);
-CREATE TABLE IF NOT EXISTS secagg_messages (
-  job_id TEXT NOT NULL, round INTEGER NOT NULL, attempt INTEGER NOT NULL, site_id TEXT NOT NULL,
-  stage TEXT NOT NULL CHECK (stage IN ('advertise','share','unmask')),
-  payload TEXT NOT NULL,
-  received_ms INTEGER NOT NULL,
-  PRIMARY KEY (job_id, round, attempt, site_id, stage)
-);
-CREATE TABLE IF NOT EXISTS secagg_masked_chunks (
-  job_id TEXT NOT NULL, round INTEGER NOT NULL, attempt INTEGER NOT NULL, site_id TEXT NOT NULL,
-  idx INTEGER NOT NULL,
-  data BLOB NOT NULL,
-  received_ms INTEGER NOT NULL,
-  PRIMARY KEY (job_id, round, attempt, site_id, idx)
-);
-`;
-
 export class SecAggStore {
-  constructor(readonly db: Database) {
-    db.exec(SCHEMA);
-  }
+  constructor(readonly db: Database) {}
   tx<T>(fn: () => T): T {
     return this.db.transaction(fn).immediate();
   }

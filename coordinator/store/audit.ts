@@ -9,26 +9,28 @@
 //   enroll            site, site              enrollment.ts enrollSite (serial, cert sha256, not_after)
 //   cert_renewed      site, site              enrollment.ts renewSiteCertificate
 //   revoke            operator, site          enrollment.ts revokeSite (serials, reason, discarded_updates)
-//   revoke_certificate operator, site         enrollment.ts revokeCertificate
-//   job_submitted / job_cancelled  admin[:name], job   rounds/engine.ts
-//   job_completed / job_failed     coordinator, job    rounds/engine.ts
-//   task              coordinator, task id    rounds/engine.ts openRound (one per selected site)
-//   task_declined     site, task id           rounds/engine.ts declineTask
+//   job_submitted / job_cancelled  admin[:name], job   jobs/job-service.ts (with DP Poisson sampling:
+//                     dp_eligible_sites, the job's fixed N sites)
+//   job_completed / job_failed     coordinator, job    rounds/state-machine.ts
+//   task              coordinator, task id    rounds/open-round.ts (one per selected site)
+//   task_declined     site, task id           rounds/declines.ts
 //   update_received   site, update id         rounds/intake.ts finishUpdate (sha256, size, examples,
 //                     signature_sha256, site_norm, site_clipped, coordinator_norm, and for DP rounds
 //                     dp_clip_norm, norm_after_clip, clipped_by_coordinator)
 //   update_rejected   site, update id         rounds/intake.ts (signature/content/round closed) and
 //                     grpc/federation.ts (admission: replay, signature, not selected, ...; code + reason)
-//   round_failed      coordinator, job/rRaA   rounds/engine.ts (discarded updates)
-//   aggregate         coordinator, job/rRaA   rounds/engine.ts (update ids, strategy metrics: DP clip/noise)
-//   publish           coordinator, job/vN     rounds/engine.ts (version, sha256, manifest_sha256)
-//   privacy_spend     coordinator, job        rounds/engine.ts (epsilon after the round, delta, budget)
+//   round_failed      coordinator, job/rRaA   rounds/plain-collector.ts (discarded updates)
+//   aggregate         coordinator, job/rRaA   rounds/aggregate-publish.ts (update ids, strategy metrics: DP clip/noise)
+//   round_sampled     coordinator, job/rRaA   rounds/aggregate-publish.ts (DP Poisson sample of the round,
+//                     once it is published: sample_rate, eligible_sites N, denominator, sampled, contributed)
+//   publish           coordinator, job/vN     rounds/aggregate-publish.ts (version, sha256, manifest_sha256)
+//   privacy_spend     coordinator, job        rounds/aggregate-publish.ts (epsilon after the round, delta, budget)
 //   call_refused      unauthenticated, cert subject   grpc/federation.ts (revoked/unknown/expired; 1/min/cert)
 //   admin_action / admin_denied   admin:<name> | anonymous, "METHOD /path"   http/admin-audit.ts
-import type { Database } from 'better-sqlite3';
+import type { Database } from 'better-sqlite3-multiple-ciphers';
 import { AuditLog } from '../../shared/audit.ts';
 
-export const COORDINATOR_AUDIT_TABLE = 'audit_log';
+const COORDINATOR_AUDIT_TABLE = 'audit_log';
 
 const logs = new WeakMap<Database, AuditLog>();
 
@@ -48,9 +50,3 @@ export function appendNow(db: Database, actor: string, action: string, subject: 
   db.transaction(() => log.append(actor, action, subject, details, at)).immediate();
 }
 
-/** L2 norm with float64 accumulation (what the coordinator measures on an update). */
-export function l2norm(v: Float32Array): number {
-  let s = 0;
-  for (let i = 0; i < v.length; i++) s += v[i] * v[i];
-  return Math.sqrt(s);
-}

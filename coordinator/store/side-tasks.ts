@@ -7,11 +7,11 @@
 //   pending|delivered --DeclineTask--> declined;  --older than side_tasks.expire_ms--> expired
 // (UPLOAD_LOCAL is done when its local adapter is stored; cross-eval expires unanswered uploads
 // when it moves on to CROSS_EVAL.)
-import type { Database } from 'better-sqlite3';
+import type { Database } from 'better-sqlite3-multiple-ciphers';
 import type { Task } from '../../shared/proto.ts';
 
 export type SideTaskStatus = 'pending' | 'delivered' | 'done' | 'declined' | 'expired';
-export type SideTaskKind = 'TASK_KIND_EVALUATE' | 'TASK_KIND_UPLOAD_LOCAL' | 'TASK_KIND_CROSS_EVAL';
+export type SideTaskKind = 'TASK_KIND_EVALUATE' | 'TASK_KIND_UPLOAD_LOCAL' | 'TASK_KIND_CROSS_EVAL' | 'TASK_KIND_EXAM';
 export interface SideTaskRow {
   task_id: string; job_id: string; site_id: string; kind: SideTaskKind; payload_json: string; status: SideTaskStatus; request_id: number | null;
   decline_reason: string | null; decline_code: string | null; created_ms: number; updated_ms: number;

@@ -1,14 +1,11 @@
-// The coordinator's state in SQLite (better-sqlite3, WAL, synchronous=FULL so a commit that
+// The coordinator's state in SQLite (better-sqlite3-multiple-ciphers, WAL, synchronous=FULL so a commit that
 // acknowledged something to a site survives a power cut). All writes are small synchronous
 // transactions; callers commit BEFORE they answer the site.
-import Database from 'better-sqlite3';
-import type { Database as Db } from 'better-sqlite3';
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
-import { migrate } from './migrations.ts';
-import { ensurePkiSchema } from '../enrollment.ts';
+import type { Database as Db } from 'better-sqlite3-multiple-ciphers';
+import { openCoordinatorDb } from './migrations.ts';
 import { coordinatorAudit } from './audit.ts';
 import type { AuditLog } from '../../shared/audit.ts';
+import type { SharePolicy } from '../../shared/metrics-sharing.ts';
 
 export type JobStatus = 'running' | 'completed' | 'failed' | 'cancelled';
 export type RoundState = 'open' | 'aggregating' | 'published' | 'failed';
@@ -29,20 +26,20 @@ export interface UpdateRow {
   clipped: number | null; status: UpdateStatus; reason: string | null; signature: Buffer | null; metadata_json: string | null; received_ms: number;
 }
 export interface AdapterVersionRow { job_id: string; version: number; owner_site: string; round: number; sha256: string; size: number; manifest_json: string; manifest_sha256: string; signature: string; path: string; created_ms: number }
-export interface MetricRow { id: number; job_id: string; round: number; site_id: string; kind: string; metric: string; value: number; count: number; model_owner: string; adapter_version: number | null; phase: string | null; task_id: string | null; created_ms: number }
+export interface MetricRow {
+  id: number; job_id: string; round: number; site_id: string; kind: string; metric: string; value: number; count: number; model_owner: string; adapter_version: number | null;
+  phase: string | null; task_id: string | null; created_ms: number;
+  /** '' = the whole set (shared/metric-subset.ts); eval_set '' = the held-out set, 'exam:<name>'. */
+  subset: string; eval_set: string;
+  /** The site's 95% bootstrap interval (null for counts and rates). */
+  ci_low: number | null; ci_high: number | null; ci_resamples: number | null;
+}
 export interface LedgerRow { job_id: string; round: number; epsilon: number; delta: number; noise_multiplier: number; sample_rate: number; created_ms: number }
 
 export class CoordinatorStore {
   readonly db: Db;
   constructor(file: string) {
-    mkdirSync(dirname(file), { recursive: true });
-    this.db = new Database(file);
-    this.db.pragma('journal_mode = WAL');
-    this.db.pragma('synchronous = FULL');
-    this.db.pragma('foreign_keys = ON');
-    this.db.pragma('busy_timeout = 5000');
-    ensurePkiSchema(this.db);
-    migrate(this.db);
+    this.db = openCoordinatorDb(file);
   }
   close(): void {
     if (this.db.open) this.db.close();
@@ -61,18 +58,16 @@ export class CoordinatorStore {
       ON CONFLICT(id) DO UPDATE SET cert_serial = COALESCE(excluded.cert_serial, cert_serial), cert_not_after_ms = COALESCE(excluded.cert_not_after_ms, cert_not_after_ms)`)
       .run(id, now, cert?.serial ?? null, cert?.notAfter ?? null);
   }
-  touchSite(id: string, now: number, info: { agentVersion?: string; state?: string; cert?: { serial: string; notAfter: number } } = {}): void {
+  /** A sign of life; with what the call said (a heartbeat's share_site_metrics policy, ...). */
+  touchSite(id: string, now: number, info: { agentVersion?: string; state?: string; cert?: { serial: string; notAfter: number }; shareSiteMetrics?: SharePolicy | null } = {}): void {
     this.upsertSite(id, now, info.cert);
-    this.db.prepare('UPDATE sites SET last_seen_ms = ?, agent_version = COALESCE(?, agent_version), state = COALESCE(?, state) WHERE id = ?')
-      .run(now, info.agentVersion || null, info.state || null, id);
+    this.db.prepare('UPDATE sites SET last_seen_ms = ?, agent_version = COALESCE(?, agent_version), state = COALESCE(?, state), share_site_metrics = COALESCE(?, share_site_metrics) WHERE id = ?')
+      .run(now, info.agentVersion || null, info.state || null, info.shareSiteMetrics ?? null, id);
   }
   /** Training throughput from a heartbeat (HeartbeatRequest.training_tokens_per_s); 0 is kept too. */
   setSiteThroughput(id: string, tokensPerS: number, now: number): void {
     if (!Number.isFinite(tokensPerS) || tokensPerS < 0) return;
     this.db.prepare('UPDATE sites SET training_tokens_per_s = ?, training_tokens_at_ms = ? WHERE id = ?').run(tokensPerS, now, id);
-  }
-  setSiteStatus(id: string, status: SiteRow['status']): void {
-    this.db.prepare('UPDATE sites SET status = ? WHERE id = ?').run(status, id);
   }
   site(id: string): SiteRow | undefined {
     return this.db.prepare('SELECT * FROM sites WHERE id = ?').get(id) as SiteRow | undefined;
@@ -80,10 +75,13 @@ export class CoordinatorStore {
   sites(): SiteRow[] {
     return this.db.prepare('SELECT * FROM sites ORDER BY id').all() as SiteRow[];
   }
-  /** Active sites seen at or after `since` (PKI status must agree: a revoked site is never online). */
+  /** Active sites, online or not (a disabled or revoked site is never eligible). */
+  activeSites(): string[] {
+    return (this.db.prepare(`SELECT id FROM sites WHERE status = 'active' ORDER BY id`).all() as { id: string }[]).map((r) => r.id);
+  }
+  /** Active sites seen at or after `since` (a disabled or revoked site is never online). */
   onlineSites(since: number): string[] {
-    return (this.db.prepare(`SELECT s.id FROM sites s LEFT JOIN pki_sites p ON p.site_id = s.id
-      WHERE s.status = 'active' AND COALESCE(p.status, 'active') = 'active' AND s.last_seen_ms >= ? ORDER BY s.id`).all(since) as { id: string }[]).map((r) => r.id);
+    return (this.db.prepare(`SELECT id FROM sites WHERE status = 'active' AND last_seen_ms >= ? ORDER BY id`).all(since) as { id: string }[]).map((r) => r.id);
   }
 
   // ---- jobs -----------------------------------------------------------------------------
@@ -156,6 +154,19 @@ export class CoordinatorStore {
   setUpdateProgress(updateId: string, chunks: number, bytes: number): void {
     this.db.prepare('UPDATE updates SET received_chunks = ?, received_bytes = ? WHERE update_id = ?').run(chunks, bytes, updateId);
   }
+  /** Upload progress of a still-receiving update, committed without waiting for the WAL fsync
+   *  (synchronous=NORMAL for this one commit). Only for progress whose bytes are already
+   *  fsynced: a power cut may roll it back to an earlier value, which is always behind what is
+   *  durable on disk, never ahead (the next FULL commit makes it durable). False if the row is
+   *  no longer 'receiving'. */
+  advanceUploadProgress(updateId: string, chunks: number, bytes: number): boolean {
+    this.db.pragma('synchronous = NORMAL');
+    try {
+      return this.db.prepare(`UPDATE updates SET received_chunks = ?, received_bytes = ? WHERE update_id = ? AND status = 'receiving'`).run(chunks, bytes, updateId).changes === 1;
+    } finally {
+      this.db.pragma('synchronous = FULL');
+    }
+  }
   setUpdateStatus(updateId: string, status: UpdateStatus, reason: string | null = null, path?: string): void {
     this.db.prepare('UPDATE updates SET status = ?, reason = COALESCE(?, reason), path = COALESCE(?, path) WHERE update_id = ?').run(status, reason, path ?? null, updateId);
   }
@@ -187,17 +198,20 @@ export class CoordinatorStore {
   }
 
   // ---- metrics, privacy -----------------------------------------------------------------
-  insertMetric(m: Omit<MetricRow, 'id'>): void {
-    this.db.prepare(`INSERT INTO metrics (job_id, round, site_id, kind, metric, value, count, model_owner, adapter_version, phase, task_id, created_ms)
-      VALUES (@job_id, @round, @site_id, @kind, @metric, @value, @count, @model_owner, @adapter_version, @phase, @task_id, @created_ms)`).run(m);
+  /** Returns the new row's id. */
+  insertMetric(m: Omit<MetricRow, 'id'>): number {
+    return Number(this.db.prepare(`INSERT INTO metrics (job_id, round, site_id, kind, metric, value, count, model_owner, adapter_version, phase, task_id, created_ms, subset, eval_set, ci_low, ci_high, ci_resamples)
+      VALUES (@job_id, @round, @site_id, @kind, @metric, @value, @count, @model_owner, @adapter_version, @phase, @task_id, @created_ms, @subset, @eval_set, @ci_low, @ci_high, @ci_resamples)`).run(m).lastInsertRowid);
   }
-  metrics(jobId: string, f: { site?: string; metric?: string; kind?: string } = {}): MetricRow[] {
+  metrics(jobId: string, f: { site?: string; metric?: string; kind?: string; subset?: string; evalSet?: string } = {}): MetricRow[] {
     const where = ['job_id = @job'];
     if (f.site) where.push('site_id = @site');
     if (f.metric) where.push('metric = @metric');
     if (f.kind) where.push('kind = @kind');
-    return this.db.prepare(`SELECT * FROM metrics WHERE ${where.join(' AND ')} ORDER BY round, site_id, kind, metric, id`)
-      .all({ job: jobId, site: f.site, metric: f.metric, kind: f.kind }) as MetricRow[];
+    if (f.subset !== undefined) where.push('subset = @subset');
+    if (f.evalSet !== undefined) where.push('eval_set = @evalSet');
+    return this.db.prepare(`SELECT * FROM metrics WHERE ${where.join(' AND ')} ORDER BY round, site_id, kind, metric, subset, id`)
+      .all({ job: jobId, site: f.site, metric: f.metric, kind: f.kind, subset: f.subset, evalSet: f.evalSet }) as MetricRow[];
   }
   recordPrivacy(l: LedgerRow): void {
     this.db.prepare(`INSERT OR REPLACE INTO privacy_ledger (job_id, round, epsilon, delta, noise_multiplier, sample_rate, created_ms)

@@ -4,24 +4,28 @@
 import { fail } from '../../shared/errors.ts';
 import type { AdapterLayout } from '../../shared/tensors.ts';
 import type { RoundContext, UpdateRef } from './types.ts';
+import { F32Accumulator } from './f32-kernels.ts';
 
 export function tensorAt(layout: AdapterLayout, index: number): string {
   for (const e of layout.entries) if (index >= e.offset && index < e.offset + e.length) return `${e.name}[${index - e.offset}]`;
   return `element ${index}`;
 }
 
-/** Reject a vector of the wrong length or with NaN/Inf (FEDLORA_ERR_UPDATE_NONFINITE). */
-export function checkUpdate(v: Float32Array, u: UpdateRef, ctx: RoundContext): Float32Array {
+/** Reject a vector of the wrong length or with NaN/Inf (FEDLORA_ERR_UPDATE_NONFINITE). `layout`:
+ *  the update's own (a lower-rank site's, for the strategies that take one), else the job's. */
+export function checkUpdate(v: Float32Array, u: UpdateRef, ctx: RoundContext, layout: AdapterLayout = ctx.layout): Float32Array {
   if (!(v instanceof Float32Array)) throw fail('FEDLORA_ERR_UPDATE_INVALID', `update from site ${u.siteId} is not a Float32Array`);
-  if (v.length !== ctx.layout.total) throw fail('FEDLORA_ERR_SHAPE', `update from site ${u.siteId} has ${v.length} elements, the adapter layout has ${ctx.layout.total}`);
+  if (v.length !== layout.total) throw fail('FEDLORA_ERR_SHAPE', `update from site ${u.siteId} has ${v.length} elements, the adapter layout has ${layout.total}`);
   for (let i = 0; i < v.length; i++) {
     const x = v[i];
-    if (x - x !== 0) throw fail('FEDLORA_ERR_UPDATE_NONFINITE', `update from site ${u.siteId} has ${x} at ${tensorAt(ctx.layout, i)}`);
+    if (x - x !== 0) throw fail('FEDLORA_ERR_UPDATE_NONFINITE', `update from site ${u.siteId} has ${x} at ${tensorAt(layout, i)}`);
   }
   return v;
 }
 
-export function checkUpdates(updates: UpdateRef[], ctx: RoundContext, strategy: string): void {
+export function checkUpdates(updates: UpdateRef[], ctx: RoundContext, strategy: string, o: { siteRanks?: boolean } = {}): void {
+  const other = o.siteRanks ? undefined : updates.find((u) => u.layout && u.layout !== ctx.layout);
+  if (other) throw fail('FEDLORA_ERR_AGGREGATION', `${strategy}: site ${other.siteId} trained a lower LoRA rank; only svd (and ffa, with the site padding B) combine sites of different ranks`);
   if (updates.length === 0) throw fail('FEDLORA_ERR_AGGREGATION', `${strategy}: round ${ctx.round} has no updates to aggregate`);
   if (ctx.global.length !== ctx.layout.total) throw fail('FEDLORA_ERR_SHAPE', `${strategy}: global adapter has ${ctx.global.length} elements, layout has ${ctx.layout.total}`);
   const seen = new Set<string>();
@@ -45,59 +49,52 @@ export function weightsOf(updates: UpdateRef[], w: Weighting): number[] {
  *  vector in place (e.g. clipping) before it is accumulated. Float64 accumulation would double
  *  memory traffic; coefficients are normalised up front so float32 sums stay well-scaled.
  *  Contract for loaders: an update's array is never touched again after the next load() call,
- *  so a loader may reuse one buffer for every update (no page faults on fresh memory). */
+ *  so a loader may reuse one buffer for every update (no page faults on fresh memory).
+ *  The multiply-add runs in WebAssembly SIMD (f32-kernels.ts), fused with the NaN/Inf check.
+ *  `plus`: a vector added to the sum at the end (the global adapter, for delta payloads). */
 export async function streamingWeightedSum(
   updates: UpdateRef[], coefs: number[], ctx: RoundContext,
-  transform?: (v: Float32Array, u: UpdateRef) => void,
+  transform?: ((v: Float32Array, u: UpdateRef) => void) | undefined,
+  o: { plus?: Float32Array } = {},
 ): Promise<Float32Array> {
-  const acc = new Float32Array(ctx.layout.total);
-  for (let k = 0; k < updates.length; k++) {
-    const u = updates[k];
-    const v = await u.load();
-    if (transform) {
-      checkUpdate(v, u, ctx);
-      transform(v, u);
-      accumulate(acc, v, coefs[k]);
-    } else {
-      // one fused pass: finiteness check + multiply-add (the acc is discarded if it throws)
-      if (!(v instanceof Float32Array) || v.length !== acc.length) checkUpdate(v, u, ctx);
-      const bad = accumulateChecked(acc, v, coefs[k]);
-      if (bad >= 0) checkUpdate(v, u, ctx); // throws naming the site and tensor
+  // Loaders that can read into our buffers get two input slots in the kernel's memory: updates
+  // k and k+1 are read while the one before is added (reads run on the thread pool).
+  const direct = !transform && updates.length > 0 && updates.every((u) => u.loadInto);
+  const acc = new F32Accumulator(ctx.layout.total, { inputs: direct ? 2 : 0 });
+  const pending: Array<Promise<Float32Array> | undefined> = [];
+  const startLoad = (k: number) => {
+    if (!direct || k >= updates.length) return;
+    const p = updates[k].loadInto!(acc.input(k % 2));
+    p.catch(() => undefined); // surfaced when update k is awaited
+    pending[k] = p;
+  };
+  startLoad(0);
+  startLoad(1);
+  try {
+    for (let k = 0; k < updates.length; k++) {
+      const u = updates[k];
+      const v = direct ? await pending[k]! : await u.load();
+      if (transform) {
+        checkUpdate(v, u, ctx);
+        transform(v, u);
+        acc.addScaled(v, coefs[k]);
+      } else {
+        // one fused pass: finiteness check + multiply-add (the acc is discarded if it throws)
+        if (!(v instanceof Float32Array) || v.length !== acc.length) checkUpdate(v, u, ctx);
+        if (!acc.addScaled(v, coefs[k])) checkUpdate(v, u, ctx); // throws naming the site and tensor
+      }
+      pending[k] = undefined;
+      startLoad(k + 2); // into the slot update k just left
     }
+    // `plus` (the round's global for delta payloads) is added last: the same rounding as adding
+    // it to the finished mean
+    if (o.plus) acc.addScaled(o.plus, 1);
+    return acc.takeResult();
+  } catch (e) {
+    // a read still in flight writes into the kernel memory: it is not reused then
+    if (!pending.some((p) => p)) acc.release();
+    throw e;
   }
-  return acc;
-}
-
-function accumulate(acc: Float32Array, v: Float32Array, c: number): void {
-  const n = acc.length;
-  for (let i = 0; i < n; i++) acc[i] += c * v[i];
-}
-
-/** acc += c v; returns 0 if v held NaN/Inf, else -1. The products are also summed in a double:
- *  finite float32 inputs cannot overflow it (|sum| <= n * 3.4e38 << 1.8e308), while any NaN or
- *  Inf makes it non-finite (0 * Inf = NaN as well) — one add per element instead of a test. */
-function accumulateChecked(acc: Float32Array, v: Float32Array, c: number): number {
-  const n = acc.length;
-  let s = 0;
-  let i = 0;
-  for (; i + 3 < n; i += 4) {
-    const y0 = c * v[i], y1 = c * v[i + 1], y2 = c * v[i + 2], y3 = c * v[i + 3];
-    acc[i] += y0; acc[i + 1] += y1; acc[i + 2] += y2; acc[i + 3] += y3;
-    s += (y0 + y1) + (y2 + y3);
-  }
-  for (; i < n; i++) { const y = c * v[i]; acc[i] += y; s += y; }
-  return s - s === 0 ? -1 : 0;
-}
-
-export function l2norm(v: Float32Array, ranges?: Array<[number, number]>): number {
-  let s = 0;
-  for (const [a, b] of ranges ?? [[0, v.length]]) for (let i = a; i < b; i++) s += v[i] * v[i];
-  return Math.sqrt(s);
-}
-
-export function addInto(dst: Float32Array, src: Float32Array): Float32Array {
-  for (let i = 0; i < dst.length; i++) dst[i] += src[i];
-  return dst;
 }
 
 /** New global = global + delta (payload 'delta') — the aggregate is returned as a fresh array. */

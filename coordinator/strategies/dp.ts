@@ -14,11 +14,11 @@
 // noise uses the clip norm this round used, with multiplier z_delta = (z^-2 - (2 sigma_b)^-2)^-1/2
 // so the two releases together cost what the accountant charges for z.
 // Robust strategies are refused: their sensitivity is not C / D.
-import { createHash } from 'node:crypto';
 import { fail } from '../../shared/errors.ts';
-import { createGaussian, keystream } from '../privacy/gaussian.ts';
-import type { AggregateResult, RoundContext, SecureSumStrategy, Strategy, UpdateRef } from './types.ts';
+import { createGaussian } from '../privacy/gaussian.ts';
+import type { AggregateResult, RoundContext, RoundSampling, SecureSumStrategy, Strategy, UpdateRef } from './types.ts';
 import { checkUpdate, checkUpdates, numOpt } from './common.ts';
+import { poissonSample } from './selection.ts';
 
 export interface AdaptiveClipOptions {
   /** gamma: target fraction of sites NOT clipped (e.g. 0.5 = median norm). */
@@ -40,6 +40,11 @@ export interface DpOptions {
   /** Expected mean of the capped weights in (0, 1] (for 'capped'); default 1. */
   expectedWeight?: number;
   adaptive?: AdaptiveClipOptions;
+  /** Poisson sampling (sample rate q < 1): every round each of the job's `population` eligible
+   *  sites is taken independently with probability q from the round's secret sampling key, and
+   *  D = q x population (times expectedWeight for 'capped'), whatever the sample's size — an
+   *  empty sample publishes noise only. Absent: the inner strategy's selection, D = selected. */
+  sampling?: { rate: number; population: number };
   /** Derive the noise from the round seed (reproducible; for tests and audits ONLY — whoever
    *  knows the seed can subtract the noise). Default false: the noise comes from
    *  RoundContext.noiseKey (the coordinator's secret, see privacy/noise-key.ts), or from a fresh
@@ -65,18 +70,32 @@ export function createDpStrategy(inner: Strategy, o: DpOptions): SecureSumStrate
   if (!(expectedWeight > 0 && expectedWeight <= 1)) throw fail('FEDLORA_ERR_CONFIG', `privacy.dp: expectedWeight must be in (0, 1], got ${expectedWeight}`);
   const zDelta = o.adaptive ? splitNoiseMultiplier(o.noiseMultiplier, o.adaptive.bitNoiseStd) : o.noiseMultiplier;
   const clipOf = (state: Record<string, Float32Array | number>) => numOpt(state, 'dp_clip_norm') ?? o.clipNorm;
+  const sampling = samplingOf(o.sampling);
+  /** The expected number of sites: D before weighting. */
+  const expectedSites = (ctx: RoundContext): number => {
+    if (sampling) return sampling.denominator;
+    if (!(ctx.selected >= 1)) throw fail('FEDLORA_ERR_AGGREGATION', `dp: RoundContext.selected must be >= 1 (the expected number of sites), got ${ctx.selected}`);
+    return ctx.selected;
+  };
 
   const strategy: SecureSumStrategy = {
     name: `dp(${inner.name})`,
     payloadKind: 'delta',
     meanBased: true,
     trainable: inner.trainable?.bind(inner),
-    configureRound: (round, state) => ({ ...inner.configureRound(round, state), dp_clip_norm: String(clipOf(state)) }),
+    configureRound(round, candidates, state) {
+      const plan = inner.configureRound(round, candidates, state);
+      const config = { ...plan.config, dpClipNorm: clipOf(state) };
+      if (!sampling) return { ...plan, config };
+      // Every eligible site, online or not: one offline when sampled simply contributes nothing.
+      const sites = poissonSample(candidates.map((c) => c.siteId), sampling.rate, round.samplingKey);
+      return { sites, config, minUpdates: 0, sampling };
+    },
     async aggregate(updates, ctx): Promise<AggregateResult> {
-      checkUpdates(updates, ctx, `dp(${inner.name})`);
-      if (!(ctx.selected >= 1)) throw fail('FEDLORA_ERR_AGGREGATION', `dp: RoundContext.selected must be >= 1 (the expected number of sites), got ${ctx.selected}`);
+      if (updates.length > 0 || !sampling) checkUpdates(updates, ctx, `dp(${inner.name})`);
+      else if (ctx.global.length !== ctx.layout.total) throw fail('FEDLORA_ERR_SHAPE', `dp(${inner.name}): global adapter has ${ctx.global.length} elements, layout has ${ctx.layout.total}`);
       const C = clipOf(ctx.state);
-      const D = weighting === 'uniform' ? ctx.selected : ctx.selected * expectedWeight;
+      const D = weighting === 'uniform' ? expectedSites(ctx) : expectedSites(ctx) * expectedWeight;
       const ranges = inner.trainable?.(ctx.layout) ?? [[0, ctx.layout.total]];
       const inRange = new Uint8Array(ctx.layout.total);
       for (const [a, b] of ranges) inRange.fill(1, a, b);
@@ -101,7 +120,7 @@ export function createDpStrategy(inner: Strategy, o: DpOptions): SecureSumStrate
       if (weighting !== 'uniform') throw fail('FEDLORA_ERR_CONFIG', 'privacy.dp: secure aggregation supports only uniform DP weighting (the coordinator never sees per-site weights)');
       if (sum.length !== ctx.layout.total) throw fail('FEDLORA_ERR_SHAPE', `dp: secure sum has ${sum.length} elements, layout has ${ctx.layout.total}`);
       const C = clipOf(ctx.state);
-      const D = ctx.selected;
+      const D = expectedSites(ctx);
       const ranges = inner.trainable?.(ctx.layout) ?? [[0, ctx.layout.total]];
       const inRange = new Uint8Array(ctx.layout.total);
       for (const [a, b] of ranges) inRange.fill(1, a, b);
@@ -131,11 +150,11 @@ export function createDpStrategy(inner: Strategy, o: DpOptions): SecureSumStrate
     const noise = createGaussian(noiseSeed(ctx), `dp-noise/round-${ctx.round}`);
     for (const [a, b] of ranges) noise.fill(acc.subarray(a, b), std, true);
     for (let i = 0; i < acc.length; i++) if (!inRange[i]) acc[i] = 0;
-    let unclippedFraction = bits / count;
+    let unclippedFraction = count > 0 ? bits / count : 0;
     let nextClip = C;
     if (o.adaptive) {
       const bitNoise = createGaussian(noiseSeed(ctx), `dp-bit-noise/round-${ctx.round}`);
-      unclippedFraction = (bits + o.adaptive.bitNoiseStd * bitNoise.next()) / ctx.selected;
+      unclippedFraction = (bits + o.adaptive.bitNoiseStd * bitNoise.next()) / expectedSites(ctx);
       nextClip = C * Math.exp(-o.adaptive.learningRate * (unclippedFraction - o.adaptive.targetQuantile));
     }
     const single: UpdateRef = { siteId: 'dp-noised-mean', numExamples: 1, load: async () => acc };
@@ -149,21 +168,9 @@ export function createDpStrategy(inner: Strategy, o: DpOptions): SecureSumStrate
   return strategy;
 }
 
-/** Poisson sampling: each site is selected independently with probability q, from a keystream
- *  seeded by `seed` (deterministic per round seed; undefined = fresh randomness). The accountant's
- *  sample rate is q. Sites are sorted first so the result does not depend on listing order. */
-export function selectSites(sites: string[], q: number, seed?: number): string[] {
-  if (!(q > 0 && q <= 1)) throw fail('FEDLORA_ERR_CONFIG', `privacy.dp.sample_rate must be in (0, 1], got ${q}`);
-  const sorted = [...sites].sort();
-  const ks = keystream(seed, 'poisson-site-selection');
-  const bytes = ks.bytes(8 * sorted.length);
-  return sorted.filter((_, k) => {
-    const u = (bytes.readUInt32LE(8 * k) * 2 ** 21 + (bytes.readUInt32LE(8 * k + 4) >>> 11)) / 2 ** 53;
-    return u < q;
-  });
-}
-
-/** A stable 32-bit seed from a job's seed and a round number (for RoundContext.seed). */
-export function roundSeed(jobSeed: number, round: number): number {
-  return createHash('sha256').update(`${jobSeed}/${round}`).digest().readUInt32LE(0);
+function samplingOf(s: DpOptions['sampling']): RoundSampling | undefined {
+  if (!s || s.rate === 1) return undefined;
+  if (!(s.rate > 0 && s.rate < 1)) throw fail('FEDLORA_ERR_CONFIG', `privacy.dp.sample_rate must be in (0, 1], got ${s.rate}`);
+  if (!(Number.isInteger(s.population) && s.population >= 1)) throw fail('FEDLORA_ERR_CONFIG', `privacy.dp.sample_rate ${s.rate}: Poisson sampling needs the job's eligible sites (N >= 1), got ${s.population}`);
+  return { rate: s.rate, population: s.population, denominator: s.rate * s.population };
 }

@@ -9,6 +9,7 @@ import { fail } from '../../shared/errors.ts';
 import type { AggregateResult, Strategy } from './types.ts';
 import { vecOpt } from './common.ts';
 import { weightedMean } from './fedavg.ts';
+import { fixedRoundConfig, type SiteSelector } from './selection.ts';
 
 export interface FedOptOptions {
   eta: number;
@@ -16,6 +17,7 @@ export interface FedOptOptions {
   beta2: number;
   tau: number;
   weightCap?: number;
+  select?: SiteSelector;
 }
 
 export function createFedOpt(variant: 'fedadam' | 'fedyogi' | 'fedadagrad', o: FedOptOptions): Strategy {
@@ -23,7 +25,7 @@ export function createFedOpt(variant: 'fedadam' | 'fedyogi' | 'fedadagrad', o: F
     name: variant,
     payloadKind: 'delta',
     meanBased: true,
-    configureRound: () => ({}),
+    configureRound: fixedRoundConfig({}, o.select),
     async aggregate(updates, ctx): Promise<AggregateResult> {
       const delta = await weightedMean(updates, ctx, { kind: 'examples', cap: o.weightCap }, variant);
       const n = delta.length;

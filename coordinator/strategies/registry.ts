@@ -11,7 +11,7 @@
 //   target_quantile?, clip_learning_rate?, bit_noise_std? }` inside the aggregation section.
 import { z } from 'zod';
 import { fail } from '../../shared/errors.ts';
-import { describeZodError } from '../zod-errors.ts';
+import { describeZodError } from '../../shared/zod-errors.ts';
 import type { Strategy } from './types.ts';
 import { createFedAvg, createFedProx } from './fedavg.ts';
 import { createFedOpt } from './fedopt.ts';
@@ -20,6 +20,7 @@ import { createFedIt } from './lora-fedit.ts';
 import { createFfa } from './lora-ffa.ts';
 import { createLoraSvd } from './lora-svd.ts';
 import { createDpStrategy } from './dp.ts';
+import { everyOnline, seededOnlineSubset } from './selection.ts';
 
 const cap = z.number().positive().optional();
 const dpExtra = z.object({
@@ -70,6 +71,12 @@ export interface CreateStrategyOptions {
   dp?: JobDpSettings;
   /** Expected number of sites per round (for the default adaptive-clipping bit noise, /20). */
   expectedSites?: number;
+  /** The job's max_sites: at most this many online sites per round, by the round's public seed
+   *  (absent: every online candidate). */
+  maxSites?: number;
+  /** N, the job's eligible sites, fixed at submission: with privacy.dp.sample_rate q < 1 every
+   *  round Poisson-samples them (DP wrapper) and divides by q x N. */
+  population?: number;
   /** Reproducible DP noise from the round seed — tests only (see privacy/gaussian.ts). */
   deterministicNoise?: boolean;
   /** Name of the spec's source in error messages (default 'aggregation'). */
@@ -90,19 +97,20 @@ export function parseAggregationSpec(raw: unknown, source = 'aggregation'): Aggr
 
 export function createStrategy(raw: unknown, opts: CreateStrategyOptions = {}): Strategy {
   const s = parseAggregationSpec(raw, opts.source);
+  const select = opts.maxSites === undefined ? everyOnline : seededOnlineSubset(opts.maxSites);
   let st: Strategy;
   switch (s.name) {
-    case 'fedavg': st = createFedAvg({ weighting: s.weighting, weightCap: s.weight_cap }); break;
-    case 'fedprox': st = createFedProx({ mu: s.mu, weightCap: s.weight_cap }); break;
+    case 'fedavg': st = createFedAvg({ weighting: s.weighting, weightCap: s.weight_cap, select }); break;
+    case 'fedprox': st = createFedProx({ mu: s.mu, weightCap: s.weight_cap, select }); break;
     case 'fedadam': case 'fedyogi': case 'fedadagrad':
-      st = createFedOpt(s.name, { eta: s.eta, beta1: s.beta1, beta2: s.beta2, tau: s.tau, weightCap: s.weight_cap }); break;
-    case 'median': st = createMedian(); break;
-    case 'trimmed_mean': st = createTrimmedMean(s.beta); break;
-    case 'norm_bound': st = createNormBound(s.max_norm, s.weight_cap); break;
-    case 'multi_krum': st = createMultiKrum(s.f, s.m); break;
-    case 'fedit': st = createFedIt({ payloadKind: s.payload, weightCap: s.weight_cap }); break;
-    case 'ffa': st = createFfa({ weightCap: s.weight_cap }); break;
-    case 'svd': st = createLoraSvd({ weightCap: s.weight_cap }); break;
+      st = createFedOpt(s.name, { eta: s.eta, beta1: s.beta1, beta2: s.beta2, tau: s.tau, weightCap: s.weight_cap, select }); break;
+    case 'median': st = createMedian(select); break;
+    case 'trimmed_mean': st = createTrimmedMean(s.beta, select); break;
+    case 'norm_bound': st = createNormBound(s.max_norm, s.weight_cap, select); break;
+    case 'multi_krum': st = createMultiKrum(s.f, s.m, select); break;
+    case 'fedit': st = createFedIt({ payloadKind: s.payload, weightCap: s.weight_cap, select }); break;
+    case 'ffa': st = createFfa({ weightCap: s.weight_cap, select }); break;
+    case 'svd': st = createLoraSvd({ weightCap: s.weight_cap, select }); break;
   }
   if (!opts.dp) return st;
   const extra = 'dp' in s ? s.dp : undefined;
@@ -115,6 +123,7 @@ export function createStrategy(raw: unknown, opts: CreateStrategyOptions = {}): 
       weightCap: extra?.weight_cap,
       expectedWeight: extra?.expected_weight,
       deterministicNoise: opts.deterministicNoise,
+      ...(opts.dp.sample_rate < 1 ? { sampling: { rate: opts.dp.sample_rate, population: opts.population ?? 0 } } : {}),
       adaptive: opts.dp.adaptive_clipping ? {
         targetQuantile: extra?.target_quantile ?? 0.5,
         learningRate: extra?.clip_learning_rate ?? 0.2,

@@ -4,7 +4,9 @@
 // so it streams like FedAvg.
 import { fail } from '../../shared/errors.ts';
 import type { AggregateResult, RoundContext, Strategy, UpdateRef } from './types.ts';
-import { applyDelta, checkUpdate, checkUpdates, l2norm, streamingWeightedSum, weightsOf } from './common.ts';
+import { applyDelta, checkUpdate, checkUpdates, streamingWeightedSum, weightsOf } from './common.ts';
+import { l2norm } from '../../shared/tensors.ts';
+import { fixedRoundConfig, type SiteSelector } from './selection.ts';
 
 async function loadAll(updates: UpdateRef[], ctx: RoundContext, name: string): Promise<Float32Array[]> {
   checkUpdates(updates, ctx, name);
@@ -32,9 +34,9 @@ function coordinatewise(vs: Float32Array[], lo: number, hi: number): Float32Arra
   return out;
 }
 
-export function createMedian(): Strategy {
+export function createMedian(select?: SiteSelector): Strategy {
   return {
-    name: 'median', payloadKind: 'delta', configureRound: () => ({}),
+    name: 'median', payloadKind: 'delta', configureRound: fixedRoundConfig({}, select),
     async aggregate(updates, ctx) {
       const vs = await loadAll(updates, ctx, 'median');
       const n = vs.length;
@@ -46,10 +48,10 @@ export function createMedian(): Strategy {
   };
 }
 
-export function createTrimmedMean(beta: number): Strategy {
+export function createTrimmedMean(beta: number, select?: SiteSelector): Strategy {
   if (!(beta >= 0 && beta < 0.5)) throw fail('FEDLORA_ERR_CONFIG', `aggregation.beta must be in [0, 0.5), got ${beta}`);
   return {
-    name: 'trimmed_mean', payloadKind: 'delta', configureRound: () => ({ }),
+    name: 'trimmed_mean', payloadKind: 'delta', configureRound: fixedRoundConfig({}, select),
     async aggregate(updates, ctx) {
       const vs = await loadAll(updates, ctx, 'trimmed_mean');
       const n = vs.length;
@@ -59,10 +61,10 @@ export function createTrimmedMean(beta: number): Strategy {
   };
 }
 
-export function createNormBound(maxNorm: number, weightCap?: number): Strategy {
+export function createNormBound(maxNorm: number, weightCap?: number, select?: SiteSelector): Strategy {
   if (!(maxNorm > 0)) throw fail('FEDLORA_ERR_CONFIG', `aggregation.max_norm must be > 0, got ${maxNorm}`);
   return {
-    name: 'norm_bound', payloadKind: 'delta', meanBased: true, configureRound: () => ({}),
+    name: 'norm_bound', payloadKind: 'delta', meanBased: true, configureRound: fixedRoundConfig({}, select),
     async aggregate(updates, ctx) {
       checkUpdates(updates, ctx, 'norm_bound');
       const ws = weightsOf(updates, { kind: 'examples', cap: weightCap });
@@ -83,10 +85,10 @@ export function createNormBound(maxNorm: number, weightCap?: number): Strategy {
 
 /** Multi-Krum (Blanchard et al. 2017): score_k = sum of squared distances to its n - f - 2
  *  nearest neighbours; average the m updates with the lowest scores (plain mean). */
-export function createMultiKrum(f: number, m?: number): Strategy {
+export function createMultiKrum(f: number, m?: number, select?: SiteSelector): Strategy {
   if (!(Number.isInteger(f) && f >= 0)) throw fail('FEDLORA_ERR_CONFIG', `aggregation.f must be an integer >= 0, got ${f}`);
   return {
-    name: 'multi_krum', payloadKind: 'delta', configureRound: () => ({}),
+    name: 'multi_krum', payloadKind: 'delta', configureRound: fixedRoundConfig({}, select),
     async aggregate(updates, ctx) {
       const vs = await loadAll(updates, ctx, 'multi_krum');
       const n = vs.length;

@@ -2,7 +2,7 @@
 // (node:crypto). The IV is fixed because every key is used for exactly one expansion.
 import { createCipheriv, hkdfSync } from 'node:crypto';
 
-export function aesCtrBytes(key: Buffer, n: number): Buffer {
+function aesCtrBytes(key: Buffer, n: number): Buffer {
   const c = createCipheriv('aes-256-ctr', key, Buffer.alloc(16));
   return c.update(Buffer.alloc(n));
 }

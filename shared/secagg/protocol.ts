@@ -13,7 +13,7 @@
 // masks; for survivors it reconstructs b_u and removes the self mask. An honest site never
 // gives out both kinds of share for the same peer, so the server never learns one site's x_u.
 // What the coordinator stores — masked vectors, encrypted shares — reveals no single input.
-import { createCipheriv, createDecipheriv, createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createPrivateKey, createPublicKey, diffieHellman, randomBytes, type KeyObject } from 'node:crypto';
 import { fail } from '../errors.ts';
 import { combine, split, type Share } from './shamir.ts';
 import { expandMask, hkdf32 } from './prg.ts';
@@ -55,9 +55,18 @@ export interface SiteSecAggState {
 const SALT = (round: number) => `fedlora-secagg-round-${round}`;
 const pairInfo = (kind: string, a: string, b: string) => `${kind}|${a < b ? a : b}|${a < b ? b : a}`;
 
+// X25519 keys are made from 32 random bytes (clamped as RFC 7748 and OpenSSL's keygen do) and
+// imported, not made by generateKeyPairSync('x25519'): in Node 20 a garbage collection during the
+// JWK export of a key from that generator runs the generator job's destructor, which takes the
+// mutex the export already holds, and the process deadlocks (a hung site agent or test fork).
+const X25519_PKCS8_PREFIX = Buffer.from('302e020100300506032b656e04220420', 'hex');
 function newKeyPair(): { priv: KeyObject; pub: string } {
-  const { privateKey, publicKey } = generateKeyPairSync('x25519');
-  return { priv: privateKey, pub: publicKey.export({ format: 'jwk' }).x as string };
+  const k = randomBytes(32);
+  k[0] &= 248;
+  k[31] = (k[31] & 127) | 64;
+  const priv = createPrivateKey({ key: Buffer.concat([X25519_PKCS8_PREFIX, k]), format: 'der', type: 'pkcs8' });
+  k.fill(0);
+  return { priv, pub: createPublicKey(priv).export({ format: 'jwk' }).x as string };
 }
 const pubKey = (x: string): KeyObject => createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x }, format: 'jwk' });
 const rawPriv = (k: KeyObject): Buffer => Buffer.from(k.export({ format: 'jwk' }).d as string, 'base64url');

@@ -7,6 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { fail } from '../errors.ts';
 import { keystream } from './prg.ts';
+import { l2norm } from '../tensors.ts';
 
 export function levelsFor(n: number): number {
   if (!(Number.isInteger(n) && n >= 1 && n <= 1_000_000)) throw fail('FEDLORA_ERR_SECAGG', `quantise: site count must be an integer >= 1, got ${n}`);
@@ -43,9 +44,7 @@ export function dequantizeSum(q: Uint32Array, c: number, n: number, m: number): 
 /** Site side, before masking: scale x in place to L2 norm <= C (the round's dp_clip_norm).
  *  Returns the norm before clipping and the adaptive-clipping bit (1 = NOT clipped). */
 export function clipL2InPlace(x: Float32Array, C: number): { norm: number; unclippedBit: number } {
-  let s = 0;
-  for (let i = 0; i < x.length; i++) s += x[i] * x[i];
-  const norm = Math.sqrt(s);
+  const norm = l2norm(x);
   if (norm > C) {
     const f = C / norm;
     for (let i = 0; i < x.length; i++) x[i] *= f;

@@ -21,7 +21,7 @@ function randomField(): bigint {
     if (v < P) return v;
   }
 }
-export function inv(a: bigint): bigint {
+function inv(a: bigint): bigint {
   // Fermat: a^(p-2)
   let r = 1n, b = mod(a), e = P - 2n;
   if (b === 0n) throw fail('FEDLORA_ERR_SECAGG', 'shamir: inverse of zero (duplicate share x?)');

@@ -1,26 +1,18 @@
 // Shared rules of the chunked transfers (SubmitUpdate uploads, FetchAdapter downloads):
 // chunks of 1-4 MiB (uploads from 64 KiB), each carrying its index, byte offset and the hex sha256 of its data;
 // the whole payload's sha256 travels in the header and is checked at the end.
-import { createHash, webcrypto } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import { fail } from '../errors.ts';
 
 export const MiB = 1024 * 1024;
-export const MIN_CHUNK_BYTES = 1 * MiB;
+const MIN_CHUNK_BYTES = 1 * MiB;
 /** Uploads may use smaller chunks (site network.chunk_size >= 64 KiB, for flaky links). */
 export const MIN_UPLOAD_CHUNK_BYTES = 64 * 1024;
 export const MAX_CHUNK_BYTES = 4 * MiB;
 export const DEFAULT_CHUNK_BYTES = 2 * MiB;
-
-export function sha256Hex(data: Uint8Array): string {
-  return createHash('sha256').update(data).digest('hex');
-}
-
-/** sha256 on libuv's thread pool, so the event loop keeps moving bytes meanwhile. */
-export async function sha256HexAsync(data: Uint8Array): Promise<string> {
-  return Buffer.from(await webcrypto.subtle.digest('SHA-256', data)).toString('hex');
-}
+/** An update's id (site-chosen, names files at both ends): 1-128 of [A-Za-z0-9._-]. */
+export const UPDATE_ID_RE = /^[A-Za-z0-9._-]{1,128}$/;
 
 /**
  * One pass over a file: the whole sha256 and the sha256 of every chunk of `chunkSize`
@@ -51,21 +43,6 @@ export async function hashFileChunks(path: string, chunkSize: number): Promise<{
   } finally {
     await fh.close();
   }
-}
-
-/** Stream a file (or its first `length` bytes) through sha256 without loading it whole. */
-export function sha256File(path: string, length?: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const h = createHash('sha256');
-    if (length === 0) {
-      resolve(h.digest('hex'));
-      return;
-    }
-    const s = createReadStream(path, { highWaterMark: MiB, ...(length !== undefined ? { start: 0, end: length - 1 } : {}) });
-    s.on('data', (b) => h.update(b as Buffer));
-    s.on('error', reject);
-    s.on('end', () => resolve(h.digest('hex')));
-  });
 }
 
 export function checkChunkSize(chunkSize: number, where: string, min = MIN_CHUNK_BYTES, max = MAX_CHUNK_BYTES): void {

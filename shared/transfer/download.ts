@@ -6,7 +6,8 @@ import { open, rename, rm, truncate } from 'node:fs/promises';
 import * as grpc from '@grpc/grpc-js';
 import { fail, fromGrpcError, isFedloraError, toGrpcError } from '../errors.ts';
 import type { AdapterChunk, AdapterHeader, FederationClient, FetchAdapterRequest } from '../proto.ts';
-import { checkChunkSize, DEFAULT_CHUNK_BYTES, ioError, sha256File, sha256Hex } from './chunks.ts';
+import { checkChunkSize, DEFAULT_CHUNK_BYTES, ioError } from './chunks.ts';
+import { sha256File, sha256Hex } from '../hash.ts';
 
 /**
  * Coordinator side: send `header` (chunk_size/total_bytes filled from the file if 0) and the

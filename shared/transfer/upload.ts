@@ -1,7 +1,8 @@
 // Site side of SubmitUpdate: stream a file in chunks (never the whole payload in memory),
 // resuming from what the coordinator says it has persisted (GetUploadStatus).
 import { once } from 'node:events';
-import { open, stat } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { open, stat, type FileHandle } from 'node:fs/promises';
 import * as grpc from '@grpc/grpc-js';
 import { fail, fromGrpcError, type FedloraError } from '../errors.ts';
 import { unary, type FederationClient, type SubmitUpdateResponse, type UpdateHeader, type UpdateMessage } from '../proto.ts';
@@ -48,15 +49,20 @@ export async function uploadFile(client: FederationClient, header: UploadHeaderI
     throw ioError(e, `reading update file ${file}`);
   }
   if (header.totalBytes && header.totalBytes !== size) throw fail('FEDLORA_ERR_UPDATE_INVALID', `header total_bytes ${header.totalBytes} but ${file} has ${size} bytes`);
-  // One read pass gives the whole sha256 and every chunk's; the upload pass then only reads.
-  const hashed = await hashFileChunks(file, chunkSize);
-  if (hashed.size !== size) throw fail('FEDLORA_ERR_IO', `${file} changed size while hashing`);
-  if (header.sha256 && header.sha256 !== hashed.sha256) throw fail('FEDLORA_ERR_UPDATE_HASH', `header sha256 ${header.sha256} but ${file} hashes to ${hashed.sha256}`);
-  const sha256 = hashed.sha256;
+  // A caller that knows the sha256 (the site agent signs it) saves a read pass: chunk hashes are
+  // computed as chunks go out, and the file is checked against it before the trailer is sent.
+  // Otherwise one read pass gives the whole sha256 and every chunk's.
+  let chunkHashes: string[] | undefined;
+  if (!header.sha256) {
+    const hashed = await hashFileChunks(file, chunkSize);
+    if (hashed.size !== size) throw fail('FEDLORA_ERR_IO', `${file} changed size while hashing`);
+    header = { ...header, sha256: hashed.sha256 };
+    chunkHashes = hashed.chunks;
+  }
   const full: UpdateHeader = {
     taskId: '', round: 0, baseVersion: 0, numExamples: 0, payloadKind: 'delta', signature: Buffer.alloc(0),
     updateNorm: 0, clipped: false, metadataJson: Buffer.alloc(0), ...header,
-    totalBytes: size, sha256, chunkSize, resumeFromChunk: 0,
+    sha256: header.sha256!, totalBytes: size, chunkSize, resumeFromChunk: 0,
   };
   const attempts = Math.max(1, o.attempts ?? 1);
   let lastErr: unknown;
@@ -67,7 +73,7 @@ export async function uploadFile(client: FederationClient, header: UploadHeaderI
         const st = await unary(client.getUploadStatus.bind(client), { updateId: full.updateId }, { deadline: Date.now() + 30_000 });
         if (st.known) from = st.complete ? chunkCount(size, chunkSize) : st.receivedChunks;
       }
-      const res = await sendOnce(client, { ...full, resumeFromChunk: from }, file, hashed.chunks, o);
+      const res = await sendOnce(client, { ...full, resumeFromChunk: from }, file, chunkHashes, o);
       return { ...res, resumedFromChunk: from, attempts: attempt };
     } catch (e) {
       lastErr = e;
@@ -79,7 +85,25 @@ export async function uploadFile(client: FederationClient, header: UploadHeaderI
   throw lastErr;
 }
 
-async function sendOnce(client: FederationClient, h: UpdateHeader, file: string, chunkHashes: string[], o: UploadOptions): Promise<SubmitUpdateResponse> {
+/** Chunk buffers used in turn: one being read while up to two ride in the stream. A buffer is
+ *  read into again only after the stream took the message that carried it (its write callback:
+ *  serialised and handed to HTTP/2), so no fresh 4 MiB buffer per chunk for the GC to chase. */
+const BUFFERS = 3;
+
+async function readChunk(fh: FileHandle, h: UpdateHeader, i: number, file: string, into: Buffer): Promise<Buffer> {
+  const offset = i * h.chunkSize;
+  const len = Math.min(h.chunkSize, h.totalBytes - offset);
+  const buf = into.subarray(0, len);
+  let got = 0;
+  while (got < len) {
+    const { bytesRead } = await fh.read(buf, got, len - got, offset + got);
+    if (bytesRead === 0) throw fail('FEDLORA_ERR_IO', `${file} shrank while uploading (chunk ${i})`);
+    got += bytesRead;
+  }
+  return buf;
+}
+
+async function sendOnce(client: FederationClient, h: UpdateHeader, file: string, chunkHashes: string[] | undefined, o: UploadOptions): Promise<SubmitUpdateResponse> {
   const total = chunkCount(h.totalBytes, h.chunkSize);
   let settle!: { resolve: (r: SubmitUpdateResponse) => void; reject: (e: unknown) => void };
   const done = new Promise<SubmitUpdateResponse>((resolve, reject) => (settle = { resolve, reject }));
@@ -87,19 +111,34 @@ async function sendOnce(client: FederationClient, h: UpdateHeader, file: string,
   done.catch(() => undefined); // observed below or superseded by a local error
   let failed = false;
   call.on('error', () => (failed = true)); // the callback carries the error
-  const write = async (m: UpdateMessage) => {
-    if (!call.write(m)) await Promise.race([once(call, 'drain'), done.then(() => undefined, () => undefined)]);
+  const ended = done.then(() => undefined, () => undefined);
+  const write = async (m: UpdateMessage, taken?: () => void) => {
+    if (!call.write(m, taken)) await Promise.race([once(call, 'drain'), ended]);
+  };
+  const slots = Array.from({ length: BUFFERS }, () => ({ buf: Buffer.allocUnsafe(h.chunkSize), free: Promise.resolve() }));
+  const read = async (i: number) => {
+    const slot = slots[i % BUFFERS];
+    await Promise.race([slot.free, ended]);
+    return { data: await readChunk(fh, h, i, file, slot.buf), slot };
   };
   const fh = await open(file, 'r');
+  // Without the chunk hashes of a read pass, the whole file is hashed on the way (chunks before
+  // the resume point are read for it, not sent) and must match the header before the trailer.
+  // (A complete update needs no check: the coordinator accepted exactly this sha256.)
+  const whole = chunkHashes || h.resumeFromChunk >= total ? undefined : createHash('sha256');
   try {
     await write({ header: h });
-    for (let i = h.resumeFromChunk; i < total && !failed; i++) {
-      const offset = i * h.chunkSize;
-      const len = Math.min(h.chunkSize, h.totalBytes - offset);
-      const buf = Buffer.allocUnsafe(len);
-      const { bytesRead } = await fh.read(buf, 0, len, offset);
-      if (bytesRead !== len) throw fail('FEDLORA_ERR_IO', `${file} shrank while uploading (chunk ${i})`);
-      await write({ chunk: { index: i, offset, data: buf, sha256: chunkHashes[i] } });
+    const first = whole ? 0 : h.resumeFromChunk;
+    let next = first < total ? read(first) : undefined;
+    for (let i = first; i < total && !failed; i++) {
+      const { data, slot } = await next!;
+      next = i + 1 < total ? read(i + 1) : undefined; // read ahead while this one goes out
+      next?.catch(() => undefined);
+      whole?.update(data);
+      if (i < h.resumeFromChunk) continue;
+      let taken!: () => void;
+      slot.free = new Promise<void>((r) => (taken = r));
+      await write({ chunk: { index: i, offset: i * h.chunkSize, data, sha256: chunkHashes?.[i] ?? createHash('sha256').update(data).digest('hex') } }, () => taken());
       if (o.onChunkSent?.(i) === 'cut') {
         failed = true;
         call.cancel();
@@ -107,6 +146,8 @@ async function sendOnce(client: FederationClient, h: UpdateHeader, file: string,
       }
     }
     if (!failed) {
+      const got = whole?.digest('hex');
+      if (got !== undefined && got !== h.sha256) throw fail('FEDLORA_ERR_UPDATE_HASH', `header sha256 ${h.sha256} but ${file} hashes to ${got} (trailer not sent)`);
       await write({ trailer: { chunks: total } });
       call.end();
     }

@@ -12,12 +12,13 @@ import type { SiteConfig } from '../config.ts';
 import type { AuditLog } from '../../shared/audit.ts';
 import { fail } from '../../shared/errors.ts';
 import { TASK_DONE_PHASE } from '../../shared/proto.ts';
-import { readPeftAdapter } from '../../shared/peft.ts';
+import { readPeftAdapter } from '../../shared/lora/peft.ts';
 import { encodeSafetensors } from '../../shared/safetensors.ts';
 import { signUpdate } from '../../shared/update-signature.ts';
-import type { AdapterWeights, LoraConfig, LoraTarget } from '../engine/types.ts';
-import type { AgentLogger } from './agent.ts';
+import type { AdapterWeights } from '../../shared/lora/types.ts';
+import { loraOfTask, type AgentLogger } from './task-context.ts';
 import type { FederationWire, WireTask } from './wire.ts';
+import { reportedFigure, wireMetric } from './metrics-report.ts';
 import type { SiteWorkspace } from './workspace.ts';
 
 /** The payload_kind of a local-only adapter upload (coordinator/crosseval routes it). */
@@ -38,10 +39,6 @@ export interface CrossEvalContext {
   privateKeyPem: string;
   /** Scratch folder for fetched adapters (default: a fresh os.tmpdir() folder, removed after). */
   workDir?: string;
-}
-
-function loraOf(task: WireTask): LoraConfig {
-  return { r: task.lora.r, alpha: task.lora.alpha, targets: task.lora.targetModules as LoraTarget[], dropout: task.lora.dropout, useRslora: task.lora.useRslora, freezeA: task.lora.freezeA, initSeed: Number(task.lora.initSeed) };
 }
 
 /** UPLOAD_LOCAL: decline unless policy.allow_cross_eval; else send the local-only adapter, signed. */
@@ -90,11 +87,12 @@ export async function handleCrossEval(ctx: CrossEvalContext, task: CrossEvalTask
   const peers = task.peerAdapters ?? [];
   const owners = task.peerSites ?? [];
   if (peers.length !== owners.length) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `task ${task.taskId}: ${peers.length} peer_adapters but ${owners.length} peer_sites`);
-  const lora = loraOf(task);
+  const lora = loraOfTask(task);
   const done: string[] = [];
   const report = async (owner: string, weights: AdapterWeights, version: number) => {
     const m = await ctx.ws.evaluate(weights, lora);
-    await ctx.wire.reportMetrics({ taskId: task.taskId, jobId: task.jobId, round: task.round, phase: 'cross_eval', metrics: m.map((x) => ({ kind: 'cross', name: x.name, value: x.value, count: x.count, modelOwner: owner, adapterVersion: version })) });
+    const metrics = m.filter((x) => Number.isFinite(x.value)).map((x) => wireMetric(reportedFigure('cross', x, version), version, owner));
+    await ctx.wire.reportMetrics({ taskId: task.taskId, jobId: task.jobId, round: task.round, phase: 'cross_eval', metrics });
     done.push(owner);
   };
   const work = mkdtempSync(join(ctx.workDir ?? tmpdir(), 'fedlora-xeval-'));

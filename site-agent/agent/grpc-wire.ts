@@ -12,7 +12,7 @@ import { downloadAdapter } from '../../shared/transfer/download.ts';
 import { uploadFile } from '../../shared/transfer/upload.ts';
 import { fail, fromGrpcError } from '../../shared/errors.ts';
 import { renewIfNeeded } from '../enroll.ts';
-import { verifyManifest } from '../../coordinator/publish/manifest.ts';
+import { verifyManifest } from '../../shared/publication-manifest.ts';
 import type { FederationWire, WireTask, FetchedAdapter, UpdateHeaderOut, SubmitResult, MetricOut } from './wire.ts';
 
 export interface GrpcWireOptions {
@@ -145,7 +145,7 @@ function toWireTask(t: Task): WireTask {
     kind: t.kind,
     baseModel: z(t.baseModel, { id: '', manifestSha256: '' }),
     lora: z(t.lora, { r: 8, alpha: 16, targetModules: ['q_proj', 'v_proj'], dropout: 0, useRslora: false, freezeA: false, initSeed: 0 }),
-    train: z(t.train, { localSteps: 0, localEpochs: 1, learningRate: 1e-4, optimizer: 'adamw', batchTokens: 1024, seed: 0, proxMu: 0, weightDecay: 0, warmupSteps: 0, maxGradNorm: 0 }),
+    train: z(t.train, { localSteps: 0, localEpochs: 1, learningRate: 1e-4, optimizer: 'adamw', batchTokens: 1024, seed: 0, proxMu: 0, weightDecay: 0, warmupSteps: 0, maxGradNorm: 0, replayFraction: 0, dataPeriod: 0 }),
     globalAdapter: z(t.globalAdapter, { jobId: t.jobId, version: 0, sha256: '', sizeBytes: 0, manifestSha256: '' }),
     privacy: z(t.privacy, { dpEnabled: false, clipNorm: 0, noiseMultiplier: 0, epsilonAfterRound: 0, delta: 0, secureAggregation: false, minSites: 1, adaptiveClipping: false, clippedBitNoise: 0 }),
     deadlineUnixMs: t.deadlineUnixMs,
@@ -154,7 +154,10 @@ function toWireTask(t: Task): WireTask {
     payloadKind: t.payloadKind,
     strategyConfig: t.strategyConfig ?? {},
     evaluateBase: t.evaluateBase,
+    parentJob: t.parentJob ?? '',
     peerAdapters: t.peerAdapters ?? [],
     peerSites: t.peerSites ?? [],
+    exam: t.exam ?? '',
+    examMode: t.examMode ?? '',
   };
 }

@@ -10,12 +10,12 @@
 import { existsSync } from 'node:fs';
 import { FedloraError, fail, isFedloraError, type ErrorCode } from '../../shared/errors.ts';
 import type { AuditLog } from '../../shared/audit.ts';
-import type { AgentLogger } from './agent.ts';
+import type { AgentLogger } from './task-context.ts';
 import type { SiteOutbox, OutboxEntry } from './outbox.ts';
 import type { FederationWire, SubmitResult } from './wire.ts';
 
 /** Answers after which the coordinator will never take this update id. */
-export const FINAL_REFUSALS: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+const FINAL_REFUSALS: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   'FEDLORA_ERR_ROUND_CLOSED', // round/attempt closed, task cancelled, update discarded there
   'FEDLORA_ERR_NOT_SELECTED', // no such task for this site
   'FEDLORA_ERR_UPDATE_INVALID', // rejected (content, base version) or its row is 'rejected'

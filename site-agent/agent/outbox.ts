@@ -7,12 +7,13 @@
 //   acknowledged  the coordinator answered complete (bytes deleted; the row stays as proof)
 //   discarded     the coordinator will never take it (round closed, rejected, not selected);
 //                 bytes deleted, the reason kept
-// This file holds the outbox table's only DDL; the agent opens it on its site database.
+// Table site_outbox of site.sqlite (created by its migration list, site-agent/site-db.ts).
 
 import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import type Database from 'better-sqlite3';
+import type Database from 'better-sqlite3-multiple-ciphers';
 import { fail } from '../../shared/errors.ts';
+import { UPDATE_ID_RE } from '../../shared/transfer/chunks.ts';
 import type { UpdateHeaderOut } from './wire.ts';
 
 export type OutboxState = 'pending' | 'acknowledged' | 'discarded';
@@ -25,6 +26,9 @@ export interface OutboxInfo {
   payloadKind: string;
   tensors: number;
   l2Norm: number;
+  /** Peak resident memory of the training and the bits of its frozen base weights (when known). */
+  peakRssBytes?: number;
+  weightBits?: number;
 }
 
 export interface OutboxEntry {
@@ -54,26 +58,6 @@ interface Row {
   created_ms: number;
   updated_ms: number;
 }
-
-const DDL = `
-  CREATE TABLE IF NOT EXISTS site_outbox (
-    update_id TEXT PRIMARY KEY,
-    task_id TEXT NOT NULL,
-    job_id TEXT NOT NULL,
-    round INTEGER NOT NULL,
-    header_json TEXT NOT NULL,
-    info_json TEXT NOT NULL,
-    file TEXT NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('pending', 'acknowledged', 'discarded')),
-    reason TEXT,
-    created_ms INTEGER NOT NULL,
-    updated_ms INTEGER NOT NULL
-  );
-  CREATE INDEX IF NOT EXISTS site_outbox_task ON site_outbox (task_id);
-  CREATE INDEX IF NOT EXISTS site_outbox_state ON site_outbox (state);
-`;
-
-const SAFE_ID = /^[A-Za-z0-9._-]{1,128}$/;
 
 function headerToJson(h: UpdateHeaderOut): string {
   return JSON.stringify({ ...h, signature: Buffer.from(h.signature).toString('base64'), metadataJson: Buffer.from(h.metadataJson).toString('base64') });
@@ -108,14 +92,13 @@ export class SiteOutbox {
   readonly dir: string;
 
   constructor(private readonly db: Database.Database, siteDir: string, private readonly now: () => number = Date.now) {
-    db.exec(DDL);
     this.dir = join(siteDir, 'outbox');
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
   }
 
   /** Record an update (bytes first, then the row): from here on it is resumed, never redone. */
   put(header: UpdateHeaderOut, bytes: Uint8Array, info: OutboxInfo): OutboxEntry {
-    if (!SAFE_ID.test(header.updateId)) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `outbox: update id ${JSON.stringify(header.updateId)} must match ${SAFE_ID}`);
+    if (!UPDATE_ID_RE.test(header.updateId)) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `outbox: update id ${JSON.stringify(header.updateId)} must match ${UPDATE_ID_RE}`);
     if (header.totalBytes !== bytes.length) throw fail('FEDLORA_ERR_UPDATE_INVALID', `outbox: update ${header.updateId} header says ${header.totalBytes} bytes, payload has ${bytes.length}`);
     const file = join(this.dir, `${header.updateId}.safetensors`);
     writeDurably(file, this.dir, bytes);

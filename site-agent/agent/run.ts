@@ -3,14 +3,19 @@
 
 import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3-multiple-ciphers';
 import pino from 'pino';
 import { loadSiteConfig, type SiteConfig } from '../config.ts';
 import { readEnrollment, diagnoseSiteCredentials, AGENT_VERSION } from '../enroll.ts';
 import { sitePaths } from '../../shared/tls.ts';
-import { SiteAgent, type AgentLogger } from './agent.ts';
+import { SiteAgent } from './agent.ts';
+import type { AgentLogger } from './task-context.ts';
+import { receiveGlobalAdapter } from '../serve/gate/receive.ts';
+import { AuditLog } from '../../shared/audit.ts';
 import { createGrpcWire } from './grpc-wire.ts';
 import type { FederationWire } from './wire.ts';
+import { openSiteDb } from '../site-db.ts';
+import { isFedloraError } from '../../shared/errors.ts';
 
 export interface RunningSite {
   agent: SiteAgent;
@@ -28,14 +33,6 @@ export interface StartSiteOptions {
   logLevel?: string;
 }
 
-export function openSiteDb(siteDir: string): Database.Database {
-  const db = new Database(join(siteDir, 'site.sqlite'));
-  db.pragma('journal_mode = WAL');
-  db.pragma('synchronous = FULL');
-  db.pragma('busy_timeout = 5000');
-  return db;
-}
-
 export async function startSiteAgent(siteDir: string, o: StartSiteOptions = {}): Promise<RunningSite> {
   const config = loadSiteConfig(siteDir);
   const enrollment = readEnrollment(siteDir);
@@ -46,6 +43,12 @@ export async function startSiteAgent(siteDir: string, o: StartSiteOptions = {}):
     reconnectInitialMs: config.network.reconnect_initial_ms,
     reconnectMaxMs: config.network.reconnect_max_ms,
   });
+  // The release gate runs the safety suite (hundreds of generations) on each new global version:
+  // the federation's round must not wait for it, so candidates are decided one at a time behind
+  // the agent's work; stopping the agent aborts the one in progress (it stays undecided, and
+  // `fedlora site adapter` decides it by hand).
+  const gateStop = new AbortController();
+  let gates: Promise<void> = Promise.resolve();
   const agent = new SiteAgent({
     siteDir,
     siteId: enrollment.siteId,
@@ -54,6 +57,11 @@ export async function startSiteAgent(siteDir: string, o: StartSiteOptions = {}):
     wire,
     log,
     agentVersion: AGENT_VERSION,
+    // The assistant's release gate: candidate + safety suite + decision; never fails the task.
+    onGlobalEvaluated: async (g): Promise<void> => {
+      gates = gates.then(() => (gateStop.signal.aborted ? undefined : receiveGlobalAdapter({ db, audit: new AuditLog(db, 'site_audit'), config, log, signal: gateStop.signal }, g)))
+        .catch((e) => log.warn({ job: g.jobId, version: g.version, err: (e as Error).message }, 'release gate: candidate not decided'));
+    },
   });
   agent.start();
   let httpClose: (() => Promise<void>) | null = null;
@@ -73,6 +81,8 @@ export async function startSiteAgent(siteDir: string, o: StartSiteOptions = {}):
     httpPort,
     async stop() {
       await agent.stop();
+      gateStop.abort();
+      await gates;
       await httpClose?.();
       db.close();
     },
@@ -90,7 +100,13 @@ export function siteStatusSummary(siteDir: string): Record<string, unknown> {
     out.certificateNotAfter = new Date(e.notAfterUnixMs).toISOString();
   }
   if (existsSync(join(siteDir, 'site.sqlite'))) {
-    const db = new Database(join(siteDir, 'site.sqlite'), { readonly: true });
+    let db: Database.Database;
+    try {
+      db = openSiteDb(siteDir, { readonly: true });
+    } catch (e) {
+      out.database = isFedloraError(e) ? e.toString() : (e as Error).message;
+      return out;
+    }
     try {
       const has = (t: string) => !!db.prepare("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?").get(t);
       if (has('data_records')) out.records = (db.prepare('SELECT COUNT(*) n FROM data_records').get() as { n: number }).n;

@@ -15,7 +15,7 @@ import { clipL2InPlace } from '../../shared/secagg/quantize.ts';
 import {
   EXAMPLES_CAP, EXTRA_SLOTS,
   type AdvertiseReply, type MaskedChunkReply, type SecAggRoundConfig, type ShareReply, type UnmaskReply,
-} from '../../coordinator/secagg/messages.ts';
+} from '../../shared/secagg/messages.ts';
 import type { FederationWire } from './wire.ts';
 
 export interface SecAggSiteOptions {

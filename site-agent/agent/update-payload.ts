@@ -3,7 +3,7 @@
 //   weights = the local adapter itself (strategies that re-compress factors, e.g. svd)
 // With a frozen A (ffa) only the lora_B tensors are sent: A is identical at every site.
 
-import type { AdapterWeights } from '../engine/types.ts';
+import type { AdapterWeights } from '../../shared/lora/types.ts';
 import { encodeSafetensors } from '../../shared/safetensors.ts';
 import { fail } from '../../shared/errors.ts';
 
@@ -22,12 +22,6 @@ export function buildUpdateTensors(global: AdapterWeights, local: AdapterWeights
     out.set(name, { shape: [...g.shape], data });
   }
   return out;
-}
-
-export function l2Norm(t: AdapterWeights): number {
-  let s = 0;
-  for (const { data } of t.values()) for (let i = 0; i < data.length; i++) s += data[i] * data[i];
-  return Math.sqrt(s);
 }
 
 export function assertFinite(t: AdapterWeights, what: string): void {

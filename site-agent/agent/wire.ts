@@ -1,6 +1,8 @@
 // The site agent's view of the wire: the Federation service of proto/fedlora.proto, seen
 // from the site (every call outbound). The gRPC binding lives in grpc-wire.ts; tests can
 // substitute another implementation of this interface.
+import type { MetricsSharingWire } from '../../shared/metrics-sharing.ts';
+import type { Metric } from '../../shared/proto.ts';
 
 export interface WireTask {
   taskId: string;
@@ -20,6 +22,10 @@ export interface WireTask {
     weightDecay: number;
     warmupSteps: number;
     maxGradNorm: number;
+    /** The share of earlier periods' records mixed into this period's new ones (0 or absent: none). */
+    replayFraction?: number;
+    /** The job's data period this round belongs to (0 or absent: its first rounds). */
+    dataPeriod?: number;
   };
   globalAdapter: { jobId: string; version: number; sha256: string; sizeBytes: number | string; manifestSha256: string };
   privacy: {
@@ -39,9 +45,14 @@ export interface WireTask {
   payloadKind: string;
   strategyConfig: Record<string, string>;
   evaluateBase: boolean;
+  /** The job whose version this job's version 0 continues: its trained records count as earlier. */
+  parentJob?: string;
   /** For CROSS_EVAL: the owners' shared local-only adapters to evaluate here. */
   peerAdapters?: { jobId: string; version: number; sha256: string; sizeBytes: number | string; manifestSha256: string }[];
   peerSites?: string[];
+  /** For EXAM: the exam's name (site.yaml evaluation.exams) and loglik | generate | both. */
+  exam?: string;
+  examMode?: string;
 }
 
 export interface UpdateHeaderOut {
@@ -77,17 +88,11 @@ export interface FetchedAdapter {
   signature: Buffer;
 }
 
-export interface MetricOut {
-  kind: string;
-  name: string;
-  value: number;
-  count: number;
-  modelOwner: string;
-  adapterVersion: number;
-}
+/** A reported figure as it goes over the wire (proto Metric). */
+export type MetricOut = Metric;
 
 export interface FederationWire {
-  heartbeat(req: { agentVersion: string; state: string; currentTaskId: string; trainingTokensPerS: number }): Promise<{ serverTimeUnixMs: number; renewCertificate: boolean }>;
+  heartbeat(req: { agentVersion: string; state: string; currentTaskId: string; trainingTokensPerS: number; shareSiteMetrics?: MetricsSharingWire; dataRevision?: number }): Promise<{ serverTimeUnixMs: number; renewCertificate: boolean }>;
   /** Resolves when the server ends the stream; rejects on a transport error. */
   streamTasks(onTask: (t: WireTask) => void, signal: AbortSignal): Promise<void>;
   declineTask(taskId: string, reason: string, code: string): Promise<void>;

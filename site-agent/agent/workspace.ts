@@ -1,38 +1,52 @@
 // Everything the agent keeps at the site between tasks: the base model (checked against the
-// job's manifest), verified global adapters, the training/held-out data built from the site
-// store, and the local-only baseline adapter. Nothing in here is ever sent as is.
+// job's manifest), where verified global adapters live, the training file and the evaluation set
+// built from the site store, and the local-only baseline adapter. Nothing in here is ever sent
+// as is; evaluation itself is the site's evaluator's (evaluation.ts).
 
-import { mkdirSync, existsSync, writeFileSync, renameSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
-import type Database from 'better-sqlite3';
+import { mkdirSync, existsSync, writeFileSync, renameSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import type Database from 'better-sqlite3-multiple-ciphers';
 import type { SiteConfig } from '../config.ts';
-import type { AdapterWeights, Checkpoint, Example, LoraConfig } from '../engine/types.ts';
-import type { AgentLogger } from './agent.ts';
-import type { FederationWire } from './wire.ts';
-import { readPeftAdapter, writePeftAdapter } from '../../shared/peft.ts';
-import { readCheckpoint, computeModelManifestAsync } from '../engine/checkpoint/index.ts';
-import { loadTokenizer, type Tokenizer } from '../engine/tokenizer.ts';
-import { chatToExample } from '../engine/data/examples.ts';
-import { evaluateLoss, scoreChoices } from '../engine/train/eval.ts';
-import { generate } from '../engine/infer.ts';
-import { initLoraAdapter } from '../engine/train/lora-init.ts';
-import { openSiteDataStore, buildDatasets, type BuiltDatasets } from '../data/index.ts';
-import type { ChoiceItem } from '../data/types.ts';
+import type { AdapterWeights, LoraConfig } from '../../shared/lora/types.ts';
+import type { AgentLogger } from './task-context.ts';
+import { readPeftAdapter, writePeftAdapter } from '../../shared/lora/peft.ts';
+import { readCheckpoint, computeModelManifestAsync, loadTokenizer, chatToExample, type Checkpoint, type Tokenizer } from '../engine/index.ts';
+import { initLoraAdapter } from '../../shared/lora/init.ts';
+import { openSiteDataStore, buildDatasets, recordTrainingSet } from '../data/index.ts';
+import { enterDataPeriod, type DataPeriod } from '../data/dataset/periods.ts';
+import type { WireTask } from './wire.ts';
 import { fail } from '../../shared/errors.ts';
+import { readSharedSet, sharedChoiceItems } from '../data/dataset/shared-set.ts';
+import type { ChoiceItem } from '../data/types.ts';
+import { figureOptionsOf, planEvaluation, siteMetrics, type EvalSet, type Evaluator, type SiteMetric } from './evaluation.ts';
 
-export interface SiteMetric {
-  name: string;
-  value: number;
-  count: number;
+export type { SiteMetric };
+
+/** The site's base model, loaded once. */
+export interface SiteModel {
+  checkpoint(): Checkpoint;
+  tokenizer(): Tokenizer;
 }
 
-export class SiteWorkspace {
+export class SiteWorkspace implements SiteModel {
   private manifest: Promise<string> | null = null;
   private ckpt: Checkpoint | null = null;
   private tok: Tokenizer | null = null;
-  private data: { trainFile: string; heldOut: Example[]; choices: { item: ChoiceItem; prompt: number[]; options: number[][] }[]; ds: BuiltDatasets } | null = null;
+  private data: { trainFile: string; eval: EvalSet; shared: { evalSet: string; choices: EvalSet['choices'] }[] } | null = null;
+  /** The data period the current task trains and evaluates in (none: every record is new). */
+  private period: DataPeriod | undefined;
+  /** Scores held-out sets: the built-in engine unless the site configures an external command. */
+  private readonly evaluator: Evaluator;
 
-  constructor(private readonly siteDir: string, private readonly cfg: SiteConfig, private readonly db: Database.Database, private readonly log: AgentLogger) {}
+  constructor(
+    private readonly siteDir: string,
+    private readonly cfg: SiteConfig,
+    private readonly db: Database.Database,
+    private readonly log: AgentLogger,
+    evaluatorFor: (model: SiteModel) => Evaluator,
+  ) {
+    this.evaluator = evaluatorFor(this);
+  }
 
   /** sha256 of the local base model's manifest (hashes cached by path, size and mtime). */
   modelManifestSha256(): Promise<string> {
@@ -56,30 +70,38 @@ export class SiteWorkspace {
     return d;
   }
 
-  /** Download (or reuse) a published global version; the wire verifies hash and signature. */
-  async fetchGlobal(wire: FederationWire, jobId: string, version: number, sha256: string): Promise<AdapterWeights> {
-    const dir = join(this.siteDir, 'adapters', safe(jobId), `v${version}`);
-    const ok = join(dir, '.verified');
-    if (!existsSync(ok)) {
-      rmSync(dir, { recursive: true, force: true });
-      const got = await wire.fetchAdapter({ jobId, version }, dir);
-      const m = JSON.parse(got.manifestJson.toString('utf8')) as { adapter_sha256: string };
-      if (sha256 && m.adapter_sha256 !== sha256) throw fail('FEDLORA_ERR_UPDATE_HASH', `global adapter ${jobId} v${version}: task names sha256 ${sha256}, the signed manifest ${m.adapter_sha256}`);
-      writeFileSync(ok, new Date().toISOString());
-    }
-    const { weights } = readPeftAdapter(dir);
-    return weights;
+  /** Where a job's global adapter version is kept once verified (global-adapter.ts). */
+  globalDir(jobId: string, version: number): string {
+    return join(this.siteDir, 'adapters', safe(jobId), `v${version}`);
   }
 
-  /** Build the training file and the held-out sets from the site store (de-identified records). */
-  async trainingData(): Promise<{ trainFile: string; numTrain: number }> {
+  /** The data period of the task at hand (TrainSpec.data_period; a training task records it at the
+   *  site): datasets are built again when it changes. */
+  enterDataPeriod(task: Pick<WireTask, 'jobId' | 'train' | 'parentJob'>, o: { record: boolean }): DataPeriod {
+    const period = enterDataPeriod(this.db, { jobId: task.jobId, period: task.train.dataPeriod ?? 0, parentJob: task.parentJob ?? '', replayFraction: task.train.replayFraction ?? 0 }, o);
+    if (JSON.stringify(period) !== JSON.stringify(this.period)) this.data = null;
+    this.period = period;
+    return period;
+  }
+
+  /** Build the training file and the held-out sets from the site store (de-identified records),
+   *  with the labels the site's policy allows; for a round, which label each example used is
+   *  recorded at the site (label_training_sets). */
+  async trainingData(round?: { jobId: string; round: number; taskId: string }): Promise<{ trainFile: string; numTrain: number }> {
     const store = openSiteDataStore(this.db);
     const dataCfg = this.cfg.data;
     const ds = buildDatasets(store, {
       config: dataCfg,
       allowedFields: this.cfg.policy.allowed_fields,
       maxTrainExamples: this.cfg.training.max_train_examples ?? undefined,
+      trainingLabels: this.cfg.policy.training_labels,
+      period: this.period,
     });
+    if (ds.replay) this.log.info({ job_id: round?.jobId, round: round?.round, new_records: ds.replay.fresh, replayed: ds.replay.replayed, earlier_available: ds.replay.earlier }, 'data period: new records with a replay sample of earlier ones');
+    if (round) {
+      const set = recordTrainingSet(this.db, { ...round, policy: ds.labels.policy, uses: ds.labels.uses, excluded: ds.labels.excluded });
+      this.log.info({ job_id: round.jobId, round: round.round, training_set: set.id, labels: set.counts }, 'training set built');
+    }
     if (ds.train.length === 0) throw fail('FEDLORA_ERR_DATASET', `site store ${join(this.siteDir, 'site.sqlite')} has no training examples; run "fedlora site ingest" first`);
     const dir = join(this.siteDir, 'datasets');
     mkdirSync(dir, { recursive: true });
@@ -89,86 +111,57 @@ export class SiteWorkspace {
     const tok = this.tokenizer();
     const maxItems = this.cfg.evaluation.max_items;
     const maxLen = this.cfg.training.max_seq_len;
-    const allHeldOut = ds.validation.slice(0, maxItems).map((e) => chatToExample(e.messages, tok));
-    const heldOut = allHeldOut.filter((e) => e.inputIds.length <= maxLen);
+    const validation = ds.validation.map((e, i) => ({ e, data: ds.replay ? ds.validationAge[i] : undefined }));
+    const allHeldOut = balancedByAge(validation, maxItems).map(({ e, data }) => ({ messages: e.messages, example: chatToExample(e.messages, tok), ...(data ? { data } : {}) }));
+    const heldOut = allHeldOut.filter((h) => h.example.inputIds.length <= maxLen);
     if (heldOut.length < allHeldOut.length) {
       this.log.warn({ dropped: allHeldOut.length - heldOut.length, max_seq_len: maxLen }, 'held-out examples longer than training.max_seq_len are not evaluated');
     }
-    const choices = ds.choices.slice(0, maxItems).map((item) => ({
+    const encode = (item: ChoiceItem) => ({
       item,
       prompt: tok.encode(tok.applyChatTemplate(item.prompt, { addGenerationPrompt: true }), { addSpecialTokens: false }),
       options: item.options.map((o) => tok.encode(o, { addSpecialTokens: false })),
+    });
+    const choices = balancedByAge(ds.choices.map((item) => ({ item, data: item.subgroups?.data })), maxItems).map(({ item }) => encode(item));
+    // Consortium-wide sets: every item (they are the same at every site, so no cap by max_items).
+    const shared = this.cfg.evaluation.shared_sets.map((s) => ({
+      evalSet: `shared:${s.name}`,
+      choices: sharedChoiceItems(readSharedSet(resolve(this.siteDir, s.file)), dataCfg, this.cfg.policy.allowed_fields).map(encode),
     }));
-    this.data = { trainFile, heldOut, choices, ds };
+    this.data = { trainFile, eval: { heldOut, choices }, shared };
     return { trainFile, numTrain: ds.train.length };
   }
 
-  /** Held-out metrics of an adapter (null = the base model). Only these aggregates leave the site. */
+  /** Held-out metrics of an adapter (null = the base model), by the site's evaluator.
+   *  Only these aggregates leave the site. */
   async evaluate(adapter: AdapterWeights | null, lora: LoraConfig): Promise<SiteMetric[]> {
     if (!this.data) await this.trainingData();
-    const { heldOut, choices } = this.data!;
-    const ckpt = this.checkpoint();
-    const opts = { device: this.cfg.model.device };
-    const out: SiteMetric[] = [];
-    const minItems = this.cfg.evaluation.min_items;
-    if (heldOut.length >= minItems) {
-      const t0 = performance.now();
-      const r = await evaluateLoss(ckpt, adapter, adapter ? lora : null, heldOut, opts);
-      const ms = performance.now() - t0;
-      out.push({ name: 'loss', value: r.loss, count: r.tokens }, { name: 'perplexity', value: Math.exp(r.loss), count: r.tokens });
-      out.push({ name: 'tokens_per_s', value: r.tokens / (ms / 1000), count: r.tokens });
-    } else {
-      this.log.warn({ items: heldOut.length, min: minItems }, 'held-out set below evaluation.min_items: loss withheld');
+    // quantized weights are cached per checkpoint manifest: the checkpoint read without hashing gets it now
+    const c = this.checkpoint();
+    if (!c.manifestSha256) this.ckpt = { ...c, manifestSha256: await this.modelManifestSha256() };
+    const plan = planEvaluation(this.data!.eval, this.cfg.evaluation, this.log);
+    const scores = await this.evaluator.score({ plan, adapter, lora });
+    return siteMetrics(plan, scores, this.evaluator.kind, figureOptionsOf(this.cfg.evaluation));
+  }
+
+  /** The site's own copy of an exam (site.yaml evaluation.exams; a relative path is under the site dir), or null. */
+  examFile(name: string): string | null {
+    const p = Object.hasOwn(this.cfg.evaluation.exams, name) ? this.cfg.evaluation.exams[name] : undefined;
+    return p === undefined ? null : resolve(this.siteDir, p);
+  }
+
+  /** Multiple-choice figures of an adapter on each consortium-wide set (evaluation.shared_sets),
+   *  by the site's evaluator; a set smaller than evaluation.min_items is withheld (nothing reported). */
+  async evaluateShared(adapter: AdapterWeights | null, lora: LoraConfig): Promise<{ evalSet: string; metrics: SiteMetric[] }[]> {
+    if (!this.data) await this.trainingData();
+    const out: { evalSet: string; metrics: SiteMetric[] }[] = [];
+    for (const set of this.data!.shared) {
+      if (set.choices.length < this.cfg.evaluation.min_items) continue;
+      const plan = { heldOut: [], choices: set.choices, generate: [], heldOutItems: 0 };
+      const scores = await this.evaluator.score({ plan, adapter, lora });
+      const metrics = siteMetrics(plan, scores, this.evaluator.kind, figureOptionsOf(this.cfg.evaluation)).filter((m) => m.name !== 'heldout_items');
+      out.push({ evalSet: set.evalSet, metrics });
     }
-    if (choices.length >= minItems) {
-      let correct = 0;
-      const t0 = performance.now();
-      const labels = [...new Set(choices.map((c) => c.item.label))];
-      const tp = new Map<string, number>(), fp = new Map<string, number>(), fn = new Map<string, number>();
-      for (const c of choices) {
-        const s = await scoreChoices(ckpt, adapter, adapter ? lora : null, c.prompt, c.options, { ...opts, normalize: true });
-        const gold = c.item.label;
-        const pred = c.item.options[s.best];
-        if (s.best === c.item.answer) {
-          correct++;
-          tp.set(gold, (tp.get(gold) ?? 0) + 1);
-        } else {
-          fn.set(gold, (fn.get(gold) ?? 0) + 1);
-          fp.set(pred, (fp.get(pred) ?? 0) + 1);
-        }
-      }
-      const ms = performance.now() - t0;
-      const f1s = labels.map((l) => {
-        const p = tp.get(l) ?? 0;
-        const denom = 2 * p + (fp.get(l) ?? 0) + (fn.get(l) ?? 0);
-        return denom === 0 ? 0 : (2 * p) / denom;
-      });
-      out.push(
-        { name: 'accuracy', value: correct / choices.length, count: choices.length },
-        { name: 'macro_f1', value: f1s.reduce((a, b) => a + b, 0) / Math.max(1, f1s.length), count: choices.length },
-        { name: 'latency_ms', value: ms / choices.length, count: choices.length },
-      );
-    }
-    // Exact match of the generated diagnosis (greedy, with the KV cache) on a few items.
-    const gen = choices.slice(0, this.cfg.evaluation.generate_items);
-    if (gen.length >= Math.min(minItems, this.cfg.evaluation.generate_items) && gen.length > 0) {
-      const tok = this.tokenizer();
-      let hits = 0;
-      let newTokens = 0;
-      const t0 = performance.now();
-      for (const c of gen) {
-        const maxNew = Math.max(...c.options.map((o) => o.length)) + 16;
-        const ids = await generate(ckpt, adapter, adapter ? lora : null, c.prompt, { maxNewTokens: maxNew, device: this.cfg.model.device });
-        newTokens += ids.length;
-        if (normalizeDiagnosis(tok.decode(ids, { skipSpecialTokens: true })) === normalizeDiagnosis(c.item.label)) hits++;
-      }
-      const s = (performance.now() - t0) / 1000;
-      out.push(
-        { name: 'exact_match', value: hits / gen.length, count: gen.length },
-        { name: 'generation_tokens_per_s', value: newTokens / Math.max(s, 1e-9), count: newTokens },
-      );
-    }
-    out.push({ name: 'heldout_items', value: heldOut.length, count: heldOut.length });
     return out;
   }
 
@@ -182,20 +175,26 @@ export class SiteWorkspace {
     writePeftAdapter(dir, w, { r: lora.r, alpha: lora.alpha, targets: lora.targets, dropout: lora.dropout, useRslora: lora.useRslora, baseModel });
   }
 
+  /** The personalised adapter of a global version (personal.ts): kept here, never sent. */
+  savePersonal(jobId: string, version: number, w: AdapterWeights, lora: LoraConfig, baseModel: string): void {
+    const dir = join(this.siteDir, 'personal', safe(jobId), `v${version}`);
+    writePeftAdapter(dir, w, { r: lora.r, alpha: lora.alpha, targets: lora.targets, dropout: lora.dropout, useRslora: lora.useRslora, baseModel });
+  }
+
   /** The job's version-0 adapter (PEFT init from the shared seed): where the local baseline starts. */
-  initialAdapterLike(_global: AdapterWeights, lora: LoraConfig): AdapterWeights {
+  initialAdapter(lora: LoraConfig): AdapterWeights {
     return initLoraAdapter(this.checkpoint().config, lora);
   }
 }
 
-/** The first line of a generated answer, without a "Diagnosis:"/"诊断：" label, case,
- *  punctuation or spaces — what two equal diagnoses share however they are written. */
-export function normalizeDiagnosis(text: string): string {
-  const first = text.normalize('NFKC').split('\n').map((l) => l.trim()).find((l) => l.length > 0) ?? '';
-  return first
-    .replace(/^(diagnosis|诊断)\s*[:：]\s*/i, '')
-    .toLowerCase()
-    .replace(/[\s\p{P}]+/gu, '');
+/** The first `max` items, half earlier and half new cases where both are there (so that a
+ *  period's held-out set keeps the earlier test cases beside the new ones), in their order. */
+function balancedByAge<T extends { data?: string }>(items: T[], max: number): T[] {
+  if (items.length <= max || !items.some((x) => x.data === 'earlier')) return items.slice(0, max);
+  const earlier = items.filter((x) => x.data === 'earlier'), fresh = items.filter((x) => x.data !== 'earlier');
+  const nEarlier = Math.min(earlier.length, Math.max(max - fresh.length, Math.ceil(max / 2)));
+  const keep = new Set([...earlier.slice(0, nEarlier), ...fresh.slice(0, max - nEarlier)]);
+  return items.filter((x) => keep.has(x));
 }
 
 function safe(s: string): string {

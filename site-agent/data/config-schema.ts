@@ -6,17 +6,21 @@
 
 import { z } from 'zod';
 import { fail } from '../../shared/errors.ts';
+import { describeZodError } from '../../shared/zod-errors.ts';
+import { DEFAULT_FIELDS_CONFIG, FieldsConfigSchema } from './extract/missing-policy.ts';
 
 /** Case fields a source column can map to (CaseRecord fields + the raw patient identity). */
 export const MAPPABLE_FIELDS = [
   'patientId', 'patientName', 'department', 'chiefComplaint', 'history', 'exam', 'labs',
-  'diagnosis', 'icd10', 'treatment', 'admissionDate', 'dischargeDate', 'lang',
+  'diagnosis', 'icd10', 'treatment', 'admissionDate', 'dischargeDate', 'lang', 'sex', 'age',
 ] as const;
 export type MappableField = (typeof MAPPABLE_FIELDS)[number];
 
 /** Free-text fields of a case (cleaned, de-identified). */
 export const TEXT_FIELDS = ['department', 'chiefComplaint', 'history', 'exam', 'labs', 'diagnosis', 'icd10', 'treatment'] as const;
-export type TextField = (typeof TEXT_FIELDS)[number];
+
+/** The text of a record that examples are built from (all text fields, one per line). */
+export const recordText = (r: Partial<Record<(typeof TEXT_FIELDS)[number], string>>): string => TEXT_FIELDS.map((f) => r[f]).filter(Boolean).join('\n');
 
 const DEFAULT_MAPPING: Record<MappableField, string> = {
   patientId: 'patient_id',
@@ -32,6 +36,9 @@ const DEFAULT_MAPPING: Record<MappableField, string> = {
   admissionDate: 'admission_date',
   dischargeDate: 'discharge_date',
   lang: 'lang',
+  // Subgroup fields: only the sex (F/M) and a 20-year age band are stored, never the age itself.
+  sex: 'sex',
+  age: 'age',
 };
 
 /** Default abbreviation table (applied to free text; Latin forms match whole words, any case). */
@@ -124,15 +131,21 @@ export const DataConfigSchema = z
       })
       .strict()
       .default({ lang: 'auto', system: null, userTemplate: null, assistantTemplate: null }),
+    /** Structured fields read from the free text at ingest, their missing-value policy, near-duplicates (site-agent/data/extract/). */
+    fields: FieldsConfigSchema.default(DEFAULT_FIELDS_CONFIG),
     choices: z
       .object({
         /** Options per multiple-choice item (the right diagnosis + K-1 distractors). */
         k: z.number().int().min(2).max(10).default(4),
         /** Extra diagnoses to draw distractors from when the site knows fewer than k. */
         extraDiagnoses: z.array(z.string()).default([]),
+        /** How an item asks: 'list' = the case, the lettered options and "answer with the letter";
+         *  'cloze' = the case exactly as in training, each option scored as the answer that follows
+         *  (what a small model trained to answer with the diagnosis can be judged on). */
+        format: z.enum(['list', 'cloze']).default('list'),
       })
       .strict()
-      .default({ k: 4, extraDiagnoses: [] }),
+      .default({ k: 4, extraDiagnoses: [], format: 'list' }),
   })
   .strict();
 
@@ -141,10 +154,7 @@ export type DataConfig = z.infer<typeof DataConfigSchema>;
 /** Validate a data section; errors name the file and field path. */
 export function parseDataConfig(raw: unknown, file = 'data config'): DataConfig {
   const r = DataConfigSchema.safeParse(raw ?? {});
-  if (!r.success) {
-    const msg = r.error.issues.map((i) => `${file}: data.${i.path.join('.')}: ${i.message}`).join('; ');
-    throw fail('FEDLORA_ERR_CONFIG', msg);
-  }
+  if (!r.success) throw fail('FEDLORA_ERR_CONFIG', describeZodError(file, r.error, undefined, ['data']));
   return r.data;
 }
 

@@ -9,24 +9,26 @@ import { loadOrCreateSiteKey } from './site-key.ts';
 import { ingestFiles, type IngestFormat, type IngestSummary } from './ingest/index.ts';
 import type { Deidentifier } from './deid-bridge.ts';
 import { fail } from '../../shared/errors.ts';
+import { SITE_CONFIG_NAMES } from '../config.ts';
 
 export { DataConfigSchema, parseDataConfig, defaultDataConfig, DEFAULT_ABBREVIATIONS, type DataConfig } from './config-schema.ts';
 export { openSiteDataStore, SiteDataStore, siteDbPath, type Split } from './store.ts';
-export { ingestFiles, DEID_DISABLED_WARNING, SITE_AUDIT_TABLE, type IngestSummary, type IngestOptions, type IngestFormat } from './ingest/index.ts';
-export { buildDatasets, writeDatasetFiles, chatExample, choiceItem, DEFAULT_ALLOWED, type BuiltDatasets, type BuildOptions } from './dataset/build.ts';
-export { assignSplits, splitIds } from './dataset/split.ts';
+export { ingestFiles, DEID_DISABLED_WARNING, type IngestSummary, type IngestOptions, type IngestFormat } from './ingest/index.ts';
+export { buildDatasets, writeDatasetFiles, chatExample, DEFAULT_ALLOWED, type BuiltDatasets, type BuildOptions } from './dataset/build.ts';
+export { assignSplits } from './dataset/split.ts';
+export { recordTrainingSet, type LabelUse } from './labels/training-sets.ts';
+export { labelReport, formatLabelReport, type LabelReport } from './labels/report.ts';
 export { dataReport, formatReport, type DataReport } from './report.ts';
+export { backfillFields, type BackfillSummary } from './extract/backfill.ts';
 export { loadOrCreateSiteKey, patientPseudonym } from './site-key.ts';
-export { generateSites, toCsv, SYNTH_COLUMNS, type SynthOptions, type SynthSite, type SynthRecord, type PlantedPhi } from './synth/generate.ts';
+export { generateSites, toCsv, type SynthOptions, type SynthSite, type SynthRecord, type PlantedPhi } from './synth/generate.ts';
 export { recordToBundle } from './synth/fhir-out.ts';
 export { DIAGNOSES, DEPARTMENTS } from './synth/catalog.ts';
-
-const CONFIG_NAMES = ['site.yaml', 'site.yml', 'site.json'];
 
 /** The `data:` section from an explicit file (a whole site config, or just a data section)
  *  or from the site dir's site.yaml/site.json; defaults when there is none. */
 export function loadDataConfig(siteDir: string, configFile?: string): DataConfig {
-  const file = configFile ?? CONFIG_NAMES.map((n) => join(siteDir, n)).find((p) => existsSync(p));
+  const file = configFile ?? SITE_CONFIG_NAMES.map((n) => join(siteDir, n)).find((p) => existsSync(p));
   if (!file) return parseDataConfig({});
   let raw: unknown;
   try {

@@ -6,7 +6,7 @@ import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync, chmodSync
 import { dirname, isAbsolute, join } from 'node:path';
 import { fail } from '../../shared/errors.ts';
 
-export function siteKeyPath(siteDir: string, keyFile = 'secrets/deid.key'): string {
+function siteKeyPath(siteDir: string, keyFile = 'secrets/deid.key'): string {
   return isAbsolute(keyFile) ? keyFile : join(siteDir, keyFile);
 }
 

@@ -1,14 +1,14 @@
-// The data pipeline's tables in the site's SQLite file (<siteDir>/site.sqlite, WAL).
-// Other modules add their own tables to the same file; ours are all prefixed data_.
+// The data pipeline's tables in the site's SQLite file (<siteDir>/site.sqlite, WAL), all
+// prefixed data_ (created by site.sqlite's migration list, site-agent/site-db.ts).
 //
 // Records are stored only after cleaning and de-identification; raw PHI never lands here.
 // Splits are stored too, so a record keeps its train/validation/test assignment forever.
 
-import Database from 'better-sqlite3';
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
+import type Database from 'better-sqlite3-multiple-ciphers';
+import { basename, dirname } from 'node:path';
 import type { CaseRecord } from './types.ts';
 import { fail } from '../../shared/errors.ts';
+import { migrateSiteDb, openSiteDb } from '../site-db.ts';
 
 export type Split = 'train' | 'validation' | 'test';
 export type DB = Database.Database;
@@ -20,75 +20,6 @@ export interface QuarantineEntry {
   runId?: number;
 }
 
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS data_records (
-  id TEXT PRIMARY KEY,
-  patient_key TEXT NOT NULL,
-  lang TEXT NOT NULL,
-  department TEXT,
-  diagnosis TEXT,
-  json TEXT NOT NULL,
-  source TEXT NOT NULL,
-  run_id INTEGER,
-  created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
-);
-CREATE INDEX IF NOT EXISTS data_records_dx ON data_records(diagnosis);
-CREATE TABLE IF NOT EXISTS data_quarantine (
-  id INTEGER PRIMARY KEY AUTOINCREMENT,
-  run_id INTEGER,
-  qkey TEXT UNIQUE,
-  reason TEXT NOT NULL,
-  source TEXT NOT NULL,
-  detail TEXT NOT NULL,
-  created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
-);
-CREATE INDEX IF NOT EXISTS data_quarantine_reason ON data_quarantine(reason);
-CREATE TABLE IF NOT EXISTS data_ingest_runs (
-  id INTEGER PRIMARY KEY AUTOINCREMENT,
-  started_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')),
-  format TEXT NOT NULL,
-  deid_enabled INTEGER NOT NULL,
-  summary TEXT
-);
-CREATE TABLE IF NOT EXISTS data_ingested_files (
-  sha256 TEXT NOT NULL,
-  path TEXT NOT NULL,
-  size INTEGER NOT NULL,
-  run_id INTEGER NOT NULL,
-  accepted INTEGER NOT NULL,
-  duplicates INTEGER NOT NULL,
-  quarantined INTEGER NOT NULL,
-  PRIMARY KEY (sha256, run_id)
-);
-CREATE TABLE IF NOT EXISTS data_splits (
-  record_id TEXT PRIMARY KEY REFERENCES data_records(id),
-  split TEXT NOT NULL CHECK (split IN ('train','validation','test')),
-  stratum TEXT NOT NULL,
-  seed INTEGER NOT NULL,
-  assigned_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
-);
-CREATE INDEX IF NOT EXISTS data_splits_stratum ON data_splits(stratum, split);
-CREATE TABLE IF NOT EXISTS data_events (
-  id INTEGER PRIMARY KEY AUTOINCREMENT,
-  kind TEXT NOT NULL,
-  detail TEXT NOT NULL,
-  created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
-);
-CREATE TABLE IF NOT EXISTS data_fhir_stage (
-  run_id INTEGER NOT NULL,
-  type TEXT NOT NULL,
-  rid TEXT,
-  alias TEXT,
-  patient_ref TEXT,
-  encounter_ref TEXT,
-  source TEXT NOT NULL,
-  json TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS data_fhir_stage_enc ON data_fhir_stage(run_id, encounter_ref);
-CREATE INDEX IF NOT EXISTS data_fhir_stage_id ON data_fhir_stage(run_id, type, rid);
-CREATE INDEX IF NOT EXISTS data_fhir_stage_alias ON data_fhir_stage(run_id, type, alias);
-`;
-
 export class SiteDataStore {
   readonly db: DB;
   private readonly ownsDb: boolean;
@@ -97,7 +28,6 @@ export class SiteDataStore {
   constructor(db: DB, ownsDb: boolean) {
     this.db = db;
     this.ownsDb = ownsDb;
-    db.exec(SCHEMA);
     this.stmts = {
       insertRecord: db.prepare(
         'INSERT OR IGNORE INTO data_records (id, patient_key, lang, department, diagnosis, json, source, run_id) VALUES (?,?,?,?,?,?,?,?)',
@@ -197,21 +127,20 @@ export class SiteDataStore {
   }
 }
 
-/** Open (creating if needed) the site's data tables. Pass a path to site.sqlite or an open handle
- *  shared with other modules (then close() leaves the handle open). */
+/** Open (creating if needed) the site's data tables. Pass the path <siteDir>/site.sqlite (opened
+ *  through openSiteDb: encrypted per the site config) or an open handle shared with other modules
+ *  (then close() leaves the handle open). Either way the file's schema is brought up to date first. */
 export function openSiteDataStore(dbPathOrHandle: string | DB): SiteDataStore {
-  if (typeof dbPathOrHandle !== 'string') return new SiteDataStore(dbPathOrHandle, false);
-  try {
-    mkdirSync(dirname(dbPathOrHandle), { recursive: true });
-    const db = new Database(dbPathOrHandle);
-    db.pragma('journal_mode = WAL');
-    db.pragma('synchronous = NORMAL');
-    db.pragma('busy_timeout = 5000');
-    db.pragma('foreign_keys = ON');
-    return new SiteDataStore(db, true);
-  } catch (e) {
-    throw fail('FEDLORA_ERR_IO', `${dbPathOrHandle}: cannot open site database (${(e as Error).message})`);
+  if (typeof dbPathOrHandle !== 'string') {
+    migrateSiteDb(dbPathOrHandle);
+    return new SiteDataStore(dbPathOrHandle, false);
   }
+  if (basename(dbPathOrHandle) !== 'site.sqlite') {
+    throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `${dbPathOrHandle}: the site database is <siteDir>/site.sqlite`);
+  }
+  const db = openSiteDb(dirname(dbPathOrHandle));
+  db.pragma('foreign_keys = ON');
+  return new SiteDataStore(db, true);
 }
 
 export const siteDbPath = (siteDir: string): string => `${siteDir.replace(/\/+$/, '')}/site.sqlite`;

@@ -17,6 +17,9 @@ export interface CaseRecord {
   /** Dates after the per-patient secret shift (ISO yyyy-mm-dd). */
   admissionDate?: string;
   dischargeDate?: string;
+  /** For subgroup figures: F | M, and the age at the visit as a band (ageBand in ingest/subgroups.ts). */
+  sex?: 'F' | 'M';
+  ageBand?: string;
   extra?: Record<string, string>;
 }
 
@@ -59,4 +62,6 @@ export interface ChoiceItem {
   options: string[];
   answer: number;
   label: string;
+  /** Subgroups of the case for subgroup figures, where the record has the field: sex, age_band. Never in the prompt. */
+  subgroups?: Record<string, string>;
 }

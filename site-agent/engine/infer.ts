@@ -4,10 +4,11 @@
 
 import * as ort from 'onnxruntime-node';
 import { fail } from '../../shared/errors.ts';
-import { loraShapes } from './lora-keys.ts';
+import { loraShapes } from '../../shared/lora/keys.ts';
 import { buildDecoder, type DecoderSpec } from './model.ts';
-import { adapterFeeds, attentionBias, createOrtSession, graphKey, materializeModel, seededUniform, type SessionOptions } from './session.ts';
-import type { AdapterWeights, Checkpoint, LoraConfig } from './types.ts';
+import { adapterFeeds, attentionBias, baseWeightsFor, createOrtSession, graphKey, materializeModel, seededUniform, type SessionOptions } from './session.ts';
+import type { AdapterWeights, LoraConfig } from '../../shared/lora/types.ts';
+import type { Checkpoint } from './types.ts';
 
 interface Compiled {
   session: ort.InferenceSession;
@@ -16,15 +17,17 @@ interface Compiled {
 
 const sessions = new Map<string, Promise<Compiled>>();
 
-async function compiled(ckpt: Checkpoint, spec: DecoderSpec, opts: SessionOptions): Promise<Compiled> {
-  const key = graphKey(ckpt, { kind: 'infer', spec });
+async function compiled(ckpt: Checkpoint, spec0: DecoderSpec, opts: SessionOptions): Promise<Compiled> {
+  const spec: DecoderSpec = { ...spec0, quantAccuracy: opts.quantAccuracy };
+  const weights = baseWeightsFor(ckpt, opts);
+  const key = graphKey(ckpt, { kind: 'infer', spec, weights: weights.key });
   const cacheKey = `${key}:${opts.device ?? 'cpu'}:${opts.threads ?? ''}`;
   let p = sessions.get(cacheKey);
   if (!p) {
     p = (async () => {
-      const built = buildDecoder(ckpt, spec);
+      const built = buildDecoder(ckpt, spec, weights);
       const path = materializeModel(ckpt, key, () => built.b.g, opts);
-      return { session: await createOrtSession(path, opts), loraKeys: built.loraKeys };
+      return { session: await createOrtSession(path, opts, { prepack: weights.mode !== 'none', arena: true }), loraKeys: built.loraKeys };
     })();
     sessions.set(cacheKey, p);
     p.catch(() => sessions.delete(cacheKey));
@@ -141,7 +144,15 @@ export interface GenerateOptions extends SessionOptions {
   seed?: number;
   /** Stop tokens; default the checkpoint's eos_token_id(s). */
   stopTokenIds?: number[];
+  /** Called with each new token as soon as it is sampled (streaming); returning false stops
+   *  generation after it (the caller found a stop sequence in the decoded text). */
+  onToken?: (id: number) => boolean | void;
+  /** Stops generation before the next token when aborted (the client went away). */
+  signal?: AbortSignal;
 }
+
+/** Why generation ended: a stop token, maxNewTokens, onToken returned false, or the signal. */
+export type FinishReason = 'eos' | 'length' | 'stopped' | 'aborted';
 
 /** Pick the next token: argmax at temperature 0, else nucleus sampling from softmax(logits / T). */
 export function sampleToken(logits: Float32Array, temperature: number, topP: number, rnd: () => number): number {
@@ -169,6 +180,13 @@ export function sampleToken(logits: Float32Array, temperature: number, topP: num
 export async function generate(
   ckpt: Checkpoint, adapter: AdapterWeights | null, lora: LoraConfig | null, promptIds: number[], opts: GenerateOptions,
 ): Promise<number[]> {
+  return (await generateTokens(ckpt, adapter, lora, promptIds, opts)).tokens;
+}
+
+/** generate() with the reason it ended. The key/value cache belongs to this call (one per request). */
+export async function generateTokens(
+  ckpt: Checkpoint, adapter: AdapterWeights | null, lora: LoraConfig | null, promptIds: number[], opts: GenerateOptions,
+): Promise<{ tokens: number[]; finish: FinishReason }> {
   if (promptIds.length === 0) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', 'generate: the prompt is empty');
   if (!Number.isInteger(opts.maxNewTokens) || opts.maxNewTokens < 0) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `generate: maxNewTokens ${opts.maxNewTokens} must be a non-negative integer`);
   checkIds(ckpt, promptIds, 'promptIds');
@@ -178,13 +196,21 @@ export async function generate(
   const temperature = opts.temperature ?? 0, topP = opts.topP ?? 1;
   const rnd = seededUniform(opts.seed ?? 0, 'generate');
   const KV = cfg.numKvHeads, D = cfg.headDim;
-  const maxLen = Math.ceil((promptIds.length + opts.maxNewTokens) / 32) * 32; // cache slots
+  // Cache slots in powers of two: a long-running server then compiles a handful of decode graphs,
+  // not one per prompt length (masked slots add exact zeros to the attention).
+  const maxLen = bucket(promptIds.length + opts.maxNewTokens, 64);
+  const newTokens: number[] = [];
+  const emit = (id: number): boolean => {
+    newTokens.push(id);
+    return opts.onToken?.(id) !== false;
+  };
+  if (opts.signal?.aborted) return { tokens: newTokens, finish: 'aborted' };
 
   const first = await prefill(ckpt, adapter, l, promptIds, true, opts);
-  const newTokens: number[] = [];
   let next = sampleToken(first.logits, temperature, topP, rnd);
-  if (opts.maxNewTokens === 0 || stop.has(next)) return newTokens;
-  newTokens.push(next);
+  if (opts.maxNewTokens === 0) return { tokens: newTokens, finish: 'length' };
+  if (stop.has(next)) return { tokens: newTokens, finish: 'eos' };
+  if (!emit(next)) return { tokens: newTokens, finish: 'stopped' };
 
   // Cache [1, KV, maxLen, D] per layer, filled with the prompt's (already rotated) keys and values.
   const cache = Array.from({ length: cfg.numLayers }, () => ({ key: new Float32Array(KV * maxLen * D), value: new Float32Array(KV * maxLen * D) }));
@@ -204,6 +230,7 @@ export async function generate(
   const lf = loraFeeds(ckpt, dec, adapter, l);
   let cur = promptIds.length; // position of `next`
   while (newTokens.length < opts.maxNewTokens && cur < maxLen) {
+    if (opts.signal?.aborted) return { tokens: newTokens, finish: 'aborted' };
     const bias = new Float32Array(maxLen + 1).fill(-1e9);
     bias.fill(0, 0, cur);
     bias[maxLen] = 0; // the new token sees itself
@@ -221,8 +248,8 @@ export async function generate(
     store(out, 1, 0, 1, cur);
     cur++;
     next = sampleToken(out.logits.data as Float32Array, temperature, topP, rnd);
-    if (stop.has(next)) break;
-    newTokens.push(next);
+    if (stop.has(next)) return { tokens: newTokens, finish: 'eos' };
+    if (!emit(next)) return { tokens: newTokens, finish: 'stopped' };
   }
-  return newTokens;
+  return { tokens: newTokens, finish: 'length' };
 }

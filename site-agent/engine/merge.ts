@@ -10,10 +10,10 @@
 import { closeSync, copyFileSync, existsSync, fsyncSync, mkdirSync, openSync, readSync, readdirSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { fail } from '../../shared/errors.ts';
-import { floatToBf16, floatToHalf, toFloat32 } from '../../shared/safetensors.ts';
-import { readPeftAdapter, validateAdapterAgainst } from '../../shared/peft.ts';
+import { encodeFloats, toFloat32 } from '../../shared/safetensors.ts';
+import { readPeftAdapter, validateAdapterAgainst } from '../../shared/lora/peft.ts';
 import { readCheckpoint, listWeightFiles } from './checkpoint/read.ts';
-import { loraKey, loraScaling, parentOf, ALL_TARGETS } from './lora-keys.ts';
+import { loraKey, loraScaling, parentOf, ALL_TARGETS } from '../../shared/lora/keys.ts';
 import type { TensorLocation } from './types.ts';
 
 const CHUNK = 16 * 1024 * 1024;
@@ -26,7 +26,7 @@ export interface MergeResult {
 }
 
 /** W + s·B·A, in float32 (rounded once from a float64 sum). W is [out, in], B [out, r], A [r, in]. */
-export function mergedWeight(w: Float32Array, a: Float32Array, b: Float32Array, out: number, inF: number, r: number, s: number): Float32Array {
+function mergedWeight(w: Float32Array, a: Float32Array, b: Float32Array, out: number, inF: number, r: number, s: number): Float32Array {
   const res = new Float32Array(out * inF);
   const row = new Float64Array(inF);
   for (let o = 0; o < out; o++) {
@@ -41,14 +41,6 @@ export function mergedWeight(w: Float32Array, a: Float32Array, b: Float32Array, 
     for (let i = 0; i < inF; i++) res[off + i] = w[off + i] + s * row[i];
   }
   return res;
-}
-
-function encode(values: Float32Array, dtype: TensorLocation['dtype']): Buffer {
-  if (dtype === 'F32') return Buffer.from(values.buffer, values.byteOffset, values.byteLength);
-  const out = Buffer.alloc(values.length * 2);
-  const conv = dtype === 'F16' ? floatToHalf : floatToBf16;
-  for (let i = 0; i < values.length; i++) out.writeUInt16LE(conv(values[i]), i * 2);
-  return out;
 }
 
 function copyRange(src: number, dst: number, from: number, to: number, buf: Buffer): void {
@@ -100,7 +92,7 @@ export function mergeAdapter(modelDir: string, adapterDir: string, outDir: strin
         const B = adapter.weights.get(p.b)!;
         const [o, i] = p.loc.shape;
         const merged = mergedWeight(w, A.data, B.data, o, i, adapter.config.r, s);
-        writeSync(fout, encode(merged, p.loc.dtype));
+        writeSync(fout, encodeFloats(merged, p.loc.dtype));
         pos = p.loc.offset + p.loc.length;
       }
       copyRange(fin, fout, pos, statSync(inPath).size, buf);

@@ -7,10 +7,13 @@
 // LoRA as PEFT: y = base(x) + scaling * (dropout(x) @ A^T) @ B^T.
 
 import { fail } from '../../shared/errors.ts';
-import { Builder, type DType } from './graph/ir.ts';
-import { loraKey, loraScaling } from './lora-keys.ts';
+import { Builder, type DType, type TransposedWeight } from './graph/ir.ts';
+import { loraKey, loraScaling } from '../../shared/lora/keys.ts';
 import { ropeTables } from './rope.ts';
-import type { Checkpoint, LoraConfig, LoraTarget, ModelConfig } from './types.ts';
+import type { BaseWeights, RawLocation } from './quant/weight-cache.ts';
+import type { RecomputeSegment } from './graph/recompute.ts';
+import type { Checkpoint } from './types.ts';
+import type { LoraConfig, LoraTarget, ModelConfig } from '../../shared/lora/types.ts';
 
 export type DecoderHead =
   | 'loss' // scalar: -sum(lossWeight * log p(target))
@@ -30,6 +33,12 @@ export interface DecoderSpec {
   head: DecoderHead;
   /** Also output the new keys/values of every layer ("present.<l>.key"/"present.<l>.value", [B, KV, S, D]). */
   presentKv: boolean;
+  /** MatMulNBits accuracy_level for quantized weights: 4 (int8 activations inside the kernel, the
+   *  fast path) or 0 (float32 arithmetic, exact; for gradient checks). Default 4. */
+  quantAccuracy?: 0 | 4;
+  /** Training: recompute each decoder layer's (and each loss-head chunk's) activations in the
+   *  backward pass instead of keeping them (graph/recompute.ts). */
+  recompute?: boolean;
 }
 
 export interface BuiltDecoder {
@@ -38,12 +47,18 @@ export interface BuiltDecoder {
   out: string;
   /** Adapter tensor keys in input order (each is a graph input of the same name). */
   loraKeys: string[];
+  /** The decoder layers and loss-head chunks, for activation recomputation. */
+  segments: RecomputeSegment[];
 }
+
+/** Rows of the loss head computed at a time: [rows, vocab] float32 tensors of about 32 MB, so a
+ *  151k-token vocabulary never needs [tokens, vocab] tensors of gigabytes. */
+const HEAD_CHUNK_VALUES = 8 * 1024 * 1024;
 
 /** HF layer names: model.layers.{l}.self_attn.q_proj ... */
 const projName = (l: number, t: LoraTarget) => `model.layers.${l}.${['gate_proj', 'up_proj', 'down_proj'].includes(t) ? 'mlp' : 'self_attn'}.${t}`;
 
-export function buildDecoder(ckpt: Checkpoint, spec: DecoderSpec): BuiltDecoder {
+export function buildDecoder(ckpt: Checkpoint, spec: DecoderSpec, weights?: BaseWeights): BuiltDecoder {
   const cfg: ModelConfig = ckpt.config;
   const { batch: B, seq: S, pastLen: P } = spec;
   const T = P + S;
@@ -52,13 +67,15 @@ export function buildDecoder(ckpt: Checkpoint, spec: DecoderSpec): BuiltDecoder 
   const b = new Builder(`${cfg.arch}_${spec.head}`);
   const loraKeys: string[] = [];
   const scaling = spec.lora ? loraScaling(spec.lora) : 0;
+  const floatLocs = weights?.float ?? ckpt.tensors;
+  const quant = weights?.quant ?? new Map();
 
   // ---- weights: external initializers pointing into the safetensors files ---------------------
   const floatWeights = new Map<string, string>();
   const weight = (name: string): string => {
     const hit = floatWeights.get(name);
     if (hit) return hit;
-    const t = ckpt.tensors.get(name);
+    const t = floatLocs.get(name);
     if (!t) throw fail('FEDLORA_ERR_MODEL_FILES', `${ckpt.dir}: weight "${name}" is missing from the checkpoint`);
     const dtype: DType = t.dtype === 'F32' ? 'float32' : t.dtype === 'F16' ? 'float16' : 'bfloat16';
     const init = b.initializer(name, dtype, t.shape, { kind: 'external', file: t.file, offset: t.offset, length: t.length });
@@ -67,6 +84,43 @@ export function buildDecoder(ckpt: Checkpoint, spec: DecoderSpec): BuiltDecoder 
     return v;
   };
   const has = (name: string) => ckpt.tensors.has(name);
+  const ext = (l: { file: string; offset: number; length: number }) => ({ kind: 'external' as const, ...l });
+
+  // Quantized weight [rows, cols] as MatMulNBits initializers (+ its transposed copy for backward).
+  const scheme = weights?.scheme ?? { bits: 8, block: 32, accuracy: 4, backwardBlock: 32, backwardAccuracy: 4 }; // (unused when nothing is quantized)
+  const { bits, block, backwardBlock } = scheme;
+  const qAttrs = (K: number, Nn: number) => ({ K, N: Nn, bits, block_size: block, accuracy_level: spec.quantAccuracy ?? scheme.accuracy });
+  const quantInits = new Map<string, { data: string; scales: string }>();
+  const quantInit = (name: string, rows: number, cols: number, blk: number, l: { data: RawLocation; scales: RawLocation }) => {
+    const blocks = Math.ceil(cols / blk);
+    return {
+      data: b.initializer(`${name}.q`, 'uint8', [rows, blocks, (blk * bits) / 8], ext(l.data)),
+      scales: b.initializer(`${name}.s`, 'float32', [rows, blocks], ext(l.scales)),
+    };
+  };
+  const quantWeight = (name: string): { data: string; scales: string } => {
+    const hit = quantInits.get(name);
+    if (hit) return hit;
+    const q = quant.get(name)!;
+    const fwd = quantInit(name, q.rows, q.cols, block, q);
+    if (q.t) {
+      let t: TransposedWeight | null = null;
+      b.transposedWeights.set(fwd.data, () => (t ??= { ...quantInit(`${name}.t`, q.cols, q.rows, backwardBlock, q.t!), block: backwardBlock, accuracy: spec.quantAccuracy ?? scheme.backwardAccuracy }));
+    }
+    quantInits.set(name, fwd);
+    return fwd;
+  };
+  /** x [N, in] · W^T for an HF Linear weight W [out, in] (+ bias). */
+  const matmulW = (x: string, name: string, bias: string | null): string => {
+    if (quant.has(name)) {
+      const q = quant.get(name)!;
+      const { data, scales } = quantWeight(name);
+      const y = b.op1('MatMulNBits', [x, data, scales], qAttrs(q.cols, q.rows));
+      return bias ? b.add(y, weight(bias)) : y;
+    }
+    // Gemm(transB=1) reads W [out, in] as is (no transposed copy)
+    return b.op1('Gemm', bias ? [x, weight(name), weight(bias)] : [x, weight(name)], { transB: 1 });
+  };
 
   // ---- inputs -----------------------------------------------------------------------------------
   const inputIds = b.input('input_ids', 'int64', [B, S]);
@@ -74,12 +128,10 @@ export function buildDecoder(ckpt: Checkpoint, spec: DecoderSpec): BuiltDecoder 
   // Additive attention bias: 0 where a query may see a key (causal, same packed segment), -1e9 elsewhere.
   const attnBias = b.input('attn_bias', 'float32', [B, 1, 1, S, T]);
 
-  // Linear layer with the HF weight layout [out, in]: Gemm(transB=1) reads W as is (no transposed copy).
+  // Linear layer with the HF weight layout [out, in].
   const linear = (x: string /* [N, in] */, l: number, target: LoraTarget, withBias: boolean): string => {
     const name = projName(l, target);
-    const inputs = [x, weight(`${name}.weight`)];
-    if (withBias) inputs.push(weight(`${name}.bias`));
-    let y = b.op1('Gemm', inputs, { transB: 1 }); // [N, out]
+    let y = matmulW(x, `${name}.weight`, withBias ? `${name}.bias` : null); // [N, out]
     if (spec.lora && spec.lora.targets.includes(target)) {
       const aKey = loraKey(l, target, 'A'), bKey = loraKey(l, target, 'B');
       const [inF] = b.shape(x).slice(1);
@@ -117,12 +169,24 @@ export function buildDecoder(ckpt: Checkpoint, spec: DecoderSpec): BuiltDecoder 
   };
 
   // ---- embeddings ---------------------------------------------------------------------------------
-  const embed = weight('model.embed_tokens.weight'); // [V, hidden]
-  let x = b.reshape(b.op1('Gather', [embed, inputIds], { axis: 0 }), [N, cfg.hiddenSize]); // [N, hidden]
+  let x: string; // [N, hidden]
+  if (quant.has('model.embed_tokens.weight')) {
+    const q = quant.get('model.embed_tokens.weight')!;
+    const blocks = Math.ceil(q.cols / block);
+    const data = b.initializer('model.embed_tokens.weight.rows', 'uint8', [q.rows, (blocks * block * bits) / 8], ext(q.data));
+    const scales = b.initializer('model.embed_tokens.weight.rows.s', 'float32', [q.rows, blocks], ext(q.scales));
+    let e = b.op1('GatherBlockQuantized', [data, inputIds, scales], { bits, block_size: block, gather_axis: 0, quantize_axis: 1 }); // [B, S, padded]
+    if (blocks * block !== q.cols) e = b.op1('Slice', [e, b.constI([0]), b.constI([q.cols]), b.constI([2])]);
+    x = b.reshape(e, [N, cfg.hiddenSize]);
+  } else {
+    x = b.reshape(b.op1('Gather', [weight('model.embed_tokens.weight'), inputIds], { axis: 0 }), [N, cfg.hiddenSize]);
+  }
 
+  const segments: RecomputeSegment[] = [];
   const qScale = b.constF([1 / Math.sqrt(D)], []);
   for (let l = 0; l < cfg.numLayers; l++) {
     const p = `model.layers.${l}`;
+    const layerStart = b.g.nodes.length, layerInput = x;
     // ---- self-attention -------------------------------------------------------------------------
     const h = rmsNorm(x, `${p}.input_layernorm.weight`); // [N, hidden]
     const q = linear(h, l, 'q_proj', cfg.qkvBias); // [N, H*D]
@@ -154,27 +218,38 @@ export function buildDecoder(ckpt: Checkpoint, spec: DecoderSpec): BuiltDecoder 
     const up = linear(h2, l, 'up_proj', cfg.mlpBias); // [N, I]
     const act = b.mul(b.mul(gate, b.op1('Sigmoid', [gate])), up); // [N, I]
     x = b.add(x, linear(act, l, 'down_proj', cfg.mlpBias)); // [N, hidden]
+    segments.push({ start: layerStart, end: b.g.nodes.length, input: layerInput, output: x });
   }
 
   const hf = rmsNorm(x, 'model.norm.weight'); // [N, hidden]
-  const lmHead = cfg.tieWordEmbeddings || !has('lm_head.weight') ? embed : weight('lm_head.weight'); // [V, hidden]
-  const logits = b.op1('Gemm', [hf, lmHead], { transB: 1 }); // [N, V]
+  const lmHead = cfg.tieWordEmbeddings || !has('lm_head.weight') ? 'model.embed_tokens.weight' : 'lm_head.weight'; // [V, hidden]
 
   let out: string;
   if (spec.head === 'logits') {
-    out = b.op1('Reshape', [logits, b.constI([B, S, cfg.vocabSize])], {}, 'logits');
+    out = b.op1('Reshape', [matmulW(hf, lmHead, null), b.constI([B, S, cfg.vocabSize])], {}, 'logits');
   } else {
-    const logp = b.op1('LogSoftmax', [logits], { axis: 1 }); // [N, V]
     const targets = b.input('targets', 'int64', [N, 1]); // next-token ids, 0 where ignored
-    const picked = b.op1('GatherElements', [logp, targets], { axis: 1 }); // [N, 1]
+    // loss_weight = 1/lossDenominator where the target counts, 0 elsewhere.
+    const w = spec.head === 'loss' ? b.input('loss_weight', 'float32', [N, 1]) : null;
+    const rows = Math.max(1, Math.floor(HEAD_CHUNK_VALUES / cfg.vocabSize));
+    const parts: string[] = [];
+    for (let r0 = 0; r0 < N; r0 += rows) {
+      const r1 = Math.min(N, r0 + rows);
+      const slice = (v: string) => (r1 - r0 === N ? v : b.op1('Slice', [v, b.constI([r0]), b.constI([r1]), b.constI([0])]));
+      const [hc, tc, wc] = [slice(hf), slice(targets), w ? slice(w) : null];
+      const start = b.g.nodes.length;
+      const logp = b.op1('LogSoftmax', [matmulW(hc, lmHead, null)], { axis: 1 }); // [rows, V]
+      const picked = b.op1('GatherElements', [logp, tc], { axis: 1 }); // [rows, 1]
+      parts.push(wc ? b.reduceSum(b.mul(picked, wc), [0, 1], false) : picked);
+      if (wc) segments.push({ start, end: b.g.nodes.length, input: hc, output: parts[parts.length - 1] });
+    }
     if (spec.head === 'tokenLogprobs') {
+      const picked = parts.length === 1 ? parts[0] : b.op1('Concat', parts, { axis: 0 }); // [N, 1]
       out = b.op1('Reshape', [picked, b.constI([B, S])], {}, 'token_logprobs');
     } else {
-      // loss_weight = 1/lossDenominator where the target counts, 0 elsewhere.
-      const w = b.input('loss_weight', 'float32', [N, 1]);
-      out = b.op1('Neg', [b.reduceSum(b.mul(picked, w), [0, 1], false)], {}, 'loss'); // []
+      out = b.op1('Neg', [parts.reduce((acc, p) => b.add(acc, p))], {}, 'loss'); // []
     }
   }
   b.output(out);
-  return { b, out, loraKeys };
+  return { b, out, loraKeys, segments };
 }

@@ -3,12 +3,12 @@
 // position * inv_freq, duplicated over both halves of the head (rotate-half convention).
 // Math.fround after each step mirrors torch's float32 arithmetic.
 
-import type { ModelConfig } from './types.ts';
+import type { ModelConfig } from '../../shared/lora/types.ts';
 
 const f = Math.fround;
 
 /** inv_freq[i] = 1 / theta^(2i/dim), float32, with the config's rope scaling applied. */
-export function computeInvFreq(cfg: Pick<ModelConfig, 'headDim' | 'ropeTheta' | 'ropeScaling'>): Float32Array {
+function computeInvFreq(cfg: Pick<ModelConfig, 'headDim' | 'ropeTheta' | 'ropeScaling'>): Float32Array {
   const dim = cfg.headDim;
   const half = dim / 2;
   const inv = new Float32Array(half);

@@ -12,15 +12,18 @@ import { existsSync, linkSync, mkdirSync, renameSync, writeFileSync, statSync } 
 import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join, relative, isAbsolute } from 'node:path';
 import { fail } from '../../shared/errors.ts';
+import { ORT_CUDA_INSTALL_COMMAND } from '../../shared/onnxruntime-install.ts';
 import type { Graph } from './graph/ir.ts';
 import { encodeModel } from './graph/onnx-export.ts';
 import { appendBackward } from './graph/autodiff.ts';
 import { buildDecoder, type DecoderSpec } from './model.ts';
-import type { AdapterWeights, Checkpoint, Device, LoraConfig, PackedBatch, StepResult, TrainStepSession } from './types.ts';
+import { prepareBaseWeights, weightCacheRoot, type BaseWeights } from './quant/weight-cache.ts';
+import type { AdapterWeights, LoraConfig } from '../../shared/lora/types.ts';
+import type { Checkpoint, Device, PackedBatch, QuantMode, StepResult, TrainStepSession } from './types.ts';
 import { mulberry32 } from '../../shared/prng.ts';
 
 /** Bump when the graph construction changes, so cached .onnx files are rebuilt. */
-export const GRAPH_VERSION = 'g1';
+export const GRAPH_VERSION = 'g2';
 
 export interface SessionOptions {
   device?: Device;
@@ -28,6 +31,27 @@ export interface SessionOptions {
   threads?: number;
   /** Folder for built .onnx files; default $FEDLORA_GRAPH_CACHE or <tmpdir>/fedlora-graphs. */
   cacheDir?: string;
+  /** Frozen base weights in float32 (default) or blockwise int8/int4. */
+  quantize?: QuantMode;
+  /** MatMulNBits accuracy level (4: fast, 0: exact float arithmetic); default 4. */
+  quantAccuracy?: 0 | 4;
+  /** Progress notes (e.g. "preparing int4 weights ..."). */
+  log?: (msg: string) => void;
+}
+
+const preparedWeights = new Map<string, BaseWeights>();
+
+/** The base weights for `opts.quantize`, preparing their on-disk cache on first use. */
+export function baseWeightsFor(ckpt: Checkpoint, opts: SessionOptions = {}): BaseWeights {
+  const mode = opts.quantize ?? 'none';
+  const root = weightCacheRoot(graphCacheDir(opts));
+  const k = `${ckpt.dir}\0${ckpt.manifestSha256}\0${mode}\0${root}`;
+  let w = preparedWeights.get(k);
+  if (!w) {
+    w = prepareBaseWeights(ckpt, mode, root, opts.log, graphCacheDir(opts));
+    preparedWeights.set(k, w);
+  }
+  return w;
 }
 
 export function graphCacheDir(opts: SessionOptions = {}): string {
@@ -95,12 +119,23 @@ function writeAtomic(path: string, bytes: Uint8Array): void {
   renameSync(tmp, path);
 }
 
+/** How a session holds memory. `prepack`: kernels repack constant weights into their own layout at
+ *  load; quantized graphs need it (MatMulNBits' fast path, after which ORT frees the original),
+ *  float32 graphs turn it off, since a weight used by a forward and a backward Gemm would get two
+ *  packed float32 copies. `arena`: ORT's CPU arena keeps freed buffers for reuse; training turns it
+ *  off, so a step's activations go back to the system when it ends. ORT's memory pattern (one block
+ *  planned after the first run, beside the arena's) is always off: it doubled peak memory. */
+export interface SessionMemory {
+  prepack: boolean;
+  arena: boolean;
+}
+
 /** An ORT session on the chosen execution provider, with a clear error when it is not available. */
-export async function createOrtSession(modelPath: string, opts: SessionOptions = {}): Promise<ort.InferenceSession> {
+export async function createOrtSession(modelPath: string, opts: SessionOptions = {}, memory: SessionMemory = { prepack: true, arena: true }): Promise<ort.InferenceSession> {
   const device = opts.device ?? 'cpu';
   const listed = ort.listSupportedBackends().map((b) => b.name);
   const hint = device === 'cuda'
-    ? ' Install the CUDA build with `npm install onnxruntime-node --onnxruntime-node-install=cuda12` (needs CUDA 12 and cuDNN 9).'
+    ? ` Install the CUDA provider with \`${ORT_CUDA_INSTALL_COMMAND}\` in the fedlora folder (needs CUDA 12 and cuDNN 9).`
     : device === 'webgpu' ? ' WebGPU needs a GPU with Vulkan/D3D12/Metal drivers.' : '';
   if (!listed.includes(device)) {
     throw fail('FEDLORA_ERR_EXECUTION_PROVIDER', `execution provider "${device}" is not in this onnxruntime-node build (available: ${listed.join(', ')}).${hint}`);
@@ -111,6 +146,9 @@ export async function createOrtSession(modelPath: string, opts: SessionOptions =
     intraOpNumThreads: opts.threads ?? availableParallelism(),
     interOpNumThreads: 1,
     executionMode: 'sequential',
+    enableMemPattern: false,
+    enableCpuMemArena: memory.arena,
+    ...(memory.prepack ? {} : { extra: { session: { disable_prepacking: '1' } } }),
   };
   try {
     return await ort.InferenceSession.create(modelPath, options);
@@ -173,6 +211,8 @@ export function adapterFeeds(keys: string[], shapes: Map<string, number[]>, para
 export interface TrainStepOptions extends SessionOptions {
   batch: number;
   seq: number;
+  /** Recompute each decoder layer's activations in the backward pass (less memory, ~1/3 more compute). */
+  recompute?: boolean;
 }
 
 /** Build (or reuse) the forward+backward graph for (checkpoint, LoRA config, batch shape) and open it. */
@@ -184,14 +224,16 @@ export async function createTrainStepSession(ckpt: Checkpoint, lora: LoraConfig,
   if (!(lora.dropout >= 0 && lora.dropout < 1)) throw fail('FEDLORA_ERR_CONFIG', `lora.dropout ${lora.dropout} must be in [0, 1)`);
   if (lora.targets.length === 0) throw fail('FEDLORA_ERR_CONFIG', 'lora.targets is empty');
   const spec: DecoderSpec = {
-    batch, seq, pastLen: 0, maxPositions: seq, lora, loraDropout: lora.dropout > 0, head: 'loss', presentKv: false,
+    batch, seq, pastLen: 0, maxPositions: seq, lora, loraDropout: lora.dropout > 0, head: 'loss', presentKv: false, quantAccuracy: opts.quantAccuracy,
+    ...(opts.recompute ? { recompute: true } : {}),
   };
+  const weights = baseWeightsFor(ckpt, opts);
   let built: ReturnType<typeof buildTrainGraph> | null = null;
-  const build = () => (built ??= buildTrainGraph(ckpt, spec));
-  const key = graphKey(ckpt, { kind: 'train', spec });
+  const build = () => (built ??= buildTrainGraph(ckpt, spec, weights));
+  const key = graphKey(ckpt, { kind: 'train', spec, weights: weights.key });
   const modelPath = materializeModel(ckpt, key, () => build().graph, opts);
   const meta = build(); // cheap relative to a step; gives names and shapes
-  const session = await createOrtSession(modelPath, opts);
+  const session = await createOrtSession(modelPath, opts, { prepack: weights.mode !== 'none', arena: false });
   const N = batch * seq;
 
   return {
@@ -239,10 +281,10 @@ export async function createTrainStepSession(ckpt: Checkpoint, lora: LoraConfig,
 }
 
 /** The training graph: forward with LoRA + loss, then backward for A and B (only B with freezeA). */
-export function buildTrainGraph(ckpt: Checkpoint, spec: DecoderSpec) {
-  const { b, out, loraKeys } = buildDecoder(ckpt, spec);
+export function buildTrainGraph(ckpt: Checkpoint, spec: DecoderSpec, weights?: BaseWeights) {
+  const { b, out, loraKeys, segments } = buildDecoder(ckpt, spec, weights);
   const trainable = loraKeys.filter((k) => !(spec.lora!.freezeA && k.includes('.lora_A.')));
-  const grads = appendBackward(b, out, trainable);
+  const grads = appendBackward(b, out, trainable, spec.recompute ? segments : []);
   for (const k of trainable) {
     b.op1('Identity', [grads.get(k)!], {}, `grad.${k}`);
     b.output(`grad.${k}`);

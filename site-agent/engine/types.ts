@@ -1,37 +1,15 @@
 // Contracts of the LoRA training engine: what the checkpoint reader, the graph builder, the
 // trainer and the site agent exchange. Keep these stable; other areas code against them.
+// The LoRA vocabulary shared with the coordinator (ModelConfig, LoraConfig, adapters) is in
+// shared/lora/types.ts.
 
-export type Arch = 'llama' | 'qwen2';
+import type { AdapterWeights, ModelConfig } from '../../shared/lora/types.ts';
+
 export type WeightDtype = 'F32' | 'F16' | 'BF16';
 export type Device = 'cpu' | 'cuda' | 'webgpu';
-
-/** Hugging Face config.json, normalised (checkpoint/config.ts validates and fills defaults). */
-export interface ModelConfig {
-  arch: Arch;
-  vocabSize: number;
-  hiddenSize: number;
-  intermediateSize: number;
-  numLayers: number;
-  numHeads: number;
-  numKvHeads: number;
-  headDim: number;
-  rmsNormEps: number;
-  ropeTheta: number;
-  ropeScaling:
-    | null
-    | { type: 'linear'; factor: number }
-    | { type: 'llama3'; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositionEmbeddings: number };
-  maxPositionEmbeddings: number;
-  tieWordEmbeddings: boolean;
-  /** q/k/v projections carry a bias (qwen2: true; llama: attention_bias). */
-  qkvBias: boolean;
-  /** o_proj bias (llama attention_bias applies to o_proj too). */
-  oBias: boolean;
-  mlpBias: boolean;
-  bosTokenId: number | null;
-  eosTokenIds: number[];
-  padTokenId: number | null;
-}
+/** How the frozen base weights are held: float32, or blockwise int8/int4 (quant/weight-cache.ts). */
+export type QuantMode = 'none' | 'int8' | 'int4';
+export const QUANT_MODES: QuantMode[] = ['none', 'int8', 'int4'];
 
 /** Where one weight lives: bytes [offset, offset+length) of a safetensors file (absolute). */
 export interface TensorLocation {
@@ -51,28 +29,6 @@ export interface Checkpoint {
   /** sha256 of the canonical manifest of config.json, tokenizer files and weight files. */
   manifestSha256: string;
 }
-
-export type LoraTarget = 'q_proj' | 'k_proj' | 'v_proj' | 'o_proj' | 'gate_proj' | 'up_proj' | 'down_proj';
-
-export interface LoraConfig {
-  r: number;
-  alpha: number;
-  targets: LoraTarget[];
-  dropout: number;
-  useRslora: boolean;
-  /** A generated from `initSeed` (same at every site) and frozen; only B is trained. */
-  freezeA: boolean;
-  initSeed: number;
-}
-
-/** A tensor of an adapter, float32 in memory. Key = PEFT key, e.g.
- *  base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight  [r, in]
- *  base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight  [out, r] */
-export interface AdapterTensor {
-  shape: number[];
-  data: Float32Array;
-}
-export type AdapterWeights = Map<string, AdapterTensor>;
 
 /** One training or evaluation example: token ids and HF-style labels (same length, -100 = no loss).
  *  Labels are NOT shifted: the engine shifts (predict labels[t+1] from ids[..t]) like transformers. */

@@ -6,9 +6,9 @@
 // restarts; rounds done / tokens per second / connected come from the running agent.
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Database } from 'better-sqlite3';
+import type { Database } from 'better-sqlite3-multiple-ciphers';
 import { fail } from '../../shared/errors.ts';
-import { PROMETHEUS_CONTENT_TYPE } from '../../coordinator/metrics/exposition.ts';
+import { PROMETHEUS_CONTENT_TYPE } from '../../shared/prometheus.ts';
 import { siteMetricsText } from './site-metrics.ts';
 import { readSiteView } from './site-view.ts';
 import { renderSitePage } from './page.ts';

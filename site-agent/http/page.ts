@@ -1,8 +1,12 @@
 // The site's local admin page: one server-rendered HTML document (no script), every value
 // HTML-escaped. Answers the hospital's question first: what has left this site?
 import type { SiteView } from './site-view.ts';
+import { DEFAULT_SHARE_POLICY } from '../../shared/metrics-sharing.ts';
 
-export function escapeHtml(v: unknown): string {
+/** What each share_site_metrics value means for who reads this site's per-site metrics. */
+const SHARING: Record<string, string> = { consortium: 'consortium admins only', researchers: 'admins and researchers', none: 'no one (this site counts in aggregates only)' };
+
+function escapeHtml(v: unknown): string {
   return String(v ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
 }
 
@@ -49,6 +53,7 @@ ${v.agent.current_task ? ` · task ${escapeHtml(v.agent.current_task)}` : ''} ·
 ${v.agent.last_error ? `<br><span class="warn">last error: ${escapeHtml(v.agent.last_error)}</span>` : ''}</p>
 <h2>What left this site</h2>
 <p class="totals" id="egress-totals">${t.updates} adapter update(s), ${escapeHtml(fmtBytes(t.update_bytes))} · ${t.metric_reports} aggregate metric report(s)${t.other ? ` · ${t.other} other` : ''} — patient records never leave; every transfer is in the tamper-evident audit log.</p>
+<p id="metrics-sharing">Per-site metrics on the coordinator's API are visible to <b>${escapeHtml(SHARING[String(v.policy?.share_site_metrics ?? DEFAULT_SHARE_POLICY)] ?? v.policy?.share_site_metrics)}</b> (policy.share_site_metrics: ${escapeHtml(v.policy?.share_site_metrics ?? DEFAULT_SHARE_POLICY)}; sent in every heartbeat, enforced by the coordinator).</p>
 ${egressRows ? `<table id="egress"><tr><th>time</th><th>what</th><th>job/round</th><th>to</th><th>size</th><th>sha256</th><th>details</th></tr>${egressRows}</table>` : '<p class="muted" id="egress">nothing has left this site yet</p>'}
 <h2>Enrollment</h2>${enrollment}
 <h2>Dataset</h2>${dataset}

@@ -1,8 +1,8 @@
 // The site agent's Prometheus /metrics (text format 0.0.4). Egress counters are recomputed
 // from the audit log (persisted, so they do not reset on restart); rounds done, throughput and
 // connectivity come from the running agent.
-import type { Database } from 'better-sqlite3';
-import { Exposition } from '../../coordinator/metrics/exposition.ts';
+import type { Database } from 'better-sqlite3-multiple-ciphers';
+import { Exposition } from '../../shared/prometheus.ts';
 import { egressTotals } from './site-view.ts';
 
 const STATES = ['starting', 'connecting', 'idle', 'training', 'uploading', 'evaluating', 'stopped'];

@@ -1,7 +1,7 @@
 // What the site's local page and /api/status show, read from the running agent's status and
 // the site's SQLite file (data_* tables of the data pipeline, the site_audit log). Counts and
 // audit entries only: no record content is ever read here.
-import type { Database } from 'better-sqlite3';
+import type { Database } from 'better-sqlite3-multiple-ciphers';
 
 export interface EgressEntry { seq: number; ts: string; subject: string; what: string; to: string; bytes: number | null; sha256: string | null; details: Record<string, unknown> }
 export interface SiteView {
@@ -16,7 +16,7 @@ export interface SiteView {
   recent_tasks: { ts: string; action: string; subject: string }[];
 }
 
-export function hasTable(db: Database, name: string): boolean {
+function hasTable(db: Database, name: string): boolean {
   return !!db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(name);
 }
 

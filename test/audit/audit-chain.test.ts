@@ -1,14 +1,13 @@
 import { describe, it, expect } from 'vitest';
-import Database from 'better-sqlite3';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AuditLog } from '../../shared/audit.ts';
+import { openCoordinatorDb } from '../../coordinator/store/migrations.ts';
 
 function freshLog() {
   const dir = mkdtempSync(join(tmpdir(), 'fedlora-audit-'));
-  const db = new Database(join(dir, 'audit.sqlite'));
-  db.pragma('journal_mode = WAL');
+  const db = openCoordinatorDb(join(dir, 'audit.sqlite'));
   const log = new AuditLog(db);
   log.append('coordinator', 'token_issued', 'site-a', { ttl_s: 3600 });
   log.append('site-a', 'enroll', 'site-a', { serial: '01' });
@@ -20,7 +19,7 @@ function freshLog() {
 describe('tamper-evident audit log', () => {
   it('verifies an untouched chain', () => {
     const { log } = freshLog();
-    expect(log.verify()).toEqual({ ok: true, entries: 4, firstBroken: null });
+    expect(log.verify()).toEqual({ ok: true, entries: 4, pruned: 0, firstBroken: null });
   });
 
   it('refuses UPDATE and DELETE through SQLite', () => {

@@ -11,10 +11,11 @@ import { writeTinyModel } from '../../site-agent/engine/checkpoint/tiny.ts';
 import { readCheckpoint } from '../../site-agent/engine/checkpoint/read.ts';
 import { createTrainStepSession } from '../../site-agent/engine/session.ts';
 import { packExamples } from '../../site-agent/engine/data/pack.ts';
-import { initLoraAdapter, trainableKeys } from '../../site-agent/engine/train/lora-init.ts';
+import { initLoraAdapter } from '../../shared/lora/init.ts';
+import { trainableKeys } from '../../site-agent/engine/train/adapter-state.ts';
 import { Optimizer } from '../../site-agent/engine/train/optim.ts';
 import { clipGradNorm } from '../../site-agent/engine/train/grads.ts';
-import type { LoraConfig, LoraTarget } from '../../site-agent/engine/types.ts';
+import type { LoraConfig, LoraTarget } from '../../shared/lora/types.ts';
 import { ortSgemmGflops, PYTHON, TORCH_REF, torchSgemmGflops } from './sgemm-probe.ts';
 
 export const BENCH_CFG = {

@@ -18,8 +18,9 @@ import { signUpdate } from '../../shared/update-signature.ts';
 import { fromGrpcError } from '../../shared/errors.ts';
 import { decodeSafetensorsF32 } from '../../shared/safetensors.ts';
 import { flatten } from '../../shared/tensors.ts';
-import { verifyManifest } from '../../coordinator/publish/manifest.ts';
+import { verifyManifest } from '../../shared/publication-manifest.ts';
 import { tempDir, rmDir, rawSpec, fakeDelta, encodeDelta } from './helpers.ts';
+import { SLOWDOWN } from '../runner/limits.ts';
 
 const dirs: string[] = [];
 let coord: RunningCoordinator | undefined;
@@ -100,7 +101,7 @@ describe('coordinator over gRPC with mutual TLS', () => {
     expect(header.totalBytes).toBe(data.length);
     expect(data.length).toBeGreaterThan(1024); // several chunks
     expect(createHash('sha256').update(data).digest('hex')).toBe(task.globalAdapter!.sha256);
-    const keyPem = await (await fetch(`${coord.httpUrl}/api/manifest-key`)).text();
+    const keyPem = await (await fetch(`${coord.httpUrl}/api/manifest-key`, { headers: { authorization: `Bearer ${init.adminToken}` } })).text();
     expect(verifyManifest(Buffer.from(header.manifestJson), Buffer.from(header.signature), keyPem)).toBe(true);
     expect(JSON.parse(Buffer.from(header.adapterConfigJson).toString())).toMatchObject({ peft_type: 'LORA', r: 2, lora_alpha: 4 });
 
@@ -128,7 +129,7 @@ describe('coordinator over gRPC with mutual TLS', () => {
     // idempotent: the same update id again is complete without re-sending
     expect(await submit(client, [msgs[0]])).toMatchObject({ complete: true });
 
-    const job = await coord.engine.waitForJob('job-e2e', 20_000);
+    const job = await coord.engine.waitForJob('job-e2e', 20_000 * SLOWDOWN);
     expect(job.status).toBe('completed');
     const v1 = await fetchAll(client, 'job-e2e', 1);
     const got = flatten(decodeSafetensorsF32(v1.data).tensors, layout.full);
@@ -140,8 +141,10 @@ describe('coordinator over gRPC with mutual TLS', () => {
 
     // metrics over the wire, read back over HTTP as CSV
     await unary(client.reportMetrics.bind(client), { taskId: task.taskId, jobId: 'job-e2e', round: 1, phase: 'eval', metrics: [{ kind: 'global', name: 'loss', value: 1.25, count: 10, modelOwner: '', adapterVersion: 1 }] });
-    const csv = await (await fetch(`${coord.httpUrl}/api/jobs/job-e2e/metrics?format=csv`)).text();
-    expect(csv.split('\n')[1]).toMatch(/^job-e2e,1,site-a,global,loss,1.25,10,,1,eval,/);
+    const csv = await (await fetch(`${coord.httpUrl}/api/jobs/job-e2e/metrics?format=csv`, { headers: { authorization: `Bearer ${init.adminToken}` } })).text();
+    expect(csv.split('\n')[0]).toBe('job_id,round,site_id,kind,metric,subset,eval_set,value,ci_low,ci_high,count,model_owner,adapter_version,phase,created_ms');
+    // no subset, no eval set, no interval reported: those cells are empty
+    expect(csv.split('\n')[1]).toMatch(/^job-e2e,1,site-a,global,loss,,,1.25,,,10,,1,eval,/);
 
     // a replayed update id presented for another round is refused; an unknown task too
     await expect(submit(client, [{ part: 'header', header: { ...(msgs[0] as any).header, round: 2 } } as UpdateMessage])).rejects.toMatchObject({ code: 'FEDLORA_ERR_REPLAY' });
@@ -209,7 +212,7 @@ describe('coordinator over gRPC with mutual TLS', () => {
       { part: 'trailer', trailer: { chunks: 1 } } as UpdateMessage,
     ])).rejects.toMatchObject({ code: 'FEDLORA_ERR_SIGNATURE' });
     expect(c.store.update('u-forged')!.status).toBe('rejected');
-    // site-b as the site agent does it: C1's transfer helpers (download with a cut + resume at
+    // site-b as the site agent does it: shared/transfer's helpers (download with a cut + resume at
     // an unaligned byte offset, upload from a file with GetUploadStatus resume)
     const out = join(sites['site-b'], 'global.safetensors');
     await expect(downloadAdapter(b, { jobId: 'job-r', version: 0 }, out, { onChunk: (i) => (i === 0 ? 'cut' : undefined) })).rejects.toMatchObject({ code: 'FEDLORA_ERR_UNAVAILABLE' });
@@ -221,7 +224,7 @@ describe('coordinator over gRPC with mutual TLS', () => {
     const fb = { updateId: 'u-site-b', jobId: 'job-r', round: 1, baseVersion: 0, sha256, numExamples: 5 };
     const up = await uploadFile(b, { ...fb, taskId: again.taskId, signature: signUpdate(readFileSync(sitePaths(sites['site-b']).key), fb) }, updFile, { chunkSize: 1 << 20 });
     expect(up).toMatchObject({ complete: true, sha256 });
-    const job = await c.engine.waitForJob('job-r', 20_000);
+    const job = await c.engine.waitForJob('job-r', 20_000 * SLOWDOWN);
     expect(job).toMatchObject({ status: 'completed', current_version: 1 });
     expect(JSON.parse(c.store.adapterVersion('job-r', 1)!.manifest_json).contributing_sites).toBe(2);
     sb2.cancel();

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { encodeSafetensors } from '../../shared/safetensors.ts';
 import { unflatten, type AdapterLayout } from '../../shared/tensors.ts';
 import { CoordinatorStore } from '../../coordinator/store/store.ts';
-import { RoundEngine, type EngineOptions } from '../../coordinator/rounds/engine.ts';
+import { RoundEngine, type EngineOptions } from '../../coordinator/rounds/index.ts';
 import { parseJobSpec, type JobSpec } from '../../coordinator/jobs/spec.ts';
 
 export function tempDir(prefix: string): string {

@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { buildHttpApp } from '../../coordinator/http/app.ts';
 import { hashToken } from '../../coordinator/config.ts';
-import { verifyManifest, verifyManifestChain } from '../../coordinator/publish/manifest.ts';
+import { verifyManifest, verifyManifestChain } from '../../shared/publication-manifest.ts';
 import { submitUpdateBytes } from '../../coordinator/rounds/intake.ts';
 import { harness, online, rawSpec, fakeDelta, encodeDelta, rmDir, testSigner, type Harness } from './helpers.ts';
 
@@ -41,16 +41,16 @@ async function runJob(id: string, rounds: number): Promise<void> {
 
 describe('HTTP API', () => {
   it('health, openapi, security headers, 404 shape', async () => {
-    const r = await app.inject({ url: '/api/health' });
+    const r = await app.inject({ headers: auth, url: '/api/health' });
     expect(r.statusCode).toBe(200);
     expect(r.json()).toMatchObject({ status: 'ok' });
     expect(r.headers['x-content-type-options']).toBe('nosniff');
     expect(r.headers['x-frame-options']).toBe('DENY');
     expect(r.headers['content-security-policy']).toMatch(/default-src 'none'/);
-    const o = (await app.inject({ url: '/api/openapi.json' })).json();
+    const o = (await app.inject({ headers: auth, url: '/api/openapi.json' })).json();
     expect(o.openapi).toBe('3.1.0');
     expect(Object.keys(o.paths)).toContain('/api/jobs/{id}/metrics');
-    const nf = await app.inject({ url: '/api/nope' });
+    const nf = await app.inject({ headers: auth, url: '/api/nope' });
     expect(nf.statusCode).toBe(404);
     expect(nf.json()).toEqual({ error: { code: 'FEDLORA_ERR_NOT_FOUND', message: 'no route GET /api/nope' } });
   });
@@ -58,7 +58,7 @@ describe('HTTP API', () => {
   it('submit needs the admin token; bad specs give 400 with the field', async () => {
     expect((await app.inject({ method: 'POST', url: '/api/jobs', payload: rawSpec() })).json().error.code).toBe('FEDLORA_ERR_UNAUTHENTICATED');
     const wrong = await app.inject({ method: 'POST', url: '/api/jobs', headers: { authorization: 'Bearer nope' }, payload: rawSpec() });
-    expect(wrong.statusCode).toBe(403);
+    expect(wrong.statusCode).toBe(401);
     const bad = await app.inject({ method: 'POST', url: '/api/jobs', headers: auth, payload: rawSpec({ rounds: 0 }) });
     expect(bad.statusCode).toBe(400);
     expect(bad.json().error).toMatchObject({ code: 'FEDLORA_ERR_JOB_INVALID', message: expect.stringMatching(/^request body: rounds: /) });
@@ -71,38 +71,38 @@ describe('HTTP API', () => {
 
   it('jobs, rounds, adapters, downloads, metrics JSON/CSV with filters, privacy', async () => {
     await runJob('job-h', 2);
-    const j = (await app.inject({ url: '/api/jobs/job-h' })).json();
+    const j = (await app.inject({ headers: auth, url: '/api/jobs/job-h' })).json();
     expect(j).toMatchObject({ id: 'job-h', status: 'completed', current_version: 2, rounds_total: 2 });
-    const rounds = (await app.inject({ url: '/api/jobs/job-h/rounds' })).json().rounds;
+    const rounds = (await app.inject({ headers: auth, url: '/api/jobs/job-h/rounds' })).json().rounds;
     expect(rounds.map((r: { round: number; state: string }) => [r.round, r.state])).toEqual([[1, 'published'], [2, 'published']]);
     expect(rounds[0].updates.map((u: { site: string; status: string }) => [u.site, u.status])).toEqual([['s1', 'accepted'], ['s2', 'accepted']]);
-    const versions = (await app.inject({ url: '/api/jobs/job-h/adapters' })).json().versions;
+    const versions = (await app.inject({ headers: auth, url: '/api/jobs/job-h/adapters' })).json().versions;
     expect(versions.map((v: { version: number }) => v.version)).toEqual([0, 1, 2]);
-    const file = await app.inject({ url: '/api/jobs/job-h/adapters/2/adapter_model.safetensors' });
+    const file = await app.inject({ headers: auth, url: '/api/jobs/job-h/adapters/2/adapter_model.safetensors' });
     expect(file.statusCode).toBe(200);
     expect(createHash('sha256').update(file.rawPayload).digest('hex')).toBe(versions[2].sha256);
-    const cfg = (await app.inject({ url: '/api/jobs/job-h/adapters/2/adapter_config.json' })).json();
+    const cfg = (await app.inject({ headers: auth, url: '/api/jobs/job-h/adapters/2/adapter_config.json' })).json();
     expect(cfg).toMatchObject({ peft_type: 'LORA', task_type: 'CAUSAL_LM', r: 2, lora_alpha: 4, bias: 'none', use_rslora: false, lora_dropout: 0, base_model_name_or_path: 'tiny/qwen2', target_modules: ['q_proj', 'v_proj'] });
-    const manifest = await app.inject({ url: '/api/jobs/job-h/adapters/2/manifest.json' });
-    expect(verifyManifest(manifest.payload, versions[2].signature, (await app.inject({ url: '/api/manifest-key' })).payload)).toBe(true);
-    expect((await app.inject({ url: '/api/jobs/job-h/adapters/9/manifest.json' })).statusCode).toBe(404);
+    const manifest = await app.inject({ headers: auth, url: '/api/jobs/job-h/adapters/2/manifest.json' });
+    expect(verifyManifest(manifest.payload, versions[2].signature, (await app.inject({ headers: auth, url: '/api/manifest-key' })).payload)).toBe(true);
+    expect((await app.inject({ headers: auth, url: '/api/jobs/job-h/adapters/9/manifest.json' })).statusCode).toBe(404);
 
     h.engine.reportMetrics('s1', { taskId: '', jobId: 'job-h', round: 1, phase: 'eval', metrics: [{ kind: 'global', name: 'loss', value: 2.5, count: 8, modelOwner: '', adapterVersion: 1 }, { kind: 'local', name: 'accuracy', value: 0.5, count: 8, modelOwner: '', adapterVersion: 1 }] });
     h.engine.reportMetrics('s2', { taskId: '', jobId: 'job-h', round: 1, phase: 'eval', metrics: [{ kind: 'cross', name: 'loss', value: 3, count: 4, modelOwner: 's1,"x"', adapterVersion: 1 }] });
-    const all = (await app.inject({ url: '/api/jobs/job-h/metrics' })).json().metrics;
+    const all = (await app.inject({ headers: auth, url: '/api/jobs/job-h/metrics' })).json().metrics;
     expect(all).toHaveLength(3);
-    const loss = (await app.inject({ url: '/api/jobs/job-h/metrics?metric=loss&site=s1' })).json().metrics;
+    const loss = (await app.inject({ headers: auth, url: '/api/jobs/job-h/metrics?metric=loss&site=s1' })).json().metrics;
     expect(loss).toEqual([expect.objectContaining({ site_id: 's1', kind: 'global', metric: 'loss', value: 2.5, count: 8 })]);
-    const csv = await app.inject({ url: '/api/jobs/job-h/metrics?format=csv&kind=cross' });
+    const csv = await app.inject({ headers: auth, url: '/api/jobs/job-h/metrics?format=csv&kind=cross' });
     expect(csv.headers['content-type']).toMatch(/^text\/csv/);
     const lines = csv.payload.trim().split('\n');
-    expect(lines[0]).toBe('job_id,round,site_id,kind,metric,value,count,model_owner,adapter_version,phase,created_ms');
+    expect(lines[0]).toBe('job_id,round,site_id,kind,metric,subset,eval_set,value,ci_low,ci_high,count,model_owner,adapter_version,phase,created_ms');
     expect(lines).toHaveLength(2);
-    expect(lines[1]).toMatch(/^job-h,1,s2,cross,loss,3,4,"s1,""x""",1,eval,\d+$/);
-    expect((await app.inject({ url: '/api/jobs/job-h/metrics?kind=bogus' })).statusCode).toBe(400);
-    const priv = (await app.inject({ url: '/api/jobs/job-h/privacy' })).json();
+    expect(lines[1]).toMatch(/^job-h,1,s2,cross,loss,,,3,,,4,"s1,""x""",1,eval,\d+$/);
+    expect((await app.inject({ headers: auth, url: '/api/jobs/job-h/metrics?kind=bogus' })).statusCode).toBe(400);
+    const priv = (await app.inject({ headers: auth, url: '/api/jobs/job-h/privacy' })).json();
     expect(priv).toMatchObject({ dp_enabled: false, ledger: [] });
-    const sites = (await app.inject({ url: '/api/sites' })).json().sites;
+    const sites = (await app.inject({ headers: auth, url: '/api/sites' })).json().sites;
     expect(sites.map((s: { id: string; online: boolean }) => [s.id, s.online])).toEqual([['s1', true], ['s2', true]]);
     expect((await app.inject({ method: 'POST', url: '/api/sites/s2/status', payload: { status: 'disabled' } })).statusCode).toBe(401);
     const dis = await app.inject({ method: 'POST', url: '/api/sites/s2/status', headers: auth, payload: { status: 'disabled' } });

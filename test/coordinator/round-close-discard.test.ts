@@ -1,7 +1,7 @@
 // A round that leaves 'open' while an update is still arriving: the half-received update is
 // set 'discarded' (round closed before the upload finished), its .part file is deleted, the
 // site is told FEDLORA_ERR_ROUND_CLOSED when it resumes, and aggregation uses accepted rows only.
-// Real SQLite, fake clock, no gRPC (coordinator/rounds/engine.ts checkCollection, intake.ts).
+// Real SQLite, fake clock, no gRPC (coordinator/rounds/plain-collector.ts check, intake.ts).
 import { afterEach, describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
 import { existsSync, rmSync } from 'node:fs';
@@ -24,14 +24,14 @@ async function start(h: Harness, over: Record<string, unknown>) {
   const task = (s: string) => h.store.openTasksFor(s).find((t) => t.job_id === jobId)!;
   const bytes = (s: string) => encodeDelta(layout.update, fakeDelta(layout.update, s, 1));
   /** s2 sends its header and `n` chunks (default: all), then goes silent (killed mid-upload). */
-  const half = (chunks?: number) => {
+  const half = async (chunks?: number) => {
     const b = bytes('s2');
     const n = chunks ?? Math.ceil(b.length / CHUNK);
     const hdr = { updateId: 'u-s2', taskId: task('s2').task_id, jobId, round: 1, baseVersion: 0, numExamples: 3, totalBytes: b.length, sha256: sha(b), chunkSize: CHUNK };
     const { row } = admitUpdate(h.engine, 's2', hdr, 1 << 20);
     for (let i = 0; i < n; i++) {
       const data = b.subarray(i * CHUNK, Math.min(b.length, (i + 1) * CHUNK));
-      appendChunk(h.engine, 'u-s2', { index: i, offset: i * CHUNK, data, sha256: sha(data) });
+      await appendChunk(h.engine, 'u-s2', { index: i, offset: i * CHUNK, data, sha256: sha(data) });
     }
     return { row, hdr, b };
   };
@@ -45,7 +45,7 @@ describe('an upload still arriving when its round closes', () => {
     const { jobId, task, bytes, half } = await start(h, { min_sites: 1 });
     const s1 = await submitUpdateBytes(h.engine, 's1', { updateId: 'u-s1', taskId: task('s1').task_id, jobId, round: 1, baseVersion: 0, numExamples: 5 }, bytes('s1'), { chunkSize: CHUNK });
     expect(s1.status).toBe('accepted');
-    const { row, hdr, b } = half(2);
+    const { row, hdr, b } = await half(2);
     expect(b.length).toBeGreaterThan(3 * CHUNK);
     expect(h.store.update('u-s2')).toMatchObject({ status: 'receiving', received_chunks: 2 });
     expect(existsSync(row.path)).toBe(true);
@@ -64,7 +64,7 @@ describe('an upload still arriving when its round closes', () => {
     // The site resumes it after a restart: told the round closed, nothing stored.
     expect(() => admitUpdate(h.engine, 's2', { ...hdr }, 1 << 20)).toThrow(/FEDLORA_ERR_ROUND_CLOSED|discarded/);
     const data = b.subarray(2 * CHUNK, 3 * CHUNK);
-    expect(() => appendChunk(h.engine, 'u-s2', { index: 2, offset: 2 * CHUNK, data, sha256: sha(data) })).toThrow(expect.objectContaining({ code: 'FEDLORA_ERR_ROUND_CLOSED' }));
+    await expect(appendChunk(h.engine, 'u-s2', { index: 2, offset: 2 * CHUNK, data, sha256: sha(data) })).rejects.toMatchObject({ code: 'FEDLORA_ERR_ROUND_CLOSED' });
     expect(existsSync(row.path)).toBe(false);
   });
 
@@ -72,7 +72,7 @@ describe('an upload still arriving when its round closes', () => {
     const h = harness();
     dirs.push(h.dir);
     const { jobId, half } = await start(h, { min_sites: 2, round_retries: 0 });
-    const { row } = half(1);
+    const { row } = await half(1);
     h.clock.t += 61_000;
     await h.engine.tick();
     expect(h.store.rounds(jobId)[0].state).toBe('failed');
@@ -84,7 +84,7 @@ describe('an upload still arriving when its round closes', () => {
     const h = harness();
     dirs.push(h.dir);
     const { half } = await start(h, { min_sites: 1 });
-    const { row, b } = half();
+    const { row, b } = await half();
     expect(h.store.update('u-s2')!.received_bytes).toBe(b.length);
     const finishing = finishUpdate(h.engine, 'u-s2');
     // What checkCollection does when the deadline passes meanwhile (the hash runs on the thread pool).

@@ -6,7 +6,7 @@ import { harness, online, tinySpec, fakeDelta, encodeDelta, rmDir, type Harness 
 import { submitUpdateBytes } from '../../coordinator/rounds/intake.ts';
 import { decodeSafetensorsF32 } from '../../shared/safetensors.ts';
 import { flatten } from '../../shared/tensors.ts';
-import type { RoundEngine } from '../../coordinator/rounds/engine.ts';
+import type { RoundEngine } from '../../coordinator/rounds/index.ts';
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -176,7 +176,7 @@ describe('round state machine', () => {
     }
   });
 
-  it('DP job (C2 strategy + accountant): epsilon per round in the ledger; stops when the budget would be exceeded', async () => {
+  it('DP job (DP strategy + accountant): epsilon per round in the ledger; stops when the budget would be exceeded', async () => {
     const { createPrivacyLedger } = await import('../../coordinator/privacy/ledger.ts');
     const dp = { clip_norm: 1, noise_multiplier: 1.2, delta: 1e-5, sample_rate: 1, epsilon_budget: 1, adaptive_clipping: false };
     const ledger = createPrivacyLedger(dp);

@@ -2,7 +2,7 @@
 import { describe, it, expect, afterEach } from 'vitest';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
+import Database from 'better-sqlite3-multiple-ciphers';
 import { parseJobSpec, parseJobSpecText, loadJobSpecFile } from '../../coordinator/jobs/spec.ts';
 import { loadCoordinatorConfig, parseCoordinatorConfig, checkAdminToken, hashToken } from '../../coordinator/config.ts';
 import { CoordinatorStore } from '../../coordinator/store/store.ts';
@@ -82,7 +82,7 @@ describe('store', () => {
     expect(s.db.pragma('journal_mode', { simple: true })).toBe('wal');
     expect(s.db.pragma('user_version', { simple: true })).toBe(MIGRATIONS.length);
     const tables = (s.db.prepare(`SELECT name FROM sqlite_master WHERE type='table'`).all() as { name: string }[]).map((r) => r.name);
-    for (const t of ['sites', 'jobs', 'rounds', 'tasks', 'updates', 'adapter_versions', 'metrics', 'privacy_ledger', 'pki_sites']) expect(tables).toContain(t);
+    for (const t of ['sites', 'jobs', 'rounds', 'tasks', 'updates', 'adapter_versions', 'metrics', 'privacy_ledger', 'pki_certificates']) expect(tables).toContain(t);
     s.upsertSite('s1', 5);
     s.close();
     const db = new Database(f);

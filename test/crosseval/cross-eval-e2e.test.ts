@@ -7,7 +7,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { verifyManifest } from '../../coordinator/publish/manifest.ts';
+import { verifyManifest } from '../../shared/publication-manifest.ts';
 import { readManifestSigner } from '../../certs/ca.ts';
 import { pkiDirOf } from '../../coordinator/enrollment.ts';
 import { crossEvalRequests } from '../../coordinator/metrics/cross-eval-requests.ts';
@@ -16,6 +16,7 @@ import { encodeSafetensors } from '../../shared/safetensors.ts';
 import { signUpdate } from '../../shared/update-signature.ts';
 import type { Federation } from '../secagg-e2e/helpers.ts';
 import { IDS, adminHeaders, finishedJob, siteLoops, sleep } from './helpers.ts';
+import { TEST_TIMEOUT_MS } from '../runner/limits.ts';
 
 const feds: Federation[] = [];
 afterAll(async () => {
@@ -91,7 +92,7 @@ describe('cross-site evaluation end to end', () => {
       signature: signUpdate(readFileSync(join(s.dir, 'site.key'), 'utf8'), signed), updateNorm: 0, clipped: false, metadataJson: Buffer.alloc(0) }, file)).rejects.toMatchObject({ code: 'FEDLORA_ERR_NOT_SELECTED' });
     rmSync(tmp, { recursive: true, force: true });
     expect(store.adapterVersion('job-x', v, 'site-c')).toBeUndefined();
-  }, 30_000);
+  }, TEST_TIMEOUT_MS);
 
   it('no site consents: the request fails with a note and no CROSS_EVAL goes out', async () => {
     const fed = await finishedJob('job-n');
@@ -109,5 +110,5 @@ describe('cross-site evaluation end to end', () => {
     expect(req.note).toMatch(/allow_cross_eval/);
     expect(loops.tasks.map((t) => t.kind).filter((k) => k !== 'TASK_KIND_EVALUATE')).toEqual(IDS.map(() => 'TASK_KIND_UPLOAD_LOCAL'));
     expect(ownerRows(fed, 'job-n')).toEqual([]);
-  }, 30_000);
+  }, TEST_TIMEOUT_MS);
 });

@@ -15,6 +15,7 @@ import { encodeSafetensors } from '../../shared/safetensors.ts';
 import { signUpdate } from '../../shared/update-signature.ts';
 import type { Federation } from '../secagg-e2e/helpers.ts';
 import { IDS, adminHeaders, finishedJob, siteLoops, sleep } from './helpers.ts';
+import { TEST_TIMEOUT_MS } from '../runner/limits.ts';
 
 const feds: Federation[] = [];
 afterAll(async () => {
@@ -88,7 +89,7 @@ describe('cross-evaluation across a coordinator restart', () => {
     const cross = fed.coord.store.metrics('job-r1', { kind: 'cross' });
     expect(new Set(cross.map((m) => `${m.site_id}/${m.model_owner}/${m.metric}`)).size).toBe(cross.length);
     expect(cross).toHaveLength(6);
-  }, 40_000);
+  }, TEST_TIMEOUT_MS);
 
   it('a request made while every site is away stays pending across a restart and completes when they connect', async () => {
     const fed = await finishedJob('job-r3');
@@ -105,7 +106,7 @@ describe('cross-evaluation across a coordinator restart', () => {
     expect(loops.errors).toEqual([]);
     expect(matrix.model_owners).toEqual(IDS);
     expect(crossEvalRequests(fed.coord.store.db, 'job-r3').map((r) => r.status)).toEqual(['done']);
-  }, 40_000);
+  }, TEST_TIMEOUT_MS);
 
   it('with site-b silent, CROSS_EVAL starts when the wait counted from the persisted dispatch time ends', async () => {
     const fed = await midRequest('job-r2');
@@ -141,5 +142,5 @@ describe('cross-evaluation across a coordinator restart', () => {
       signature: signUpdate(readFileSync(join(b.dir, 'site.key'), 'utf8'), signed), updateNorm: 0, clipped: false, metadataJson: Buffer.alloc(0) }, join(tmp, 'a.safetensors'))).rejects.toMatchObject({ code: 'FEDLORA_ERR_NOT_SELECTED' });
     rmSync(tmp, { recursive: true, force: true });
     expect(fed.coord.store.adapterVersion('job-r2', 1, 'site-b')).toBeUndefined();
-  }, 40_000);
+  }, TEST_TIMEOUT_MS);
 });

@@ -8,8 +8,9 @@ import { runSecAggSite } from '../../site-agent/agent/secagg-client.ts';
 import { handleCrossEval, handleUploadLocal, type CrossEvalContext, type CrossEvalTask } from '../../site-agent/agent/cross-eval.ts';
 import { createFederationClient, type Task } from '../../shared/proto.ts';
 import { createSiteChannelCredentials } from '../../shared/tls.ts';
-import type { AdapterWeights } from '../../site-agent/engine/types.ts';
+import type { AdapterWeights } from '../../shared/lora/types.ts';
 import { randomDelta, secAggSpec, startFederation, waitOpen, type Federation } from '../secagg-e2e/helpers.ts';
+import { SLOWDOWN } from '../runner/limits.ts';
 
 export const IDS = ['site-a', 'site-b', 'site-c'];
 const PREFIX = 'base_model.model.model.layers.0.self_attn.q_proj';
@@ -29,9 +30,9 @@ export async function finishedJob(jobId: string): Promise<Federation> {
   await waitOpen(() => fed.coord, jobId, 1);
   const { layout } = fed.coord.engine.jobInfo(jobId);
   await Promise.all(fed.sites.map((s, k) => runSecAggSite(s.wire, {
-    jobId, round: 1, siteId: s.id, update: randomDelta(layout.update.total, 5 + k, 0.05), numExamples: 10, pollMs: 50, deadlineUnixMs: Date.now() + 30_000,
+    jobId, round: 1, siteId: s.id, update: randomDelta(layout.update.total, 5 + k, 0.05), numExamples: 10, pollMs: 50, deadlineUnixMs: Date.now() + 30_000 * SLOWDOWN,
   })));
-  const job = await fed.coord.engine.waitForJob(jobId, 20_000);
+  const job = await fed.coord.engine.waitForJob(jobId, 20_000 * SLOWDOWN);
   if (job.status !== 'completed') throw new Error(`job ${jobId} is ${job.status}`);
   return fed;
 }
@@ -61,7 +62,7 @@ export async function siteLoops(fed: Federation, consents: (siteId: string) => b
         loadLocalBaseline: () => localAdapter(k),
         evaluate: async (w) => {
           const first = [...(w ?? new Map()).values()][0];
-          return [{ name: 'accuracy', value: (first?.data[0] ?? 0) + k / 100, count: 20 }];
+          return [{ name: 'accuracy', subset: '', value: (first?.data[0] ?? 0) + k / 100, count: 20 }];
         },
       },
       audit: { append: (_a: string, action: string, _s: string, details: Record<string, unknown> = {}) => (entries.push({ action, details }), {}) } as unknown as CrossEvalContext['audit'],

@@ -15,6 +15,7 @@ import { expireSideTasks, sideTask, SIDE_TASK_EXPIRE_MS } from '../../coordinato
 import { reportTaskDone } from '../../site-agent/agent/cross-eval.ts';
 import type { Federation } from '../secagg-e2e/helpers.ts';
 import { IDS, finishedJob, sleep } from './helpers.ts';
+import { TEST_TIMEOUT_MS } from '../runner/limits.ts';
 
 const feds: Federation[] = [];
 afterAll(async () => {
@@ -111,7 +112,7 @@ describe('final EVALUATE as a persisted side task', () => {
     await siteC.grpc.reportMetrics({ taskId: `eval-job-e-v${v}-site-c`, jobId: 'job-e', round: v, phase: 'eval', metrics: [{ kind: 'global', name: 'loss', value: 2, count: 10, modelOwner: '', adapterVersion: v }] });
     await reportTaskDone(siteC.grpc, { taskId: `eval-job-e-v${v}-site-c`, jobId: 'job-e', round: v });
     expect(sideTask(db, `eval-job-e-v${v}-site-c`)!.status).toBe('expired');
-  }, 30_000);
+  }, TEST_TIMEOUT_MS);
 
   it('the coordinator expires side tasks on its tick (side_tasks.expire_ms in coordinator.yaml)', async () => {
     const fed = await finishedJob('job-t');
@@ -127,5 +128,5 @@ describe('final EVALUATE as a persisted side task', () => {
       return s.length === 3 && s.every((x) => x === 'expired') && s;
     });
     expect(statuses).toEqual(['expired', 'expired', 'expired']);
-  }, 30_000);
+  }, TEST_TIMEOUT_MS);
 });

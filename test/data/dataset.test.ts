@@ -21,7 +21,7 @@ async function siteWith(records: number, seed: number, name: string) {
 }
 
 describe('dataset building', () => {
-  it('stores splits: stable across re-runs and re-opens, new records never move old ones, stratified by diagnosis', async () => {
+  it('stores splits: stable across re-runs and re-opens, new records never move old ones, stratified by diagnosis (patients)', async () => {
     const dbPath = join(t.dir, 'split', 'site.sqlite');
     let store = openSiteDataStore(dbPath);
     await ingestFiles(store, [await siteWith(300, 11, 'a')], { format: 'csv', config: cfg, key, deidentifier: stubDeid(key) });
@@ -45,8 +45,8 @@ describe('dataset building', () => {
     expect(after.size).toBe(store.countRecords());
     expect(after.size).toBeGreaterThan(before.size);
 
-    // Every diagnosis is split close to 80/10/10.
-    const rows = store.db.prepare('SELECT stratum, split, count(*) AS n FROM data_splits GROUP BY stratum, split').all() as { stratum: string; split: string; n: number }[];
+    // Every diagnosis's patients are split close to 80/10/10 (the unit is the patient).
+    const rows = store.db.prepare('SELECT s.stratum AS stratum, s.split AS split, count(DISTINCT r.patient_key) AS n FROM data_splits s JOIN data_records r ON r.id = s.record_id GROUP BY s.stratum, s.split').all() as { stratum: string; split: string; n: number }[];
     const strata = new Map<string, Record<string, number>>();
     for (const r of rows) strata.set(r.stratum, { ...(strata.get(r.stratum) ?? {}), [r.split]: r.n });
     expect(strata.size).toBeGreaterThanOrEqual(10);

@@ -1,7 +1,7 @@
 // `fedlora deid` end to end through the real entry point: JSONL (recursive string values, a
 // malformed line), a text file, the report, and the 0600 key file that is never printed.
 import { describe, it, expect, afterAll } from 'vitest';
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { writeFileSync, readFileSync, existsSync, statSync, chmodSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { tempDir } from './helpers.ts';
@@ -11,15 +11,25 @@ const BIN = resolve(__dirname, '../../cli/bin.mjs');
 const t = tempDir('fedlora-deid-cli-');
 afterAll(t.cleanup);
 
-function fedlora(...args: string[]) {
-  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', cwd: t.dir, timeout: 60_000 });
-  return { code: r.status, out: r.stdout, err: r.stderr };
+// Asynchronous, so the test worker's event loop keeps running while the command does (a
+// synchronous spawn on a loaded machine blocks it long enough to time out the runner's calls);
+// the deadline is the suite's (vitest.config.ts, scaled to the machine).
+function fedlora(...args: string[]): Promise<{ code: number | null; out: string; err: string }> {
+  return new Promise((done, fail) => {
+    const p = spawn(process.execPath, [BIN, ...args], { cwd: t.dir });
+    let out = '';
+    let err = '';
+    p.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+    p.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
+    p.on('error', fail);
+    p.on('close', (code) => done({ code, out, err }));
+  });
 }
 
 describe('fedlora deid', () => {
   const key = join(t.dir, 'deid.key');
 
-  it('JSONL: every string value recursively, malformed line reported by number, run continues then fails', () => {
+  it('JSONL: every string value recursively, malformed line reported by number, run continues then fails', async () => {
     const inp = join(t.dir, 'in.jsonl');
     const lines = [
       JSON.stringify({ patientId: 'H1', name: '张三', admissionDate: '2023-05-01', history: '患者张三，92岁，电话13812345678，HbA1c 8.2%。', notes: ['住院号：ZY123456', { by: 'Dr. Jane Doe' }], n: 3 }),
@@ -30,7 +40,7 @@ describe('fedlora deid', () => {
       JSON.stringify({ patientId: 'H2', text: 'Mr. John Smith, 123 Main St, Springfield, IL 62704, john@example.com' }),
     ];
     writeFileSync(inp, lines.join('\n') + '\n');
-    const r = fedlora('deid', '--in', inp, '--out', join(t.dir, 'out.jsonl'), '--report', join(t.dir, 'rep.json'), '--mode', 'pseudonym', '--key-file', key);
+    const r = await fedlora('deid', '--in', inp, '--out', join(t.dir, 'out.jsonl'), '--report', join(t.dir, 'rep.json'), '--mode', 'pseudonym', '--key-file', key);
     expect(r.code).toBe(2);
     expect(r.err).toMatch(/FEDLORA_ERR_INGEST: .*in\.jsonl: 1 malformed JSONL line\(s\) skipped \(line 2\)/);
     expect(r.err).not.toContain('13900001111'); // the bad line's content is never echoed
@@ -57,36 +67,36 @@ describe('fedlora deid', () => {
     expect(rep.spans).toBe(Object.values(rep.byType as Record<string, number>).reduce((a, b) => a + b, 0));
   });
 
-  it('the key file is created 0600, never printed, reused, and refused when group-readable', () => {
+  it('the key file is created 0600, never printed, reused, and refused when group-readable', async () => {
     expect(existsSync(key)).toBe(true);
     expect(statSync(key).mode & 0o777).toBe(0o600);
     const hex = readFileSync(key, 'utf8').trim();
     expect(hex).toMatch(/^[0-9a-f]{64}$/);
     const inp = join(t.dir, 'a.txt');
     writeFileSync(inp, '患者王小明，身份证11010519491231002X。\n');
-    const r1 = fedlora('deid', '--in', inp, '--out', join(t.dir, 'a1.txt'), '--mode', 'pseudonym', '--key-file', key);
-    const r2 = fedlora('deid', '--in', inp, '--out', join(t.dir, 'a2.txt'), '--mode', 'pseudonym', '--key-file', key);
+    const r1 = await fedlora('deid', '--in', inp, '--out', join(t.dir, 'a1.txt'), '--mode', 'pseudonym', '--key-file', key);
+    const r2 = await fedlora('deid', '--in', inp, '--out', join(t.dir, 'a2.txt'), '--mode', 'pseudonym', '--key-file', key);
     expect(r1.code).toBe(0);
     expect(r1.out + r1.err + r2.out + r2.err).not.toContain(hex);
     expect(readFileSync(join(t.dir, 'a1.txt'), 'utf8')).toBe(readFileSync(join(t.dir, 'a2.txt'), 'utf8')); // same key → same pseudonyms
     // no --key-file: a fresh key next to the output, mode 0600
-    const r3 = fedlora('deid', '--in', inp, '--out', join(t.dir, 'a3.txt'), '--mode', 'pseudonym');
+    const r3 = await fedlora('deid', '--in', inp, '--out', join(t.dir, 'a3.txt'), '--mode', 'pseudonym');
     expect(r3.code).toBe(0);
     expect(statSync(join(t.dir, 'a3.txt.deid.key')).mode & 0o777).toBe(0o600);
     expect(r3.out + r3.err).not.toContain(readFileSync(join(t.dir, 'a3.txt.deid.key'), 'utf8').trim());
     chmodSync(key, 0o644);
-    const bad = fedlora('deid', '--in', inp, '--out', join(t.dir, 'a4.txt'), '--key-file', key);
+    const bad = await fedlora('deid', '--in', inp, '--out', join(t.dir, 'a4.txt'), '--key-file', key);
     expect(bad.code).toBe(2);
     expect(bad.err).toMatch(/FEDLORA_ERR_CONFIG: .*deid\.key: de-identification key is accessible to group\/others/);
     chmodSync(key, 0o600);
   });
 
-  it('txt: every line of the labelled set, with a report that matches the planted counts', () => {
+  it('txt: every line of the labelled set, with a report that matches the planted counts', async () => {
     const docs = generateLabelledSet(99, 60);
     const inp = join(t.dir, 'notes.txt');
     writeFileSync(inp, docs.map((d) => d.text).join('\n') + '\n');
     const outp = join(t.dir, 'notes.out.txt');
-    const r = fedlora('deid', '--in', inp, '--out', outp, '--format', 'txt', '--report', join(t.dir, 'notes.json'), '--key-file', key, '--patient', 'P-7');
+    const r = await fedlora('deid', '--in', inp, '--out', outp, '--format', 'txt', '--report', join(t.dir, 'notes.json'), '--key-file', key, '--patient', 'P-7');
     expect(r.code).toBe(0);
     expect(r.out).toMatch(/de-identified 60 record\(s\)/);
     const out = readFileSync(outp, 'utf8').split('\n');
@@ -107,8 +117,8 @@ describe('fedlora deid', () => {
     }
   });
 
-  it('a bad mode and a missing input give clear errors', () => {
-    expect(fedlora('deid', '--in', 'nope.jsonl', '--out', join(t.dir, 'x.jsonl'), '--key-file', key).err).toMatch(/FEDLORA_ERR_NOT_FOUND: nope\.jsonl/);
-    expect(fedlora('deid', '--in', 'a.txt', '--out', 'x', '--mode', 'hash', '--key-file', key).err).toMatch(/FEDLORA_ERR_INVALID_ARGUMENT: --mode hash/);
+  it('a bad mode and a missing input give clear errors', async () => {
+    expect((await fedlora('deid', '--in', 'nope.jsonl', '--out', join(t.dir, 'x.jsonl'), '--key-file', key)).err).toMatch(/FEDLORA_ERR_NOT_FOUND: nope\.jsonl/);
+    expect((await fedlora('deid', '--in', 'a.txt', '--out', 'x', '--mode', 'hash', '--key-file', key)).err).toMatch(/FEDLORA_ERR_INVALID_ARGUMENT: --mode hash/);
   });
 });

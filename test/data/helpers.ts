@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Deidentifier } from '../../site-agent/data/deid-bridge.ts';
-import { shiftIsoDate, patientDateShiftDays } from '../../site-agent/data/deid-bridge.ts';
+import { shiftDate } from '../../site-agent/data/deid/index.ts';
 import type { PhiSpan } from '../../site-agent/data/types.ts';
 
 export function tempDir(prefix = 'fedlora-data-'): { dir: string; cleanup: () => void } {
@@ -24,7 +24,7 @@ export function stubDeid(key: Buffer): Deidentifier & { calls: number } {
       out = out.replace(/\d{6,}/g, (m) => { spans.push({ type: 'ID', start: 0, end: 0, text: m }); return '[ID]'; });
       return { text: out, spans };
     },
-    shiftDate: (iso: string, pk: string) => shiftIsoDate(iso, patientDateShiftDays(key, pk)),
+    shiftDate: (iso: string, pk: string) => shiftDate(iso, key, pk),
   };
   return d;
 }

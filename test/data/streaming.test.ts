@@ -8,6 +8,7 @@ import v8 from 'node:v8';
 import vm from 'node:vm';
 import { openSiteDataStore, ingestFiles, defaultDataConfig } from '../../site-agent/data/index.ts';
 import { tempDir, stubDeid } from './helpers.ts';
+import { TEST_TIMEOUT_MS } from '../runner/limits.ts';
 
 const t = tempDir();
 afterAll(t.cleanup);
@@ -70,7 +71,7 @@ describe('streaming ingest', () => {
       expect(growth).toBeLessThan(size / 10);
       if (process.env.FEDLORA_DEBUG) console.log(kind, { size, growth });
       store.close();
-    }, 60_000);
+    }); // the suite's deadline (vitest.config.ts, scaled to the machine): each record is also scanned for fields and near-duplicates
   }
 
   it('fhir: a ~20 MB Bundle is streamed entry by entry', async () => {
@@ -102,5 +103,5 @@ describe('streaming ingest', () => {
     expect(growth).toBeLessThan(size / 10);
     if (process.env.FEDLORA_DEBUG) console.log('fhir', { size, growth });
     store.close();
-  }, 60_000);
+  }, TEST_TIMEOUT_MS);
 });

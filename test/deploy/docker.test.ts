@@ -58,13 +58,15 @@ describe.each(DOCKERFILES)('deploy/docker/%s', (name) => {
   const finalStart = ins.indexOf(stages[stages.length - 1]);
   const final = ins.slice(finalStart);
 
-  it('is node:20-bookworm-slim based, installs production deps with npm ci --omit=dev and the project .npmrc', () => {
+  it('is node:20-bookworm-slim based, installs production deps with npm ci --omit=dev and package.json\'s allowScripts', () => {
     for (const s of stages) expect(s.args.split(/\s+/)[0]).toBe('node:20-bookworm-slim');
     const ci = ins.findIndex((x) => x.op === 'RUN' && /npm ci --omit=dev/.test(x.args));
     expect(ci).toBeGreaterThan(-1);
-    const npmrc = ins.findIndex((x) => x.op === 'COPY' && x.args.split(/\s+/).includes('.npmrc'));
-    expect(npmrc, '.npmrc (onnxruntime-node-install=skip) must be in place before npm ci').toBeGreaterThan(-1);
-    expect(npmrc).toBeLessThan(ci);
+    // package.json's allowScripts (onnxruntime-node: false, no CUDA download) must be in place before npm ci
+    const pkg = ins.findIndex((x) => x.op === 'COPY' && x.args.split(/\s+/).includes('package.json'));
+    expect(pkg).toBeGreaterThan(-1);
+    expect(pkg).toBeLessThan(ci);
+    expect(JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')).allowScripts['onnxruntime-node']).toBe(false);
     // better-sqlite3's native build tools in the stage that runs npm ci
     const aptBeforeCi = ins.slice(0, ci).filter((x) => x.op === 'RUN' && /apt-get install/.test(x.args)).map((x) => x.args).join(' ');
     for (const p of ['python3', 'make', 'g++']) expect(aptBeforeCi).toContain(p);
@@ -115,7 +117,7 @@ describe.each(DOCKERFILES)('deploy/docker/%s', (name) => {
     const hc = final.find((x) => x.op === 'HEALTHCHECK')!.args;
     const hcCmd = JSON.parse(hc.slice(hc.indexOf('CMD') + 3).trim()) as string[];
     if (hcCmd[1] === '/opt/fedlora/cli/bin.mjs') expect(await checkInvocation(hcCmd.slice(2), `${name} HEALTHCHECK`)).toBeNull();
-    else expect(hcCmd.join(' ')).toContain('/api/health');
+    else expect(hcCmd.join(' ')).toContain('/healthz');
   });
 });
 

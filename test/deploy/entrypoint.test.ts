@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import YAML from 'yaml';
 import { DEPLOY, REPO } from './helpers.ts';
-import { runCoordinatorDoctor, formatDoctorReport } from '../../shared/doctor/index.ts';
+import { runCoordinatorDoctor, formatDoctorReport } from '../../cli/doctor/index.ts';
 import { freePort } from '../../shared/free-port.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'fedlora-entrypoint-'));
@@ -71,7 +71,7 @@ describe('deploy/docker/coordinator-entrypoint.sh', () => {
     expect(cfg.admin_tokens.map((t: { name: string }) => t.name)).toEqual(['init']); // overrides never add tokens
     expect(statSync(cfgFile).mode & 0o777).toBe(0o600);
 
-    const health = await fetch(`http://127.0.0.1:${http}/api/health`);
+    const health = await fetch(`http://127.0.0.1:${http}/healthz`); // the probes' route: no token
     expect(health.status).toBe(200);
     const r = await runCoordinatorDoctor({ dataDir });
     expect(r.ok, formatDoctorReport(r)).toBe(true);

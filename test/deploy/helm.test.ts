@@ -61,7 +61,7 @@ describe('deploy/helm/fedlora-coordinator with default values', () => {
     const mounts = Object.fromEntries(c.volumeMounts.map((m: any) => [m.name, m.mountPath]));
     expect(mounts.tmp).toBe('/tmp');
     expect(mounts.data).toBe('/data');
-    expect(c.readinessProbe.httpGet.path).toBe('/api/health');
+    expect(c.readinessProbe.httpGet.path).toBe('/healthz');
     expect(c.matchLabels).toBeUndefined();
     expect(dep.spec.selector.matchLabels).toEqual(Object.fromEntries(Object.entries(dep.spec.template.metadata.labels)));
   });

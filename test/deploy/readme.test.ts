@@ -63,7 +63,7 @@ describe('deploy/README.md', () => {
     const raw = YAML.parse(example);
     const cfg = parseSiteConfig(raw, 'README site.yaml');
     expect(cfg.policy.require_secure_aggregation).toBe(true);
-    expect(Object.keys(raw).sort()).toEqual(['data', 'evaluation', 'http', 'model', 'name', 'network', 'policy', 'trainer', 'training']);
+    expect(Object.keys(raw).sort()).toEqual(['data', 'database', 'evaluation', 'evaluator', 'http', 'model', 'name', 'network', 'policy', 'serve', 'trainer', 'training']);
   });
 
   it('the site.yaml written in "two machines" and the job specs are valid', () => {

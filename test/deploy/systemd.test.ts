@@ -35,6 +35,7 @@ const one = (u: Unit, k: string) => {
 const UNITS = {
   'fedlora-coordinator.service': { dirOption: '--data-dir', dir: '/var/lib/fedlora/coordinator', sub: ['coordinator', 'start'] },
   'fedlora-site.service': { dirOption: '--site-dir', dir: '/var/lib/fedlora/site', sub: ['site', 'start'] },
+  'fedlora-assistant.service': { dirOption: '--site-dir', dir: '/var/lib/fedlora/site', sub: ['site', 'serve'] },
 };
 
 describe.each(Object.entries(UNITS))('deploy/systemd/%s', (file, want) => {

@@ -12,8 +12,8 @@ import { X509Certificate } from 'node:crypto';
 import { initCoordinator, startCoordinator, type RunningCoordinator } from '../../coordinator/service.ts';
 import { issueJoinToken } from '../../coordinator/enrollment.ts';
 import { enrollSite } from '../../site-agent/enroll.ts';
-import { computeModelManifest, writeTinyModel } from '../../site-agent/engine/checkpoint/index.ts';
-import { runSiteDoctor, runCoordinatorDoctor, checkClockSkew, checkDisk, formatDoctorReport, type DoctorReport } from '../../shared/doctor/index.ts';
+import { computeModelManifest, initTinyModel } from '../../site-agent/engine/index.ts';
+import { runSiteDoctor, runCoordinatorDoctor, checkClockSkew, checkDisk, formatDoctorReport, type DoctorReport } from '../../cli/doctor/index.ts';
 import { freePort } from '../../shared/free-port.ts';
 
 const REPO = join(import.meta.dirname, '..', '..');
@@ -57,7 +57,7 @@ beforeAll(async () => {
   coord = await startCoordinator(coordDir, { logger: false });
   const { token } = issueJoinToken(coord.store.db, { siteId: 'hospital-a', ttlMs: 600_000, enrollEndpoint: coord.enrollmentEndpoint, caSha256: init.caSha256 });
   await enrollSite({ token, siteDir });
-  writeTinyModel({ arch: 'qwen2', out: modelDir, seed: 3, layers: 1, hidden: 16, heads: 2, kvHeads: 1 });
+  initTinyModel({ arch: 'qwen2', out: modelDir, seed: 3, layers: 1, hidden: 16, heads: 2, kvHeads: 1 });
   modelSha = computeModelManifest(modelDir).sha256;
   writeFileSync(join(siteDir, 'site.yaml'), siteYaml(modelDir));
 });

@@ -2,7 +2,8 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { mkdtempSync, rmSync, readFileSync, writeFileSync, unlinkSync, cpSync, appendFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { normalizeConfig, expectedTensors, readCheckpoint, computeModelManifest, computeModelManifestAsync, writeTinyModel, seededNormal } from '../../site-agent/engine/checkpoint/index.ts';
+import { normalizeConfig } from '../../shared/lora/model-config.ts';
+import { expectedTensors, readCheckpoint, computeModelManifest, computeModelManifestAsync, writeTinyModel, seededNormal } from '../../site-agent/engine/checkpoint/index.ts';
 import { readSafetensorsHeader, readTensorBytes, toFloat32, writeSafetensors, encodeSafetensors } from '../../shared/safetensors.ts';
 import { FedloraError } from '../../shared/errors.ts';
 

@@ -6,8 +6,8 @@ import { buildProgram } from '../../cli/main.ts';
 import { isFedloraError } from '../../shared/errors.ts';
 import { writeTinyModel } from '../../site-agent/engine/checkpoint/tiny.ts';
 import { releaseInferenceSessions } from '../../site-agent/engine/infer.ts';
-import { writePeftAdapter } from '../../shared/peft.ts';
-import { initLoraAdapter } from '../../site-agent/engine/train/lora-init.ts';
+import { writePeftAdapter } from '../../shared/lora/peft.ts';
+import { initLoraAdapter } from '../../shared/lora/init.ts';
 import { digitJsonl, LORA, tempDir, tinyModel } from './train-fixtures.ts';
 import { join } from 'node:path';
 
@@ -65,13 +65,16 @@ describe('engine CLI errors', () => {
     expect(await cliError('model', 'init-tiny', '--arch', 'gpt2', '--out', p('y'))).toMatch(/--arch "gpt2": expected one of llama, qwen2/);
     expect(await cliError('model', 'score', '--model', p('model'), '--ids', '1,999999')).toMatch(/--ids item 2 "999999": expected a token id in \[0, 280\)/);
     expect(await cliError('model', 'score', '--model', p('model'))).toMatch(/give exactly one of --text or --ids/);
+    expect(await cliError('model', 'init-random', '--like', 'llama-70b', '--out', p('r'))).toMatch(/^FEDLORA_ERR_INVALID_ARGUMENT: --like "llama-70b": unknown model; known: deepseek-r1-distill-qwen-1\.5b, /);
+    expect(await cliError('model', 'init-random', '--like', 'deepseek-coder-1.3b', '--max-shard-size', 'big', '--out', p('r'))).toMatch(/--max-shard-size "big": expected a size such as 5GB/);
+    expect(await cliError('model', 'init-random', '--like', 'deepseek-coder-1.3b', '--layers', '25', '--out', p('r'))).toMatch(/--layers 25: must be an integer in \[1, 24\]/);
   });
 
   it('adapters of the wrong shape', async () => {
     expect(await cliError('model', 'score', '--model', p('m32'), '--adapter', p('ad'), '--ids', '1,2,3'))
       .toMatch(/^FEDLORA_ERR_SHAPE: .*ad: adapter tensor "base_model\.model\.model\.layers\.0\.self_attn\.q_proj\.lora_A\.weight" has shape \[4,64\], expected \[4,32\]/);
     expect(await cliError(...train('--steps', '1', '--init-adapter', p('ad'), '--rank', '8')))
-      .toMatch(/^FEDLORA_ERR_SHAPE: initial adapter: tensor .*lora_A\.weight has shape \[4,64\], expected \[8,64\]/);
+      .toMatch(/^FEDLORA_ERR_SHAPE: initial adapter: tensor ".*lora_A\.weight" has shape \[4,64\], expected \[8,64\]/);
     expect(await cliError('model', 'merge', '--model', p('m32'), '--adapter', p('ad'), '--out', p('merged')))
       .toMatch(/^FEDLORA_ERR_SHAPE: .*has shape \[4,64\], expected \[4,32\]/);
   });

@@ -5,7 +5,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { buildProgram } from '../../cli/main.ts';
-import { readPeftAdapter } from '../../shared/peft.ts';
+import { readPeftAdapter } from '../../shared/lora/peft.ts';
 import { adapterBytes, digitJsonl, tempDir, tinyModel } from './train-fixtures.ts';
 
 const tmp = tempDir('cli-resume');

@@ -4,7 +4,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readPeftAdapter } from '../../shared/peft.ts';
+import { readPeftAdapter } from '../../shared/lora/peft.ts';
 import { digitJsonl, tempDir } from './train-fixtures.ts';
 
 const BIN = join(import.meta.dirname, '..', '..', 'cli', 'bin.mjs');
@@ -95,5 +95,25 @@ describe('fedlora model / train / generate', () => {
     const bad = cli(...trainArgs(out, '--steps', '5', '--lora-dropout', '0.1', '--resume'));
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/FEDLORA_ERR_CONFIG: .*checkpoint belongs to a different run/);
+  });
+
+  it('--quantize int4/int8 on train, score and generate; peak memory in train_metrics.json', () => {
+    const r = cli(...trainArgs(p('q4'), '--steps', '3', '--targets', 'q_proj,k_proj,v_proj,o_proj', '--quantize', 'int4', '--recompute'));
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/peak RSS \d+\.\d\d GiB/);
+    const m = JSON.parse(readFileSync(p('q4', 'train_metrics.json'), 'utf8'));
+    expect(m).toMatchObject({ quantize: 'int4', recompute: true });
+    expect(m.peakRssBytes).toBeGreaterThan(50 * 2 ** 20);
+    expect(readPeftAdapter(p('q4')).config.targets).toEqual(['q_proj', 'k_proj', 'v_proj', 'o_proj']); // a PEFT adapter of the unquantized base
+    const ids = '5,6,7,8,9,10,11,12';
+    const f32 = JSON.parse(cli('model', 'score', '--model', p('model'), '--adapter', p('q4'), '--ids', ids, '--json').stdout).logprobs as (number | null)[];
+    const q8 = cli('model', 'score', '--model', p('model'), '--adapter', p('q4'), '--ids', ids, '--json', '--quantize', 'int8');
+    expect(q8.code, q8.stderr).toBe(0);
+    const int8 = JSON.parse(q8.stdout).logprobs as (number | null)[];
+    expect(int8.slice(1).some((x, i) => x !== f32[i + 1])).toBe(true);
+    int8.slice(1).forEach((x, i) => expect(Math.abs(x! - f32[i + 1]!)).toBeLessThan(0.05));
+    const g = cli('generate', '--model', p('model'), '--prompt', 'count from 3:', '--max-new-tokens', '4', '--quantize', 'int4');
+    expect(g.code, g.stderr).toBe(0);
+    expect(cli('model', 'score', '--model', p('model'), '--ids', ids, '--quantize', 'int2').stderr).toMatch(/--quantize "int2": expected one of none, int8, int4/);
   });
 });

@@ -4,7 +4,7 @@
 
 import { describe, expect, it } from 'vitest';
 import { createTrainStepSession } from '../../site-agent/engine/session.ts';
-import type { AdapterWeights, LoraConfig } from '../../site-agent/engine/types.ts';
+import type { AdapterWeights, LoraConfig } from '../../shared/lora/types.ts';
 import { loraConfig, randomAdapter, randomBatch, rng, writeFixture, type FixtureOptions } from './ref/fixture.ts';
 
 const EPS = 2e-3;

@@ -14,6 +14,7 @@ import { BACKWARD_RULES } from '../../site-agent/engine/graph/backward-rules.ts'
 import { encodeModel } from '../../site-agent/engine/graph/onnx-export.ts';
 import { isFedloraError } from '../../shared/errors.ts';
 import { randn, rng } from './ref/fixture.ts';
+import { dequantizeRows, quantizeMatrix } from '../../site-agent/engine/quant/blockwise.ts';
 
 interface Case {
   name: string;
@@ -62,7 +63,37 @@ const CASES: Case[] = [
   { name: 'ReduceSum no keepdims', op: 'ReduceSum', inputs: [{ shape: [2, 3, 4] }], build: (b, [x]) => b.reduceSum(x, [0, 2], false) },
   { name: 'ReduceMean', op: 'ReduceMean', inputs: [{ shape: [2, 3, 4] }], build: (b, [x]) => b.op1('ReduceMean', [x, b.constI([-1])], { keepdims: 1 }) },
   { name: 'Expand', op: 'Expand', inputs: [{ shape: [3, 1] }], build: (b, [x]) => b.op1('Expand', [x, b.constI([2, 3, 4])]) },
+  { name: 'Slice rows', op: 'Slice', inputs: [{ shape: [5, 3] }], build: (b, [x]) => b.op1('Slice', [x, b.constI([1]), b.constI([4]), b.constI([0])]) },
+  { name: 'Slice two axes, negative end', op: 'Slice', inputs: [{ shape: [2, 4, 3] }], build: (b, [x]) => b.op1('Slice', [x, b.constI([0, 1]), b.constI([-1, 3]), b.constI([1, 2])]) },
+  { name: 'MatMulNBits 4 bits (transposed copy)', op: 'MatMulNBits', inputs: [{ shape: [3, 32] }], build: (b, [x]) => matMulNBits(b, x, 4) },
+  { name: 'MatMulNBits 8 bits, batched input', op: 'MatMulNBits', inputs: [{ shape: [2, 3, 32] }], build: (b, [x]) => matMulNBits(b, x, 8) },
 ];
+
+/** y = x · W^T through MatMulNBits (exact float arithmetic, accuracy_level 0) with W [16, 32] chosen so
+ *  that both quantized copies (blocks of 16 along K for the forward, along N for W^T) hold it exactly:
+ *  every block's largest magnitude is 8·s (4 bits) or 127·s (8 bits), all values are integers times s. */
+function matMulNBits(b: Builder, x: string, bits: 4 | 8): string {
+  const N = 16, K = 32, block = 16, s = 1 / 64; // a power of two: every product stays exact in float32
+  const r = rng(bits);
+  const top = bits === 4 ? -8 : 127;
+  const w = new Float32Array(N * K).map(() => s * Math.round((r() * 2 - 1) * (bits === 4 ? 7 : 126)) + 0); // + 0: no -0
+  for (let o = 0; o < N; o++) { w[o * K + o] = top * s; w[o * K + 16 + o] = top * s; }
+  const q = quantizeMatrix((r0, r1) => w.slice(r0 * K, r1 * K), N, K, bits, block, block);
+  expect(dequantizeRows(q.data, q.scales, { rows: N, cols: K, bits, block })).toEqual(w);
+  const wt = new Float32Array(K * N);
+  for (let o = 0; o < N; o++) for (let i = 0; i < K; i++) wt[i * N + o] = w[o * K + i];
+  expect(dequantizeRows(q.t!.data, q.t!.scales, { rows: K, cols: N, bits, block })).toEqual(wt);
+  const raw = (a: Uint8Array | Float32Array) => ({ kind: 'raw' as const, bytes: new Uint8Array(a.buffer, a.byteOffset, a.byteLength) });
+  const data = b.initializer(`w${bits}.q`, 'uint8', [N, K / block, (block * bits) / 8], raw(q.data));
+  const scales = b.initializer(`w${bits}.s`, 'float32', [N, K / block], raw(q.scales));
+  b.transposedWeights.set(data, () => ({
+    data: b.initializer(`w${bits}.t.q`, 'uint8', [K, N / block, (block * bits) / 8], raw(q.t!.data)),
+    scales: b.initializer(`w${bits}.t.s`, 'float32', [K, N / block], raw(q.t!.scales)),
+    block,
+    accuracy: 0,
+  }));
+  return b.op1('MatMulNBits', [x, data, scales], { K, N, bits, block_size: block, accuracy_level: 0 });
+}
 
 const dir = mkdtempSync(join(tmpdir(), 'fedlora-rules-'));
 

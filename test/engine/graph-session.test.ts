@@ -10,9 +10,10 @@ import { describe, expect, it } from 'vitest';
 import { buildDecoder } from '../../site-agent/engine/model.ts';
 import { readCheckpoint, writeTinyModel } from '../../site-agent/engine/checkpoint/index.ts';
 import { releaseInferenceSessions, scoreLogprobs } from '../../site-agent/engine/infer.ts';
-import { buildTrainGraph, createTrainStepSession, graphKey } from '../../site-agent/engine/session.ts';
-import type { AdapterWeights } from '../../site-agent/engine/types.ts';
+import { baseWeightsFor, buildTrainGraph, createTrainStepSession, graphKey } from '../../site-agent/engine/session.ts';
+import type { AdapterWeights } from '../../shared/lora/types.ts';
 import { loraConfig, randomAdapter, randomBatch, writeFixture } from './ref/fixture.ts';
+import { ORT_CUDA_INSTALL_COMMAND } from '../../shared/onnxruntime-install.ts';
 
 const ckpt = writeFixture({ arch: 'llama', heads: 4, kvHeads: 2, dtype: 'BF16' });
 const pb = randomBatch(2, 8, ckpt.config.vocabSize, 4);
@@ -48,7 +49,8 @@ describe('training-step session', () => {
     const ck = writeFixture({ arch: 'qwen2' });
     const lora = loraConfig();
     // Occupy the link name with another file: the cache cannot point at the weights.
-    const key = graphKey(ck, { kind: 'train', spec: { batch: 1, seq: 8, pastLen: 0, maxPositions: 8, lora, loraDropout: false, head: 'loss', presentKv: false } });
+    const spec = { batch: 1, seq: 8, pastLen: 0, maxPositions: 8, lora, loraDropout: false, head: 'loss', presentKv: false };
+    const key = graphKey(ck, { kind: 'train', spec, weights: baseWeightsFor(ck, { cacheDir }).key });
     mkdirSync(join(cacheDir, key), { recursive: true });
     writeFileSync(join(cacheDir, key, 'w0.safetensors'), 'not the weights');
     const s = await createTrainStepSession(ck, lora, { batch: 1, seq: 8, cacheDir });
@@ -144,7 +146,7 @@ describe('training-step session', () => {
       expect(Number.isFinite(r.loss)).toBe(true);
       await s.release();
     } catch (e) {
-      expect(e).toMatchObject({ code: 'FEDLORA_ERR_EXECUTION_PROVIDER', message: expect.stringContaining('--onnxruntime-node-install=cuda12') });
+      expect(e).toMatchObject({ code: 'FEDLORA_ERR_EXECUTION_PROVIDER', message: expect.stringContaining(ORT_CUDA_INSTALL_COMMAND) });
     }
   });
 });

@@ -6,10 +6,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeTinyModel, readCheckpoint } from '../../site-agent/engine/checkpoint/index.ts';
 import { mergeAdapter } from '../../site-agent/engine/merge.ts';
-import { writePeftAdapter, readPeftAdapter, type PeftSettings } from '../../shared/peft.ts';
+import { writePeftAdapter, readPeftAdapter, type PeftSettings } from '../../shared/lora/peft.ts';
 import { scoreLogprobs, releaseInferenceSessions } from '../../site-agent/engine/infer.ts';
-import { loraShapes } from '../../site-agent/engine/lora-keys.ts';
-import type { AdapterWeights, LoraConfig } from '../../site-agent/engine/types.ts';
+import { loraShapes } from '../../shared/lora/keys.ts';
+import type { AdapterWeights, LoraConfig } from '../../shared/lora/types.ts';
 
 let root: string;
 beforeAll(() => {

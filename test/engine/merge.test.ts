@@ -4,10 +4,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeTinyModel, readCheckpoint } from '../../site-agent/engine/checkpoint/index.ts';
 import { mergeAdapter } from '../../site-agent/engine/merge.ts';
-import { writePeftAdapter, type PeftSettings } from '../../shared/peft.ts';
+import { writePeftAdapter, type PeftSettings } from '../../shared/lora/peft.ts';
 import { readTensorBytes, toFloat32 } from '../../shared/safetensors.ts';
-import { loraShapes } from '../../site-agent/engine/lora-keys.ts';
-import type { AdapterWeights, ModelConfig, TensorLocation, WeightDtype } from '../../site-agent/engine/types.ts';
+import { loraShapes } from '../../shared/lora/keys.ts';
+import type { AdapterWeights, ModelConfig } from '../../shared/lora/types.ts';
+import type { TensorLocation, WeightDtype } from '../../site-agent/engine/types.ts';
 
 let root: string;
 beforeAll(() => {

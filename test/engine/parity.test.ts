@@ -1,7 +1,8 @@
 // Parity with PyTorch: test/engine/ref/hf_math.py re-implements the transformers forward of
 // LlamaForCausalLM / Qwen2ForCausalLM (+ PEFT LoRA) in torch from the same config.json and
 // safetensors. The ONNX graphs must agree to 1e-4 on per-token log-probs (scoring graph) and on the
-// packed-batch loss (training graph). Fails (does not skip) when python3/torch is missing.
+// packed-batch loss (training graph). Fails (does not skip) when python3/torch is missing, naming the
+// command that installs it.
 
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
@@ -9,8 +10,10 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { writeSafetensors } from '../../shared/safetensors.ts';
 import { createTrainStepSession } from '../../site-agent/engine/session.ts';
 import { releaseInferenceSessions, scoreLogprobs } from '../../site-agent/engine/infer.ts';
-import type { AdapterWeights, Checkpoint, LoraConfig } from '../../site-agent/engine/types.ts';
-import { PYTHON, loraConfig, randomAdapter, randomBatch, rng, writeFixture, type FixtureOptions } from './ref/fixture.ts';
+import type { AdapterWeights, LoraConfig } from '../../shared/lora/types.ts';
+import type { Checkpoint } from '../../site-agent/engine/types.ts';
+import { loraConfig, randomAdapter, randomBatch, rng, writeFixture, type FixtureOptions } from './ref/fixture.ts';
+import { PYTHON, requireTool, TORCH } from '../runner/reference-tools.ts';
 
 const SCRIPT = join(import.meta.dirname, 'ref', 'hf_math.py');
 
@@ -20,6 +23,7 @@ interface RefRequest { ckpt: Checkpoint; adapter: AdapterWeights | null; lora: L
 
 /** Run all requests in one python process (torch's import dominates the time). */
 function torchReference(reqs: RefRequest[]): { token_logprobs: number[]; loss: number }[] {
+  requireTool(TORCH);
   const out = execFileSync(PYTHON, [SCRIPT], { input: JSON.stringify(reqs.map(toPy)), encoding: 'utf8', maxBuffer: 64 << 20 });
   return JSON.parse(out);
 }

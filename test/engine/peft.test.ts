@@ -3,15 +3,14 @@ import { mkdtempSync, rmSync, readFileSync, writeFileSync, existsSync, mkdirSync
 import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { writePeftAdapter, readPeftAdapter, validateAdapterAgainst, parsePeftKey, type PeftSettings } from '../../shared/peft.ts';
+import { writePeftAdapter, readPeftAdapter, validateAdapterAgainst, parsePeftKey, type PeftSettings } from '../../shared/lora/peft.ts';
 import { encodeSafetensors } from '../../shared/safetensors.ts';
-import { normalizeConfig } from '../../site-agent/engine/checkpoint/config.ts';
-import { loraShapes, loraScaling } from '../../site-agent/engine/lora-keys.ts';
-import type { AdapterWeights, ModelConfig } from '../../site-agent/engine/types.ts';
+import { normalizeConfig } from '../../shared/lora/model-config.ts';
+import { loraShapes, loraScaling } from '../../shared/lora/keys.ts';
+import type { AdapterWeights, ModelConfig } from '../../shared/lora/types.ts';
 import { FedloraError } from '../../shared/errors.ts';
+import { PYTHON, requireTool, TORCH } from '../runner/reference-tools.ts';
 
-export const PYTHON = process.env.FEDLORA_PYTHON ?? '/usr/bin/python3';
-const hasTorch = existsSync(PYTHON) && spawnSync(PYTHON, ['-c', 'import torch'], { stdio: 'ignore' }).status === 0;
 const SCRIPT = join(import.meta.dirname, 'peft_crosscheck.py');
 
 // layers 2, hidden 32, 4 heads / 2 kv heads (kv out 16), intermediate 48
@@ -141,9 +140,10 @@ describe('PEFT adapters', () => {
   });
 });
 
-describe.runIf(hasTorch)('PEFT files cross-checked with torch', () => {
+describe('PEFT files cross-checked with torch', () => {
   for (const [dtype, name] of [['BF16', 'default'], ['F32', '-'], ['F16', '-']] as const) {
     it(`a PEFT-style ${dtype} adapter written by python loads (adapter name ${name})`, () => {
+      requireTool(TORCH);
       const dir = join(root, `py-${dtype}`);
       mkdirSync(dir, { recursive: true });
       const r = spawnSync(PYTHON, [SCRIPT, 'write', dir, '2', '32', '16', '48', '4', dtype, name], { encoding: 'utf8' });
@@ -159,6 +159,7 @@ describe.runIf(hasTorch)('PEFT files cross-checked with torch', () => {
   }
 
   it('ours parses in python as PEFT expects, and B@A*scaling agrees', () => {
+    requireTool(TORCH);
     const dir = join(root, 'ours-for-py');
     const settings = { ...SETTINGS, useRslora: true, alpha: 16 };
     const w = randomAdapter(CFG, settings, 6);

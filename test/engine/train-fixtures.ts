@@ -5,10 +5,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeTinyModel } from '../../site-agent/engine/checkpoint/tiny.ts';
 import { readCheckpoint } from '../../site-agent/engine/checkpoint/read.ts';
-import type { Checkpoint, Example, LoraConfig } from '../../site-agent/engine/types.ts';
-import { Rng } from '../../site-agent/engine/train/rng.ts';
-
-export const PYTHON = process.env.FEDLORA_PYTHON ?? '/usr/bin/python3';
+import type { Checkpoint, Example } from '../../site-agent/engine/types.ts';
+import type { LoraConfig } from '../../shared/lora/types.ts';
+import { Rng } from '../../shared/prng.ts';
 
 export function tempDir(prefix: string): { dir: string; cleanup: () => void } {
   const dir = mkdtempSync(join(tmpdir(), `fedlora-${prefix}-`));

@@ -4,8 +4,9 @@ import { afterAll, expect, it } from 'vitest';
 import { evaluateLoss, scoreChoices } from '../../site-agent/engine/train/eval.ts';
 import { trainLora } from '../../site-agent/engine/train/trainer.ts';
 import { releaseInferenceSessions } from '../../site-agent/engine/infer.ts';
-import type { LoraConfig } from '../../site-agent/engine/types.ts';
+import type { LoraConfig } from '../../shared/lora/types.ts';
 import { DIGIT0, digitRuns, tempDir, tinyModel } from './train-fixtures.ts';
+import { TEST_TIMEOUT_MS } from '../runner/limits.ts';
 
 const tmp = tempDir('heldout');
 afterAll(async () => {
@@ -35,4 +36,4 @@ it('fine-tuning lowers held-out loss by a clear margin', async () => {
   const sc = await scoreChoices(ckpt, r.adapter, lora, prompt, choices);
   expect(sc.logLikelihoods).toHaveLength(10);
   expect(sc.best).toBe(6);
-}, 120_000);
+}, TEST_TIMEOUT_MS);

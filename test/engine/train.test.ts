@@ -1,7 +1,8 @@
 // The training loop on real ONNX Runtime sessions of a tiny llama: determinism, checkpoint/resume
 // equivalence, gradient accumulation = one big batch, freezeA, FedProx, LoRA init.
 import { afterAll, describe, expect, it } from 'vitest';
-import { initLoraAdapter, trainableKeys } from '../../site-agent/engine/train/lora-init.ts';
+import { initLoraAdapter } from '../../shared/lora/init.ts';
+import { trainableKeys } from '../../site-agent/engine/train/adapter-state.ts';
 import { trainLora, type TrainOptions } from '../../site-agent/engine/train/trainer.ts';
 import { hasRunCheckpoint } from '../../site-agent/engine/train/run-checkpoint.ts';
 import { adapterBytes, digitRuns, LORA, tempDir, tinyModel } from './train-fixtures.ts';
@@ -119,7 +120,7 @@ describe('trainLora', () => {
 
   it('rejects an initial adapter of the wrong shape and bad settings with clear errors', async () => {
     const wrong = initLoraAdapter(ckpt.config, { ...LORA, r: 2 });
-    await expect(trainLora({ ...base, initialAdapter: wrong })).rejects.toThrow(/initial adapter: tensor .*lora_A.weight has shape \[2,64\], expected \[4,64\]/);
+    await expect(trainLora({ ...base, initialAdapter: wrong })).rejects.toThrow(/initial adapter: tensor ".*lora_A.weight" has shape \[2,64\], expected \[4,64\]/);
     await expect(trainLora({ ...base, lr: -1 })).rejects.toThrow(/lr = -1/);
     await expect(trainLora({ ...base, examples: [] })).rejects.toThrow(/FEDLORA_ERR_DATASET|no training examples/);
     await expect(trainLora({ ...base, examples: [{ inputIds: [1, 99999], labels: [1, 99999] }] })).rejects.toThrow(/token id 99999/);

@@ -23,24 +23,32 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cli, setupFederation, waitFor, type Federation } from './harness.ts';
+import { cli, setupFederation, type Federation } from './harness.ts';
+import { TEST_TIMEOUT_MS } from '../runner/limits.ts';
+import type { WorkClock } from '../runner/work-clock.ts';
 import type { FailpointName } from '../../shared/failpoints.ts';
 
 const TRAINER = join(dirname(fileURLToPath(import.meta.url)), 'fixtures', 'deterministic-trainer.mjs');
-const PAUSE_MS = 90_000; // "forever" for this test: the process is SIGKILLed while it waits
+/** "For ever" for this test (the process is SIGKILLed while it waits): set from B's clock. */
+let PAUSE_MS = 0;
 
 let A: Federation;
 let B: Federation;
 const options = {
   sites: 2,
   seed: 23,
-  sitePatch: (sc: any, name: string) => {
-    sc.trainer = { kind: 'command', command: [process.execPath, TRAINER, name], timeout_s: 60 };
+  sitePatch: (sc: any, name: string, clock: WorkClock) => {
+    // the stand-in trainer is one node process: a timeout far beyond a `fedlora` command
+    sc.trainer = { kind: 'command', command: [process.execPath, TRAINER, name], timeout_s: Math.ceil(clock.budgetMs(2) / 1000) };
   },
 };
 
 beforeAll(async () => {
   [A, B] = await Promise.all([setupFederation(options), setupFederation(options)]);
+  PAUSE_MS = B.clock.budgetMs(20);
+  // the same job specs in both federations: a round deadline neither reaches
+  const roundDeadlineS = Math.max(A.roundDeadlineS(20), B.roundDeadlineS(20));
+  for (const j of JOBS) Object.assign(j.patch, { round_deadline_s: roundDeadlineS });
   // B gets A's DP noise key, on a "secrets volume" named in its config (privacy.noise_key_file);
   // the coordinator reads the key at start, so B's is stopped, re-pointed and started again
   // (the first start with a failpoint happens per job below).
@@ -54,11 +62,11 @@ beforeAll(async () => {
   writeFileSync(cfgFile, YAML.stringify(cfg));
   // B's sites connect once B's coordinator is up again (its rounds wait for min_sites online).
   for (const f of [A, B]) for (let i = 0; i < f.sites.length; i++) f.startSite(i);
-  await waitFor('A: both sites online', 30_000, async () => {
+  await A.waitFor('A: both sites online', 2, async () => {
     const r = await A.api<{ sites: { online?: boolean }[] }>('/api/sites');
     return r.sites.filter((s) => s.online).length === 2 ? true : null;
   });
-}, 100_000);
+});
 afterAll(async () => {
   await Promise.all([A?.stopAll(), B?.stopAll()]);
 });
@@ -67,7 +75,7 @@ const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 type Upd = { update_id: string; round: number; attempt: number; site_id: string; status: string; sha256: string };
 type Ver = { version: number; sha256: string; path: string };
 
-const base = { rounds: 2, min_sites: 2, max_sites: 2, round_deadline_s: 60, round_retries: 2, selection_seed: 5 };
+const base = { rounds: 2, min_sites: 2, max_sites: 2, round_retries: 2, selection_seed: 5 }; // + round_deadline_s (beforeAll)
 const JOBS = [
   {
     id: 'dp-fedavg.kill-1',
@@ -83,8 +91,9 @@ const JOBS = [
   },
 ];
 
-async function completed(f: Federation, jobId: string, timeoutMs = 60_000) {
-  return waitFor(`job ${jobId} completed`, timeoutMs, async () => {
+/** The job's two rounds (each: the sites' stand-in training, uploads, aggregation) complete. */
+async function completed(f: Federation, jobId: string) {
+  return f.waitFor(`job ${jobId} completed`, 2 * 2, async () => {
     const j = await f.api<{ status: string; current_version: number; error: string | null }>(`/api/jobs/${jobId}`);
     if (j.status === 'failed') throw new Error(`job failed: ${j.error}`);
     return j.status === 'completed' ? j : null;
@@ -100,7 +109,8 @@ async function pausedAt(jobId: string, failpoints: string, point: FailpointName,
   const from = logSize(B);
   await B.startCoordinator({ env: { FEDLORA_FAILPOINTS: failpoints } });
   await submit?.();
-  await waitFor(`B paused at ${point} in round ${round}`, 45_000, () => {
+  // a coordinator start, then the rounds up to the paused aggregation
+  await B.waitFor(`B paused at ${point} in round ${round}`, 1 + 2 * round, () => {
     const line = readFileSync(logOf(B)).subarray(from).toString('utf8').includes(`fedlora failpoint ${point} reached: pause(${PAUSE_MS})`);
     const r = B.query<{ state: string }>(`SELECT state FROM rounds WHERE job_id = ? AND round = ?`, jobId, round);
     return line && r.length === 1 && r[0].state === 'aggregating' ? true : null;
@@ -198,5 +208,5 @@ describe('fault: coordinator SIGKILLed while aggregating', () => {
     const v = JSON.parse(await cli(['audit', 'verify', '--data-dir', B.coordDir, '--json'])) as { ok: boolean; entries: number };
     expect(v.ok).toBe(true);
     expect(v.entries).toBeGreaterThan(10);
-  }, 150_000);
+  }, 2 * TEST_TIMEOUT_MS);
 });

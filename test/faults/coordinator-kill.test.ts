@@ -3,12 +3,13 @@
 // round from SQLite + disk, keeps the acknowledged update (same id, same sha256, not re-counted),
 // the sites reconnect by themselves, and the job completes with every version published once.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { setupFederation, waitFor, type Federation, type Proc } from './harness.ts';
+import { setupFederation, type Federation, type Proc } from './harness.ts';
+import { TEST_TIMEOUT_MS } from '../runner/limits.ts';
 
 let fed: Federation;
 beforeAll(async () => {
   fed = await setupFederation({ sites: 2 });
-}, 90_000);
+});
 afterAll(async () => {
   await fed?.stopAll();
 });
@@ -19,19 +20,20 @@ describe('fault: coordinator killed while receiving updates', () => {
   it('resumes the job and round after restart, keeping acknowledged updates exactly once', async () => {
     fed.startSite(0);
     const s2: Proc = fed.startSite(1);
-    await waitFor('both sites online', 30_000, async () => {
+    await fed.waitFor('both sites online', 2, async () => {
       const r = await fed.api<{ sites: { online?: boolean }[] }>('/api/sites');
       return r.sites.filter((s) => s.online).length === 2 ? true : null;
     });
-    const jobId = await fed.submitJob({ rounds: 3, min_sites: 1, round_deadline_s: 15 });
+    // room for a coordinator restart, the sites' reconnects and a site's round
+    const jobId = await fed.submitJob({ rounds: 3, min_sites: 1, round_deadline_s: fed.roundDeadlineS(3) });
     // Hold hospital-2 (SIGSTOP) once its task is delivered, so round 1 is open with exactly one
     // acknowledged update when the coordinator dies.
-    await waitFor('hospital-2 task delivered', 20_000, async () => {
+    await fed.waitFor('hospital-2 task delivered', 1, async () => {
       const t = (await fed.rounds(jobId))[0]?.tasks.find((x) => x.site === 'hospital-2');
       return t?.status === 'delivered' ? true : null;
     });
     s2.p.kill('SIGSTOP');
-    const before = await waitFor('hospital-1 update accepted', 30_000, async () => {
+    const before = await fed.waitFor('hospital-1 update accepted', 2, async () => {
       const u = fed.query<Upd>(`SELECT * FROM updates WHERE job_id = ? AND status = 'accepted'`, jobId);
       return u.length === 1 ? u : null;
     });
@@ -43,11 +45,12 @@ describe('fault: coordinator killed while receiving updates', () => {
     s2.p.kill('SIGCONT');
     await fed.startCoordinator();
 
-    const job = await waitFor('job completed after restart', 60_000, async () => {
+    // three rounds, each of which may wait out its deadline for a site still reconnecting
+    const job = await fed.waitFor('job completed after restart', 3 * 2, async () => {
       const j = await fed.api<{ status: string; current_version: number; error: string | null }>(`/api/jobs/${jobId}`);
       if (j.status === 'failed') throw new Error(`job failed: ${j.error}`);
       return j.status === 'completed' ? j : null;
-    });
+    }, 3 * fed.roundDeadlineS(3) * 1000);
     expect(job.current_version).toBe(3);
 
     const after = fed.query<Upd>(`SELECT * FROM updates WHERE job_id = ? AND status = 'accepted' ORDER BY round, site_id`, jobId);
@@ -73,6 +76,6 @@ describe('fault: coordinator killed while receiving updates', () => {
     // round 1 was not restarted as a new attempt: the open round resumed
     const r1 = fed.query<{ attempt: number; state: string }>(`SELECT attempt, state FROM rounds WHERE job_id = ? AND round = 1`, jobId);
     expect(r1).toEqual([{ attempt: 1, state: 'published' }]);
-  }, 120_000);
+  }, 2 * TEST_TIMEOUT_MS);
 });
 

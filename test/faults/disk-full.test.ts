@@ -44,7 +44,7 @@ describe('fault: coordinator disk full while receiving an update', () => {
     const chunk = b2.subarray(0, 1024);
     let err: unknown;
     try {
-      appendChunk(h.engine, row.update_id, { index: 0, offset: 0, data: chunk, sha256: createHash('sha256').update(chunk).digest('hex') });
+      await appendChunk(h.engine, row.update_id, { index: 0, offset: 0, data: chunk, sha256: createHash('sha256').update(chunk).digest('hex') });
     } catch (e) {
       err = e;
     }

@@ -38,7 +38,7 @@ describe('failpoints', () => {
   it('refuses a bad spec with FEDLORA_ERR_CONFIG naming the entry', () => {
     const cases: Array<[string, RegExp]> = [
       ['coordinator.aggregate.computed', /entry "coordinator\.aggregate\.computed": expected <name>=<action>/],
-      ['coordinator.aggregate.compted=pause(1)', /entry "coordinator\.aggregate\.compted=pause\(1\)": unknown failpoint "coordinator\.aggregate\.compted" \(known: coordinator\.aggregate\.computed, coordinator\.publish\.written\)/],
+      ['coordinator.aggregate.compted=pause(1)', /entry "coordinator\.aggregate\.compted=pause\(1\)": unknown failpoint "coordinator\.aggregate\.compted" \(known: coordinator\.aggregate\.computed, coordinator\.publish\.written, coordinator\.upload\.written, coordinator\.upload\.synced\)/],
       ['coordinator.publish.written=sleep(5)', /term "sleep\(5\)": unknown action/],
       ['coordinator.publish.written=pause(-1)', /term "pause\(-1\)": unknown action/],
       ['coordinator.publish.written=pause(5)->exit', /term "pause\(5\)" has no count/],

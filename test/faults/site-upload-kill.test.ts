@@ -11,23 +11,28 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
-import { setupFederation, waitFor, type Federation, type Proc } from './harness.ts';
+import { openSiteDb } from '../../site-agent/site-db.ts';
+import { setupFederation, type Federation, type Proc } from './harness.ts';
 import { ThrottleProxy } from './throttle-proxy.ts';
+import { TEST_TIMEOUT_MS } from '../runner/limits.ts';
 
 const CHUNK = 64 * 1024;
+const UPLINK_BYTES_PER_S = 48 * 1024;
 const ALL_MODULES = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
 const TRAIN = { local_steps: 2, learning_rate: 5e-3, optimizer: 'adamw', batch_tokens: 512, seed: 11, warmup_steps: 0, max_grad_norm: 1 };
 
 let fed: Federation;
 let proxy: ThrottleProxy;
 beforeAll(async () => {
-  // A heartbeat timeout longer than a restart: the killed site stays "online" and is selected
+  // A heartbeat timeout much longer than a restart: the killed site stays "online" and is selected
   // for the round that opens while it is down (it gets that task when it is back).
-  fed = await setupFederation({ sites: 2, heartbeatTimeoutMs: 60_000, siteChunkSize: CHUNK, model: { hidden: 64, intermediate: 128, heads: 4, kvHeads: 2, layers: 1 } });
-  proxy = new ThrottleProxy(fed.fedPort, 48 * 1024);
+  // Upload progress committed after every chunk (commit_group_bytes 0), so a kill can land in the
+  // middle of an upload the coordinator has recorded; group commit's own crash path is
+  // upload-group-commit-kill.test.ts.
+  fed = await setupFederation({ sites: 2, heartbeatTimeoutUnits: 20, siteChunkSize: CHUNK, coordinatorPatch: (cfg) => { cfg.transfer = { commit_group_bytes: 0 }; }, model: { hidden: 64, intermediate: 128, heads: 4, kvHeads: 2, layers: 1 } });
+  proxy = new ThrottleProxy(fed.fedPort, UPLINK_BYTES_PER_S);
   await proxy.start();
-}, 90_000);
+});
 afterAll(async () => {
   await proxy?.close();
   await fed?.stopAll();
@@ -39,25 +44,28 @@ interface OutboxRow { update_id: string; task_id: string; state: string; reason:
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const chunksOf = (u: UpdateRow) => Math.ceil(u.size / u.chunk_size);
 
-/** Poll the coordinator's SQLite every 25 ms (a kill must land inside a short window). */
-async function pollRow(what: string, timeoutMs: number, sql: string, ...params: unknown[]): Promise<UpdateRow> {
-  const until = Date.now() + timeoutMs;
+/** Poll the coordinator's SQLite every 25 ms (a kill must land inside a short window), for at
+ *  most `units` units of work (fed.clock) plus `plusMs`. */
+async function pollRow(what: string, units: number, plusMs: number, sql: string, ...params: unknown[]): Promise<UpdateRow> {
+  const budget = fed.clock.budgetMs(units) + plusMs;
+  const until = Date.now() + budget;
   for (;;) {
     const [row] = fed.query<UpdateRow>(sql, ...params);
     if (row) return row;
-    if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    if (Date.now() > until) throw new Error(`timed out after ${budget} ms (${fed.clock.explain(units)} + ${plusMs} ms) waiting for ${what}`);
     await sleep(25);
   }
 }
 
-/** hospital-2's update row of `round` once 0 < received_chunks < all chunks. */
-const halfUploaded = (jobId: string, round: number) =>
-  pollRow(`hospital-2's round-${round} upload half done`, 60_000,
+/** hospital-2's update row of `round` once 0 < received_chunks < all chunks: a round's training,
+ *  then part of the paced upload (`uploadMs`: its whole length at most). */
+const halfUploaded = (jobId: string, round: number, uploadMs: number) =>
+  pollRow(`hospital-2's round-${round} upload half done`, 2, uploadMs,
     `SELECT * FROM updates WHERE job_id = ? AND round = ? AND site_id = 'hospital-2' AND status = 'receiving' AND received_chunks > 0 AND received_bytes < size`, jobId, round);
 
 /** The site's own outbox, read-only (WAL: safe while the agent runs or after it was killed). */
 function siteOutbox(i: number): OutboxRow[] {
-  const db = new Database(join(fed.sites[i].dir, 'site.sqlite'), { readonly: true, fileMustExist: true });
+  const db = openSiteDb(fed.sites[i].dir, { readonly: true });
   try {
     return db.prepare('SELECT update_id, task_id, state, reason, file FROM site_outbox ORDER BY created_ms').all() as OutboxRow[];
   } finally {
@@ -65,7 +73,7 @@ function siteOutbox(i: number): OutboxRow[] {
   }
 }
 function siteAudit(i: number, action: string): { subject: string; details: Record<string, unknown> }[] {
-  const db = new Database(join(fed.sites[i].dir, 'site.sqlite'), { readonly: true, fileMustExist: true });
+  const db = openSiteDb(fed.sites[i].dir, { readonly: true });
   try {
     return (db.prepare('SELECT subject, details FROM site_audit WHERE action = ? ORDER BY seq').all(action) as { subject: string; details: string }[]).map((r) => ({ subject: r.subject, details: JSON.parse(r.details) }));
   } finally {
@@ -78,12 +86,12 @@ function logLines(p: Proc): Record<string, unknown>[] {
   return readFileSync(p.log, 'utf8').split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
 }
 
-async function jobDone(jobId: string, timeoutMs: number): Promise<{ status: string; current_version: number }> {
-  return waitFor(`job ${jobId} completed`, timeoutMs, async () => {
+async function jobDone(jobId: string, units: number, plusMs = 0): Promise<{ status: string; current_version: number }> {
+  return fed.waitFor(`job ${jobId} completed`, units, async () => {
     const j = await fed.api<{ status: string; current_version: number; error: string | null }>(`/api/jobs/${jobId}`);
     if (j.status === 'failed') throw new Error(`job failed: ${j.error}`);
     return j.status === 'completed' ? j : null;
-  });
+  }, plusMs);
 }
 
 /** Invariants after every job: one accepted update per (round, attempt, site), no upload left
@@ -107,7 +115,7 @@ describe('fault: site killed mid-upload and after upload', () => {
     const t0 = Date.now();
     fed.startSite(0);
     let s2: Proc = fed.startSite(1, `127.0.0.1:${proxy.port}`);
-    await waitFor('both sites online', 30_000, async () => {
+    await fed.waitFor('both sites online', 2, async () => {
       const r = await fed.api<{ sites: { id: string; online?: boolean }[] }>('/api/sites');
       return r.sites.filter((s) => s.online).length === 2 ? true : null;
     });
@@ -116,8 +124,10 @@ describe('fault: site killed mid-upload and after upload', () => {
 
     // ---- A: killed mid-upload, restarted at once ---------------------------------------------
     // min_sites 2: round 1 can only complete with hospital-2's (resumed) update.
-    const job1 = await fed.submitJob({ lora, rounds: 3, min_sites: 2, max_sites: 2, round_deadline_s: 60, round_retries: 0, train: TRAIN });
-    const half = await halfUploaded(job1, 1);
+    // a deadline job 1 never reaches (its adapter's size, hence its paced upload, is learnt below)
+    const job1 = await fed.submitJob({ lora, rounds: 3, min_sites: 2, max_sites: 2, round_deadline_s: fed.roundDeadlineS(20), round_retries: 0, train: TRAIN });
+    const half = await halfUploaded(job1, 1, fed.clock.budgetMs(2));
+    const uploadMs = Math.ceil((half.size / UPLINK_BYTES_PER_S) * 1000); // the whole paced upload
     await fed.kill(s2, 'SIGKILL');
     const tA = Date.now();
     expect(half.received_chunks).toBeGreaterThan(0);
@@ -130,14 +140,14 @@ describe('fault: site killed mid-upload and after upload', () => {
 
     proxy.throttled = false;
     s2 = fed.startSite(1, `127.0.0.1:${proxy.port}`);
-    await waitFor('round 1 published', 60_000, async () => ((await fed.rounds(job1)).find((r) => r.round === 1 && r.state === 'published') ? true : null));
+    await fed.waitFor('round 1 published', 2, async () => ((await fed.rounds(job1)).find((r) => r.round === 1 && r.state === 'published') ? true : null));
     const r1 = fed.query<UpdateRow>(`SELECT * FROM updates WHERE job_id = ? AND round = 1 AND site_id = 'hospital-2'`, job1);
     // Resumed, not retrained: the one and only hospital-2 update of round 1 is the half-uploaded one.
     expect(r1.map((u) => [u.update_id, u.status])).toEqual([[half.update_id, 'accepted']]);
     expect(r1[0].received_chunks).toBe(chunksOf(half));
     // The site logs and commits the acknowledgement a moment after the coordinator committed it.
     const proc2 = s2;
-    const uploaded = await waitFor('hospital-2 logs the resumed upload', 15_000, () => {
+    const uploaded = await fed.waitFor('hospital-2 logs the resumed upload', 1, () => {
       const l = logLines(proc2).filter((x) => x.msg === 'update uploaded' && x.update === half.update_id);
       return l.length ? l : null;
     });
@@ -145,16 +155,16 @@ describe('fault: site killed mid-upload and after upload', () => {
     // It continued from the chunks the coordinator had persisted (at least those seen before the kill).
     expect(uploaded[0].resumed_from_chunk as number).toBeGreaterThanOrEqual(half.received_chunks);
     expect(uploaded[0].resumed_from_chunk as number).toBeLessThanOrEqual(chunksOf(half));
-    await waitFor('the resumed update acknowledged in the site outbox', 15_000, () => (siteOutbox(1).find((e) => e.update_id === half.update_id)?.state === 'acknowledged' ? true : null));
+    await fed.waitFor('the resumed update acknowledged in the site outbox', 1, () => (siteOutbox(1).find((e) => e.update_id === half.update_id)?.state === 'acknowledged' ? true : null));
     console.log(`[site-upload-kill] A: killed at chunk ${half.received_chunks}/${chunksOf(half)} (${half.size} B), resumed from chunk ${uploaded[0].resumed_from_chunk}, round 1 published ${((Date.now() - tA) / 1000).toFixed(1)} s after the kill`);
 
     // ---- B: killed right after its update was accepted ---------------------------------------
-    const acc = await pollRow(`hospital-2's round-2 update accepted`, 60_000, `SELECT * FROM updates WHERE job_id = ? AND round = 2 AND site_id = 'hospital-2' AND status = 'accepted'`, job1);
+    const acc = await pollRow(`hospital-2's round-2 update accepted`, 2, 0, `SELECT * FROM updates WHERE job_id = ? AND round = 2 AND site_id = 'hospital-2' AND status = 'accepted'`, job1);
     await fed.kill(s2, 'SIGKILL');
     const stateAtKill = siteOutbox(1).find((e) => e.update_id === acc.update_id)?.state; // 'pending' (ack not yet seen/committed) or 'acknowledged': both must be fine
     expect(['pending', 'acknowledged']).toContain(stateAtKill);
     s2 = fed.startSite(1, `127.0.0.1:${proxy.port}`);
-    const done1 = await jobDone(job1, 90_000);
+    const done1 = await jobDone(job1, 3); // a restart and round 3
     expect(done1.current_version).toBe(3);
     // No second update for that task, and the entry ends acknowledged (bytes gone).
     expect(fed.query<UpdateRow>(`SELECT * FROM updates WHERE task_id = ?`, acc.task_id).map((u) => [u.update_id, u.status])).toEqual([[acc.update_id, 'accepted']]);
@@ -173,11 +183,13 @@ describe('fault: site killed mid-upload and after upload', () => {
 
     // ---- C: killed mid-upload, kept down until the round closes at its deadline ------------
     proxy.throttled = true;
-    const job2 = await fed.submitJob({ lora, rounds: 2, min_sites: 1, max_sites: 2, round_deadline_s: 15, round_retries: 0, train: TRAIN });
-    const halfC = await halfUploaded(job2, 1);
+    // a deadline with room for hospital-1's round and for hospital-2's paced upload to get half way
+    const deadlineC = fed.roundDeadlineS(2) + Math.ceil(uploadMs / 1000);
+    const job2 = await fed.submitJob({ lora, rounds: 2, min_sites: 1, max_sites: 2, round_deadline_s: deadlineC, round_retries: 0, train: TRAIN });
+    const halfC = await halfUploaded(job2, 1, uploadMs);
     await fed.kill(s2, 'SIGKILL');
     expect(existsSync(halfC.path)).toBe(true);
-    const r1c = await waitFor('job 2 round 1 closed at its deadline', 40_000, async () => (await fed.rounds(job2)).find((r) => r.round === 1 && r.state === 'published') ?? null);
+    const r1c = await fed.waitFor('job 2 round 1 closed at its deadline', 1, async () => (await fed.rounds(job2)).find((r) => r.round === 1 && r.state === 'published') ?? null, deadlineC * 1000);
     expect(r1c.updates.filter((u) => u.status === 'accepted').map((u) => u.site)).toEqual(['hospital-1']);
     const discarded = fed.query<UpdateRow>(`SELECT * FROM updates WHERE update_id = ?`, halfC.update_id)[0];
     expect(discarded.status).toBe('discarded');
@@ -188,7 +200,7 @@ describe('fault: site killed mid-upload and after upload', () => {
 
     proxy.throttled = false;
     s2 = fed.startSite(1, `127.0.0.1:${proxy.port}`);
-    const done2 = await jobDone(job2, 60_000);
+    const done2 = await jobDone(job2, 3, deadlineC * 1000); // a restart and round 2
     expect(done2.current_version).toBe(2);
     const entryC = siteOutbox(1).find((e) => e.update_id === halfC.update_id)!;
     expect(entryC.state).toBe('discarded');
@@ -202,8 +214,8 @@ describe('fault: site killed mid-upload and after upload', () => {
     assertClean(job2, 2);
     // Nothing is left in the site's outbox folder: every entry was acknowledged or discarded
     // (the last one a moment after the coordinator committed it).
-    await waitFor('no pending entry left in the site outbox', 15_000, () => (siteOutbox(1).some((e) => e.state === 'pending') ? null : true));
+    await fed.waitFor('no pending entry left in the site outbox', 1, () => (siteOutbox(1).some((e) => e.state === 'pending') ? null : true));
     expect(readdirSync(join(fed.sites[1].dir, 'outbox'))).toEqual([]);
     console.log(`[site-upload-kill] C: half upload (${halfC.received_chunks}/${chunksOf(halfC)} chunks) discarded at the deadline; total ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-  }, 180_000);
+  }, 2 * TEST_TIMEOUT_MS);
 });

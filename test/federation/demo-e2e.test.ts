@@ -6,9 +6,10 @@ import { mkdtempSync, readFileSync, statSync, readdirSync, existsSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash, createPrivateKey } from 'node:crypto';
-import Database from 'better-sqlite3';
-import { runDemo, DEMO_DEFAULTS, type DemoResult } from '../../cli/demo/run-demo.ts';
+import Database from 'better-sqlite3-multiple-ciphers';
+import { runDemo, DEMO_DEFAULTS, CHOICES, type DemoResult } from '../../cli/demo/run-demo.ts';
 import { AuditLog } from '../../shared/audit.ts';
+import { openSiteDb } from '../../site-agent/site-db.ts';
 import { decodeSafetensorsF32 } from '../../shared/safetensors.ts';
 
 let demo: DemoResult;
@@ -16,7 +17,7 @@ const out = join(mkdtempSync(join(tmpdir(), 'fedlora-demo-')), 'run');
 const lines: string[] = [];
 
 beforeAll(async () => {
-  demo = await runDemo({ ...DEMO_DEFAULTS, sites: 3, rounds: 2, records: 80, localSteps: 6, out, log: (l) => lines.push(l) });
+  demo = await runDemo({ ...DEMO_DEFAULTS, sites: 3, rounds: 2, records: 80, localSteps: 15, out, log: (l) => lines.push(l) });
 }, 600_000);
 
 afterAll(async () => {
@@ -40,12 +41,23 @@ describe('fedlora demo: three hospitals, two rounds', () => {
     expect(JSON.parse(readFileSync(demo.reportFile, 'utf8')).job).toBe(demo.jobId);
   });
 
+  it("ends with hospital-1's assistant: its address and one answer with citations, the disclaimer and the version", async () => {
+    const a = demo.assistant!; // DEMO_DEFAULTS.assistant is true
+    const text = lines.join('\n');
+    expect(text).toContain(`[7/7] hospital-1's assistant: ${a.url}/`);
+    expect(text).toMatch(/release gate: job-\S+\/v2 (held|approved|passed)/);
+    expect(a.answer.endsWith("This AI's suggestions are for reference only and cannot replace diagnosis and treatment by a qualified doctor.")).toBe(true);
+    expect(a.citations[0]).toMatchObject({ n: 1, source: 'hypertension.md' });
+    expect(text).toContain(`A (${a.modelVersion}): `);
+    expect((await fetch(`${a.url}/health`)).ok).toBe(true);
+  });
+
   it('serves each published adapter over HTTP in PEFT format with the sha256 in the report', async () => {
     for (const round of demo.report.rounds) {
       const v = round.adapter!.version;
-      const bytes = Buffer.from(await (await fetch(`${demo.httpUrl}/api/jobs/${demo.jobId}/adapters/${v}/adapter_model.safetensors`)).arrayBuffer());
+      const bytes = Buffer.from(await (await fetch(`${demo.httpUrl}/api/jobs/${demo.jobId}/adapters/${v}/adapter_model.safetensors`, { headers: { authorization: `Bearer ${demo.adminToken}` } })).arrayBuffer());
       expect(createHash('sha256').update(bytes).digest('hex')).toBe(round.adapter!.sha256);
-      const cfg = (await (await fetch(`${demo.httpUrl}/api/jobs/${demo.jobId}/adapters/${v}/adapter_config.json`)).json()) as Record<string, unknown>;
+      const cfg = (await (await fetch(`${demo.httpUrl}/api/jobs/${demo.jobId}/adapters/${v}/adapter_config.json`, { headers: { authorization: `Bearer ${demo.adminToken}` } })).json()) as Record<string, unknown>;
       expect(cfg.peft_type).toBe('LORA');
       expect(cfg.task_type).toBe('CAUSAL_LM');
       const { tensors } = decodeSafetensorsF32(bytes);
@@ -73,11 +85,60 @@ describe('fedlora demo: three hospitals, two rounds', () => {
     expect(compared).toBeGreaterThanOrEqual(2);
   });
 
-  it('evaluates every consenting hospital\'s local-only adapter at every hospital (cross-site matrix)', () => {
-    const ce = demo.report.crossEval as { data_sites: string[]; model_owners: string[]; values: (number | null)[][] };
+  it('evaluates every consenting hospital\'s local-only adapter at every hospital, with the final global adapter beside them (cross-site matrix)', () => {
+    const ce = demo.report.crossEval as { metric: string; data_sites: string[]; model_owners: string[]; values: (number | null)[][]; global: { version: number; values: (number | null)[] } };
+    expect(ce.metric).toBe('accuracy');
     expect(ce.data_sites).toEqual(['hospital-1', 'hospital-2', 'hospital-3']);
     expect(ce.model_owners).toEqual(['hospital-1', 'hospital-2', 'hospital-3']);
     for (const row of ce.values) for (const v of row) expect(Number.isFinite(v)).toBe(true);
+    expect(ce.global.version).toBe(2);
+    // the global column is the figure each site reported for v2 on the same held-out items
+    ce.data_sites.forEach((d, i) => expect(ce.global.values[i]).toBe(demo.report.rounds[1].heldout[d].global.accuracy));
+  });
+
+  it('makes one hospital small and scores every hospital on the same consortium-wide balanced set', () => {
+    const counts = readdirSync(join(out, 'data')).filter((d) => d.startsWith('site-')).sort().map((d) => JSON.parse(readFileSync(join(out, 'data', d, 'manifest.json'), 'utf8')).records);
+    expect(counts).toEqual([80, 80, DEMO_DEFAULTS.smallSite]);
+    const shared = readFileSync(join(out, 'data', 'consortium-test.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { diagnosis: string });
+    const perDx = new Map<string, number>();
+    for (const c of shared) perDx.set(c.diagnosis, (perDx.get(c.diagnosis) ?? 0) + 1);
+    expect([...perDx.values()].every((n) => n === DEMO_DEFAULTS.sharedPerDiagnosis)).toBe(true);
+    for (const r of demo.report.rounds) {
+      const set = r.shared['shared:consortium'];
+      for (const s of demo.report.sites) {
+        for (const kind of ['global', 'local'] as const) expect(set.sites[s.site][kind].accuracy.count).toBe(shared.length);
+      }
+      expect(set.consortium.global.accuracy.sites).toBe(3);
+    }
+  });
+
+  it('ends with the global adapter clearly above chance at every hospital: its 95% interval on the balanced set lies above 1/4', () => {
+    const last = demo.report.rounds.at(-1)!;
+    for (const s of demo.report.sites) {
+      const g = last.shared['shared:consortium'].sites[s.site].global.accuracy;
+      expect(g.ci_low).not.toBeNull();
+      expect(g.ci_low!).toBeGreaterThan(1 / CHOICES);
+    }
+  });
+
+  it('says, with intervals, where the global adapter beats local-only training and where it does not (printed and in report.json)', () => {
+    const c = demo.report.comparison!;
+    expect(c.round).toBe(2);
+    expect(c.chance).toBe(1 / CHOICES);
+    expect(c.rows.map((r) => `${r.site} ${r.eval_set}`).sort()).toEqual(
+      ['hospital-1', 'hospital-2', 'hospital-3'].flatMap((s) => [`${s} held-out`, `${s} shared:consortium`]).sort(),
+    );
+    for (const r of [...c.rows, ...c.consortium]) {
+      for (const e of [r.global!, r.local!]) expect(e.ci_low! <= e.value && e.value <= e.ci_high!).toBe(true);
+      expect(r.difference).toBeCloseTo(r.global!.value - r.local!.value, 12);
+      const expected = r.global!.ci_low! > r.local!.ci_high! ? 'global better' : r.local!.ci_low! > r.global!.ci_high! ? 'local-only better' : 'no clear difference';
+      expect(r.verdict).toBe(expected);
+    }
+    expect(c.rows.find((r) => r.site === 'hospital-3')!.note).toContain('the small one');
+    const text = lines.join('\n');
+    expect(text).toContain('where the global adapter beats local-only training');
+    for (const r of c.rows) expect(text).toContain(`${r.site} (${r.note}), ${r.eval_set}: global`);
+    expect(JSON.parse(readFileSync(demo.reportFile, 'utf8')).comparison.rows).toHaveLength(6);
   });
 
   it('ends every side task done: the agents answered the final EVALUATE and cross-eval tasks and said so', async () => {
@@ -113,7 +174,7 @@ describe('fedlora demo: three hospitals, two rounds', () => {
 
   it("records every egress in each site's tamper-evident audit log", () => {
     for (const k of [1, 2, 3]) {
-      const db = new Database(join(out, 'sites', `hospital-${k}`, 'site.sqlite'), { readonly: true });
+      const db = openSiteDb(join(out, 'sites', `hospital-${k}`), { readonly: true });
       try {
         const log = new AuditLog(db, 'site_audit');
         expect(log.verify().ok).toBe(true);

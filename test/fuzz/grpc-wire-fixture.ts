@@ -26,6 +26,7 @@ import { parseJobSpec } from '../../coordinator/jobs/spec.ts';
 import type { TaskRow } from '../../coordinator/store/store.ts';
 import { rawSpec, fakeDelta, encodeDelta } from '../coordinator/helpers.ts';
 import { liveCoordinator, submit, signFor, updateMessages, sha256Hex, type LiveCoordinator } from '../security/helpers.ts';
+import { WorkClock } from '../runner/work-clock.ts';
 
 export const FED = '/fedlora.v1.Federation/';
 export const SITES = ['fz', 'ok1', 'ok2'] as const;
@@ -34,6 +35,11 @@ export const SA_JOB = 'fz-sa';
 /** Small transfer limits so oversize cases stay cheap. */
 export const CHUNK_SIZE = 1024;
 export const MAX_UPDATE_BYTES = 256 * 1024;
+
+/** The unit of work of the fuzzers' call deadlines: a round trip carrying this many bytes. */
+export const UNIT_BYTES = 1 << 20;
+/** A call may take this many times the slowest unit seen before it counts as stuck. */
+export const CALL_FACTOR = 50;
 
 /** Table/folder name -> its content (JSON / file list). */
 export type Snapshot = Record<string, string>;
@@ -56,6 +62,8 @@ export interface WireFixture {
   raw: grpc.Client;
   /** Another such client for fz, on its own connection (closed by close()). */
   newRawClient(): grpc.Client;
+  /** Deadlines of the calls: units are round trips of UNIT_BYTES, timed on fz's raw connection. */
+  clock: WorkClock;
   tasks: Record<(typeof SITES)[number], TaskRow>;
   saTasks: Record<(typeof SITES)[number], TaskRow>;
   /** fz-job's update layout (the tensors an update must hold). */
@@ -93,6 +101,10 @@ export async function wireFixture(): Promise<WireFixture> {
     return c;
   };
   const raw = newRawClient();
+  // One unit: a Heartbeat of UNIT_BYTES of 0xff (undecodable: the transfer over TLS and HTTP/2
+  // and a failed decode, no handler), the slowest of five; every call then refines it.
+  const probe = Buffer.alloc(UNIT_BYTES, 0xff);
+  const clock = await WorkClock.measure(`${UNIT_BYTES >> 20} MiB gRPC round trip`, CALL_FACTOR, 5, () => new Promise((resolve) => raw.makeUnaryRequest(FED + 'Heartbeat', (b: Buffer) => b, (b: Buffer) => b, probe, resolve)));
 
   const goodBytes = (site: string) => encodeDelta(layout.update, fakeDelta(layout.update, site, 1));
   const goodStream: WireFixture['goodStream'] = (site, updateId, bytes = goodBytes(site), chunkSize = CHUNK_SIZE) => {
@@ -155,20 +167,24 @@ export async function wireFixture(): Promise<WireFixture> {
     }
   };
   const settled = async () => {
+    // settled = no upload progress for two units of work in a row (the time to take in
+    // UNIT_BYTES); a coordinator still busy after a whole call's budget is left to the snapshot check
     const progress = () => JSON.stringify(db.prepare('SELECT update_id, status, received_bytes FROM updates ORDER BY update_id').all());
+    const until = Date.now() + clock.budgetMs();
     let last = progress();
-    for (let i = 0; i < 100; i++) {
-      await new Promise((r) => setTimeout(r, 30));
+    for (let quiet = 0; quiet < 2 && Date.now() < until; ) {
+      await new Promise((r) => setTimeout(r, clock.unitMs));
       const now = progress();
-      if (now === last) return;
+      quiet = now === last ? quiet + 1 : 0;
       last = now;
     }
   };
   return {
     settled,
-    live, clients, raw, tasks, saTasks, layout: layout.update, okUpdateId, goodStream, goodBytes, snapshot, checkSpoolFiles,
+    live, clients, raw, clock, tasks, saTasks, layout: layout.update, okUpdateId, goodStream, goodBytes, snapshot, checkSpoolFiles,
     newRawClient,
     async close() {
+      console.log(`[grpc-wire fuzz] call deadlines: ${CALL_FACTOR} x the slowest ${clock.what}: ${clock.referenceMs.toFixed(1)} ms measured at the start, ${clock.unitMs.toFixed(1)} ms at the end`);
       for (const c of rawClients) c.close();
       await live.cleanup();
     },
@@ -213,28 +229,45 @@ export function outcome(err: grpc.ServiceError | null | undefined): Outcome {
   throw new Error(`call ended with an unclassified status ${err.code} "${details}"`);
 }
 
+/** Units of work of a call that carries `bytes`: a round trip plus its payload. */
+export const callUnits = (bytes: number) => 1 + bytes / UNIT_BYTES;
+
+/**
+ * Run a call with a deadline for its units of work. A call that completes refines the clock; one
+ * that hits its deadline does not (it would stretch every later deadline), and its status names
+ * the budget it had.
+ */
+export async function timedCall<R extends { err: grpc.ServiceError | null }>(clock: WorkClock, units: number, call: (deadline: Date) => Promise<R>): Promise<R> {
+  const t = performance.now();
+  const r = await call(clock.deadline(units));
+  if (r.err?.code === grpc.status.DEADLINE_EXCEEDED) r.err.details = `${r.err.details} (budget ${clock.explain(units)})`;
+  else clock.observe(performance.now() - t, units);
+  return r;
+}
+
 /** Raw unary call with pass-through serializers (bytes in, bytes out). */
-export function rawUnary(raw: grpc.Client, method: string, bytes: Buffer): Promise<{ err: grpc.ServiceError | null; res?: Buffer }> {
-  return new Promise((resolve) => {
-    raw.makeUnaryRequest(FED + method, (b: Buffer) => b, (b: Buffer) => b, bytes, { deadline: Date.now() + 10_000 }, (err, res) => resolve({ err: err ?? null, res }));
-  });
+export function rawUnary(raw: grpc.Client, clock: WorkClock, method: string, bytes: Buffer): Promise<{ err: grpc.ServiceError | null; res?: Buffer }> {
+  return timedCall(clock, callUnits(bytes.length), (deadline) => new Promise((resolve) => {
+    raw.makeUnaryRequest(FED + method, (b: Buffer) => b, (b: Buffer) => b, bytes, { deadline }, (err, res) => resolve({ err: err ?? null, res }));
+  }));
 }
 
 /** Raw client-streaming call (SubmitUpdate): each buffer is one gRPC message. */
-export function rawClientStream(raw: grpc.Client, method: string, msgs: Buffer[]): Promise<{ err: grpc.ServiceError | null; res?: Buffer }> {
-  return new Promise((resolve) => {
-    const call = raw.makeClientStreamRequest(FED + method, (b: Buffer) => b, (b: Buffer) => b, { deadline: Date.now() + 10_000 }, (err, res) => resolve({ err: err ?? null, res }));
+export function rawClientStream(raw: grpc.Client, clock: WorkClock, method: string, msgs: Buffer[]): Promise<{ err: grpc.ServiceError | null; res?: Buffer }> {
+  return timedCall(clock, callUnits(msgs.reduce((n, m) => n + m.length, 0)), (deadline) => new Promise((resolve) => {
+    const call = raw.makeClientStreamRequest(FED + method, (b: Buffer) => b, (b: Buffer) => b, { deadline }, (err, res) => resolve({ err: err ?? null, res }));
     call.on('error', () => undefined);
     for (const m of msgs) call.write(m);
     call.end();
-  });
+  }));
 }
 
-/** Raw server-streaming call: collects the replies until the end (or `stopAfter` replies, then cancels). */
-export function rawServerStream(raw: grpc.Client, method: string, bytes: Buffer, stopAfter = Infinity): Promise<{ err: grpc.ServiceError | null; replies: Buffer[] }> {
-  return new Promise((resolve) => {
+/** Raw server-streaming call: collects the replies until the end (or `stopAfter` replies, then
+ *  cancels). Its units: the request and the largest published adapter a reply stream may carry. */
+export function rawServerStream(raw: grpc.Client, clock: WorkClock, method: string, bytes: Buffer, stopAfter = Infinity, replyBytes = MAX_UPDATE_BYTES): Promise<{ err: grpc.ServiceError | null; replies: Buffer[] }> {
+  return timedCall(clock, callUnits(bytes.length + replyBytes), (deadline) => new Promise((resolve) => {
     const replies: Buffer[] = [];
-    const call = raw.makeServerStreamRequest(FED + method, (b: Buffer) => b, (b: Buffer) => b, bytes, { deadline: Date.now() + 10_000 });
+    const call = raw.makeServerStreamRequest(FED + method, (b: Buffer) => b, (b: Buffer) => b, bytes, { deadline });
     let settled = false;
     const done = (err: grpc.ServiceError | null) => {
       if (settled) return;
@@ -250,5 +283,5 @@ export function rawServerStream(raw: grpc.Client, method: string, bytes: Buffer,
     });
     call.on('error', (e: grpc.ServiceError) => done(e));
     call.on('end', () => done(null));
-  });
+  }));
 }

@@ -5,7 +5,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
+import { openCoordinatorDb } from '../../coordinator/store/migrations.ts';
 import { initCoordinator } from '../../coordinator/service.ts';
 import { issueJoinToken, sqlitePathOf } from '../../coordinator/enrollment.ts';
 
@@ -38,7 +38,7 @@ export async function prepareCoordinator(dataDir: string, siteIds: string[]): Pr
       log_level: 'warn',
     },
   });
-  const db = new Database(sqlitePathOf(dataDir));
+  const db = openCoordinatorDb(sqlitePathOf(dataDir));
   const tokens = new Map<string, string>();
   try {
     // The real enrollment endpoint is known only after start (port 0): sites pass it explicitly.

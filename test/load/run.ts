@@ -13,7 +13,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
+import Database from 'better-sqlite3-multiple-ciphers';
 import { parseJobSpec } from '../../coordinator/jobs/spec.ts';
 import { jobLayout } from '../../coordinator/publish/layout.ts';
 import { decodeSafetensorsF32 } from '../../shared/safetensors.ts';

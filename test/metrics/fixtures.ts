@@ -2,7 +2,7 @@
 // (fake updates via submitUpdateBytes, as test/coordinator does), report evaluation metrics
 // through the engine's ReportMetrics path, and a tiny Prometheus text-format parser.
 import { submitUpdateBytes } from '../../coordinator/rounds/intake.ts';
-import type { RoundEngine } from '../../coordinator/rounds/engine.ts';
+import type { RoundEngine } from '../../coordinator/rounds/index.ts';
 import { encodeDelta, fakeDelta } from '../coordinator/helpers.ts';
 
 /** Submit one fake update per site for every round of `jobId` (sites must be online). */
@@ -28,17 +28,56 @@ export function evalValue(site: string, kind: 'global' | 'local', metric: 'loss'
 }
 export const evalCount = (site: string) => 10 * (1 + (site.charCodeAt(site.length - 1) % 5));
 
-/** What a site agent reports: global (round = version evaluated) and local-only metrics. */
-export function reportEval(engine: RoundEngine, jobId: string, sites: string[], rounds: number): void {
+/** Deterministic bootstrap replicates around a figure (B = 40), and their 2.5/97.5% ends as its interval. */
+export function replicatesAround(value: number, spread: number, seed: number): { bootstrap: number[]; ci: { low: number; high: number; resamples: number } } {
+  const bootstrap = Array.from({ length: 40 }, (_, b) => Math.fround(value + spread * Math.sin(seed * 7.1 + b * 2.3)));
+  const sorted = [...bootstrap].sort((a, b) => a - b);
+  return { bootstrap, ci: { low: sorted[0], high: sorted[39], resamples: 40 } };
+}
+export const DIAGNOSES = ['Asthma', 'Pneumonia'];
+/** Site s's recall of diagnosis d in a round (global adapter). */
+export const recallValue = (site: string, d: number, round: number) => 0.4 + 0.1 * round + 0.05 * d - 0.01 * (site.charCodeAt(site.length - 1) % 7);
+
+/** What a site agent reports: global (round = version evaluated) and local-only metrics; with
+ *  `intervals`, each with its 95% interval and replicates, and per-diagnosis recall and support. */
+export function reportEval(engine: RoundEngine, jobId: string, sites: string[], rounds: number, o: { intervals?: boolean } = {}): void {
   for (let round = 1; round <= rounds; round++) {
     for (const site of sites) {
+      const spread = 0.02 * (1 + (site.charCodeAt(site.length - 1) % 3));
       for (const kind of ['global', 'local'] as const) {
+        const seed = round * 13 + site.charCodeAt(site.length - 1) + (kind === 'global' ? 0 : 5);
         engine.reportMetrics(site, {
           taskId: `${jobId}.r${round}.a1.${site}`, jobId, round, phase: 'eval',
-          metrics: (['loss', 'accuracy'] as const).map((metric) => ({ kind, name: metric, value: evalValue(site, kind, metric, round), count: evalCount(site), modelOwner: '', adapterVersion: round })),
+          metrics: [
+            ...(['loss', 'accuracy'] as const).map((metric) => {
+              const value = evalValue(site, kind, metric, round);
+              return { kind, name: metric, value, count: evalCount(site), modelOwner: '', adapterVersion: round, ...(o.intervals ? replicatesAround(value, spread, seed) : {}) };
+            }),
+            ...(o.intervals && kind === 'global'
+              ? DIAGNOSES.flatMap((d, i) => [
+                { kind, name: 'recall', subset: `diagnosis=${d}`, value: recallValue(site, i, round), count: evalCount(site) / 2, modelOwner: '', adapterVersion: round, ...replicatesAround(recallValue(site, i, round), 2 * spread, seed + i) },
+                { kind, name: 'support', subset: `diagnosis=${d}`, value: evalCount(site) / 2, count: evalCount(site) / 2, modelOwner: '', adapterVersion: round },
+              ])
+              : []),
+          ],
         });
       }
     }
+  }
+}
+
+/** What sites report for an exam they scored (eval_set exam:<name>): accuracy with interval and replicates, per subject. */
+export const examAccuracy = (site: string, subject: string) => 0.5 + 0.01 * (site.charCodeAt(site.length - 1) % 7) + (subject === 'cardiology' ? 0.1 : 0);
+export function reportExam(engine: RoundEngine, jobId: string, sites: string[], version: number, exam: string): void {
+  for (const site of sites) {
+    const seed = site.charCodeAt(site.length - 1);
+    engine.reportMetrics(site, {
+      taskId: `exam-${jobId}-${site}`, jobId, round: version, phase: 'eval',
+      metrics: [['', 'all'], ['subject=cardiology', 'cardiology']].map(([subset, subject], i) => {
+        const value = examAccuracy(site, subset ? subject : '');
+        return { kind: 'global', name: 'accuracy', subset, evalSet: `exam:${exam}`, value, count: subset ? 4 : 12, modelOwner: '', adapterVersion: version, ...replicatesAround(value, 0.05, seed + i) };
+      }),
+    });
   }
 }
 

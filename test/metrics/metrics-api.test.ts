@@ -6,7 +6,7 @@ import { buildHttpApp } from '../../coordinator/http/app.ts';
 import { hashToken } from '../../coordinator/config.ts';
 import { harness, online, rawSpec, rmDir, type Harness } from '../coordinator/helpers.ts';
 import { crossValue, evalCount, evalValue, parsePrometheus, reportCross, reportEval, runRounds, sampleValue } from './fixtures.ts';
-import { Exposition } from '../../coordinator/metrics/exposition.ts';
+import { Exposition } from '../../shared/prometheus.ts';
 import { crossEvalRequests } from '../../coordinator/metrics/cross-eval-requests.ts';
 import { createPrivacyLedger } from '../../coordinator/privacy/ledger.ts';
 
@@ -34,23 +34,23 @@ afterAll(async () => {
 
 describe('metrics API', () => {
   it('filters rows; CSV has a header and one line per row', async () => {
-    const all = (await app.inject({ url: '/api/jobs/job-m/metrics' })).json().metrics;
+    const all = (await app.inject({ headers: auth, url: '/api/jobs/job-m/metrics' })).json().metrics;
     expect(all).toHaveLength(SITES.length * 2 /* rounds */ * 2 /* kinds */ * 2 /* metrics */);
-    const f = (await app.inject({ url: '/api/jobs/job-m/metrics?site=s2&kind=local&metric=loss' })).json().metrics;
+    const f = (await app.inject({ headers: auth, url: '/api/jobs/job-m/metrics?site=s2&kind=local&metric=loss' })).json().metrics;
     expect(f.map((r: { round: number; value: number }) => [r.round, r.value])).toEqual([1, 2].map((r) => [r, evalValue('s2', 'local', 'loss', r)]));
-    const csv = await app.inject({ url: '/api/jobs/job-m/metrics?format=csv&kind=global' });
+    const csv = await app.inject({ headers: auth, url: '/api/jobs/job-m/metrics?format=csv&kind=global' });
     expect(csv.headers['content-type']).toMatch(/text\/csv/);
     const lines = csv.body.trim().split('\n');
-    expect(lines[0]).toBe('job_id,round,site_id,kind,metric,value,count,model_owner,adapter_version,phase,created_ms');
+    expect(lines[0]).toBe('job_id,round,site_id,kind,metric,subset,eval_set,value,ci_low,ci_high,count,model_owner,adapter_version,phase,created_ms');
     expect(lines).toHaveLength(1 + SITES.length * 2 * 2);
-    expect((await app.inject({ url: '/api/jobs/job-m/metrics?kind=nope' })).statusCode).toBe(400);
-    expect((await app.inject({ url: '/api/jobs/nope/metrics' })).statusCode).toBe(404);
+    expect((await app.inject({ headers: auth, url: '/api/jobs/job-m/metrics?kind=nope' })).statusCode).toBe(400);
+    expect((await app.inject({ headers: auth, url: '/api/jobs/nope/metrics' })).statusCode).toBe(404);
   });
 
   it('summary: unweighted and count-weighted means across sites per round/kind/metric; a re-reported value replaces the old one', async () => {
     // s1 re-evaluates round 2 global loss: only its newest value may count.
     h.engine.reportMetrics('s1', { taskId: 'x', jobId: 'job-m', round: 2, phase: 'eval', metrics: [{ kind: 'global', name: 'loss', value: 0.25, count: 50, modelOwner: '', adapterVersion: 2 }] });
-    const { summary } = (await app.inject({ url: '/api/jobs/job-m/metrics/summary' })).json();
+    const { summary } = (await app.inject({ headers: auth, url: '/api/jobs/job-m/metrics/summary' })).json();
     expect(summary).toHaveLength(2 * 2 * 2);
     for (const row of summary as { round: number; kind: 'global' | 'local'; metric: 'loss' | 'accuracy'; sites: number; count: number; mean: number; weighted_mean: number }[]) {
       const vals = SITES.map((s) => (row.round === 2 && row.kind === 'global' && row.metric === 'loss' && s === 's1' ? { v: 0.25, c: 50 } : { v: evalValue(s, row.kind, row.metric, row.round), c: evalCount(s) }));
@@ -63,17 +63,17 @@ describe('metrics API', () => {
     // counts differ per site, so the two averages differ: the test would catch one computed as the other
     const r1 = summary.find((r: { round: number; kind: string; metric: string }) => r.round === 1 && r.kind === 'local' && r.metric === 'loss');
     expect(Math.abs(r1.mean - r1.weighted_mean)).toBeGreaterThan(1e-6);
-    const csv = (await app.inject({ url: '/api/jobs/job-m/metrics/summary?format=csv&metric=accuracy' })).body.trim().split('\n');
-    expect(csv[0]).toBe('round,kind,metric,model_owner,sites,count,mean,weighted_mean,min,max');
+    const csv = (await app.inject({ headers: auth, url: '/api/jobs/job-m/metrics/summary?format=csv&metric=accuracy' })).body.trim().split('\n');
+    expect(csv[0]).toBe('round,kind,metric,model_owner,subset,eval_set,sites,count,mean,weighted_mean,ci_low,ci_high,min,max');
     expect(csv).toHaveLength(1 + 2 * 2);
   });
 
   it('cross-eval: available:false and an empty matrix before any; requests need the admin token; then the matrix', async () => {
-    const empty = (await app.inject({ url: '/api/jobs/job-m/cross-eval' })).json();
+    const empty = (await app.inject({ headers: auth, url: '/api/jobs/job-m/cross-eval' })).json();
     expect(empty).toMatchObject({ available: false, data_sites: [], model_owners: [], values: [], cells: [], requests: [] });
     expect(empty.message).toMatch(/no cross-evaluation results yet/);
     expect((await app.inject({ method: 'POST', url: '/api/jobs/job-m/cross-eval' })).statusCode).toBe(401);
-    expect((await app.inject({ method: 'POST', url: '/api/jobs/job-m/cross-eval', headers: { authorization: 'Bearer wrong' } })).statusCode).toBe(403);
+    expect((await app.inject({ method: 'POST', url: '/api/jobs/job-m/cross-eval', headers: { authorization: 'Bearer wrong' } })).statusCode).toBe(401);
     const bad = await app.inject({ method: 'POST', url: '/api/jobs/job-m/cross-eval', headers: auth, payload: { sites: ['s1', 'nobody'] } });
     expect(bad.statusCode).toBe(404);
     const req = await app.inject({ method: 'POST', url: '/api/jobs/job-m/cross-eval', headers: auth, payload: { sites: ['s1', 's2'] } });
@@ -85,19 +85,19 @@ describe('metrics API', () => {
     expect(logs).toContainEqual(expect.objectContaining({ msg: 'cross-evaluation requested', job: 'job-m', admin: 'lab', request: req.json().id, sites: ['s1', 's2'] }));
 
     reportCross(h.engine, 'job-m', SITES, 2);
-    const m = (await app.inject({ url: '/api/jobs/job-m/cross-eval' })).json();
+    const m = (await app.inject({ headers: auth, url: '/api/jobs/job-m/cross-eval' })).json();
     expect(m).toMatchObject({ available: true, metric: 'accuracy', data_sites: SITES, model_owners: SITES });
     for (let i = 0; i < 3; i++) for (let j = 0; j < 3; j++) expect(m.values[i][j]).toBeCloseTo(crossValue(SITES[i], SITES[j]), 12);
     expect(m.requests).toHaveLength(1);
-    const csv = (await app.inject({ url: '/api/jobs/job-m/cross-eval?format=csv' })).body.trim().split('\n');
-    expect(csv[0]).toBe('data_site,model_owner,value,count,round,adapter_version');
+    const csv = (await app.inject({ headers: auth, url: '/api/jobs/job-m/cross-eval?format=csv' })).body.trim().split('\n');
+    expect(csv[0]).toBe('data_site,model_owner,value,count,ci_low,ci_high,round,adapter_version');
     expect(csv).toHaveLength(1 + 9);
   });
 });
 
 describe('Prometheus /metrics (coordinator)', () => {
   it('parses; every family has HELP and TYPE; values agree with the store', async () => {
-    const r = await app.inject({ url: '/metrics' });
+    const r = await app.inject({ headers: auth, url: '/metrics' });
     expect(r.statusCode).toBe(200);
     expect(r.headers['content-type']).toBe('text/plain; version=0.0.4; charset=utf-8');
     const fams = parsePrometheus(r.body);
@@ -128,7 +128,7 @@ describe('Prometheus /metrics (coordinator)', () => {
     h.store.setSiteThroughput('s1', 456.25, h.clock.t);
     h.clock.t += 31_000; // past heartbeatTimeoutMs (30 s in the harness)
     online(h, 's3');
-    const fams = parsePrometheus((await app.inject({ url: '/metrics' })).body);
+    const fams = parsePrometheus((await app.inject({ headers: auth, url: '/metrics' })).body);
     expect(sampleValue(fams, 'fedlora_sites_connected')).toBe(1);
     expect(sampleValue(fams, 'fedlora_site_up', { site: 's3' })).toBe(1);
     expect(sampleValue(fams, 'fedlora_site_up', { site: 's1' })).toBe(0);
@@ -138,7 +138,7 @@ describe('Prometheus /metrics (coordinator)', () => {
   });
 
   it('OpenAPI lists the new routes', async () => {
-    const paths = Object.keys((await app.inject({ url: '/api/openapi.json' })).json().paths);
+    const paths = Object.keys((await app.inject({ headers: auth, url: '/api/openapi.json' })).json().paths);
     for (const p of ['/api/jobs/{id}/metrics/summary', '/api/jobs/{id}/cross-eval', '/metrics', '/dashboard/']) expect(paths).toContain(p);
   });
 

@@ -1,7 +1,7 @@
 // The site's own HTTP listener: Prometheus /metrics (parsed), the local admin page (what left
 // the site, from the site_audit log; dataset counts; policy; recent rounds) and /api/status.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import Database from 'better-sqlite3';
+import Database from 'better-sqlite3-multiple-ciphers';
 import { join } from 'node:path';
 import { startSiteHttp, type SiteHttp } from '../../site-agent/http/index.ts';
 import { AuditLog } from '../../shared/audit.ts';
@@ -9,6 +9,7 @@ import { SiteDataStore } from '../../site-agent/data/store.ts';
 import { SitePolicySchema } from '../../site-agent/config.ts';
 import { rmDir, tempDir } from '../coordinator/helpers.ts';
 import { parsePrometheus, sampleValue } from './fixtures.ts';
+import { openSiteDb } from '../../site-agent/site-db.ts';
 
 let dir: string;
 let db: Database.Database;
@@ -22,7 +23,7 @@ const policy = SitePolicySchema.parse({ max_epsilon: 8, allow_cross_eval: true }
 
 beforeAll(async () => {
   dir = tempDir('site-http');
-  db = new Database(join(dir, 'site.sqlite'));
+  db = openSiteDb(dir);
   new SiteDataStore(db, false);
   const ins = db.prepare("INSERT INTO data_records (id, patient_key, lang, json, source) VALUES (?, ?, ?, '{}', 'test')");
   for (let i = 0; i < 5; i++) ins.run(`r${i}`, `p${i}`, i < 3 ? 'en' : 'zh');
@@ -76,6 +77,7 @@ describe('site HTTP', () => {
     expect(html).toContain('{&quot;en&quot;:3,&quot;zh&quot;:2}');
     expect(html).toMatch(/<th>max_epsilon<\/th><td>8<\/td>/);
     expect(html).toMatch(/<th>allow_cross_eval<\/th><td>true<\/td>/);
+    expect(html).toMatch(/id="metrics-sharing">Per-site metrics on the coordinator's API are visible to <b>consortium admins only<\/b> \(policy.share_site_metrics: consortium;/);
     expect(html).toContain('failed: FEDLORA_ERR_TRAINING');
     expect(html).not.toContain('<b>a</b>');
     expect(html).toContain('site-&lt;b&gt;a&lt;/b&gt;');

@@ -1,7 +1,8 @@
 // DP-FedAvg wrapper details beyond the conformance vectors: adaptive clipping, the noise
 // multiplier split, Poisson site selection, refusing non-mean strategies.
 import { describe, expect, it } from 'vitest';
-import { createDpStrategy, selectSites, splitNoiseMultiplier } from '../../coordinator/strategies/dp.ts';
+import { createDpStrategy, splitNoiseMultiplier } from '../../coordinator/strategies/dp.ts';
+import { poissonSample as selectSites } from '../../coordinator/strategies/selection.ts';
 import { createFedAvg } from '../../coordinator/strategies/fedavg.ts';
 import { createMedian } from '../../coordinator/strategies/robust.ts';
 import { createStrategy } from '../../coordinator/strategies/registry.ts';
@@ -27,7 +28,7 @@ describe('adaptive clipping (Andrew et al. 2021)', () => {
     expect(r.metrics.dp_unclipped_fraction).toBeCloseTo(0.5, 6);
     expect(r.state.dp_clip_norm as number).toBeCloseTo(2.5 * Math.exp(-0.2 * (0.5 - 0.25)), 6);
     // next round uses the adapted clip norm (sent to sites too)
-    expect(st.configureRound(2, r.state).dp_clip_norm).toBe(String(r.state.dp_clip_norm));
+    expect(st.configureRound({ round: 2, attempt: 1, seed: 0 }, [], r.state).config.dpClipNorm).toBe(r.state.dp_clip_norm);
     const r2 = await st.aggregate(refs(vs), ctxOf(L, { selected: 4, round: 2, state: r.state }));
     expect(r2.metrics.dp_clip_norm).toBe(r.state.dp_clip_norm);
     // sites' reported bits take precedence over the server's own check

@@ -4,6 +4,7 @@
 import { describe, it, expect, afterAll } from 'vitest';
 import { runSecAggSite } from '../../site-agent/agent/secagg-client.ts';
 import { randomDelta, secAggSpec, startFederation, versionFlat, waitOpen, type Federation } from './helpers.ts';
+import { TEST_TIMEOUT_MS, SLOWDOWN } from '../runner/limits.ts';
 
 const feds: Federation[] = [];
 afterAll(async () => {
@@ -27,13 +28,13 @@ describe('DP-FedAvg on top of secure aggregation', () => {
     const deltas = ids.map((_, k) => randomDelta(n, 70 + k, k === 2 ? 0.005 : 0.5));
     expect(deltas.map((d) => norm(d) > C)).toEqual([true, true, false]);
     const results = await Promise.all(fed.sites.map((s, k) => runSecAggSite(s.wire, {
-      jobId: 'job-dp', round: 1, siteId: s.id, update: deltas[k], numExamples: 8, pollMs: 50, deadlineUnixMs: Date.now() + 30_000,
+      jobId: 'job-dp', round: 1, siteId: s.id, update: deltas[k], numExamples: 8, pollMs: 50, deadlineUnixMs: Date.now() + 30_000 * SLOWDOWN,
     })));
     expect(results.map((r) => r.l2Clipped)).toEqual([true, true, false]);
     expect(results[0].threshold).toBe(2);
     expect(deltas[0][0]).toBe(randomDelta(n, 70, 0.5)[0]); // the caller's vector is not modified
 
-    const job = await fed.coord.engine.waitForJob('job-dp', 20_000);
+    const job = await fed.coord.engine.waitForJob('job-dp', 20_000 * SLOWDOWN);
     expect(job.status).toBe('completed');
     const v0 = versionFlat(fed.coord, 'job-dp', 0), v1 = versionFlat(fed.coord, 'job-dp', 1);
     const D = 3;
@@ -53,5 +54,5 @@ describe('DP-FedAvg on top of secure aggregation', () => {
     expect(metrics.secagg_survivors).toBe(3);
     expect(fed.coord.store.privacyLedger('job-dp').map((l) => l.round)).toEqual([1]);
     expect(JSON.parse(fed.coord.store.adapterVersion('job-dp', 1)!.manifest_json)).toMatchObject({ contributing_sites: 3, num_examples: 24 });
-  }, 30_000);
+  }, TEST_TIMEOUT_MS);
 });

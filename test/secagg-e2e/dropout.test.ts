@@ -7,6 +7,7 @@ import { describe, it, expect, afterAll } from 'vitest';
 import { runSecAggSite } from '../../site-agent/agent/secagg-client.ts';
 import type { SecAggWire } from './helpers.ts';
 import { maxAbsDiff, randomDelta, secAggSpec, startFederation, versionFlat, waitOpen, type Federation } from './helpers.ts';
+import { SLOWDOWN, TEST_TIMEOUT_MS } from '../runner/limits.ts';
 
 const feds: Federation[] = [];
 afterAll(async () => {
@@ -32,7 +33,7 @@ describe('secure aggregation with dropouts', () => {
     const fed = await startFederation(ids);
     feds.push(fed);
     // 20 s rounds: the stage timeout is 20 * 0.25 / 4 = 1.25 s (how long a missing site holds a stage)
-    await fed.coord.engine.submitJob(secAggSpec({ rounds: 2, round_deadline_s: 20 }), 'job-drop');
+    await fed.coord.engine.submitJob(secAggSpec({ rounds: 2, round_deadline_s: Math.round(20 * SLOWDOWN) }), 'job-drop');
     const { layout } = fed.coord.engine.jobInfo('job-drop');
     const n = layout.update.total;
 
@@ -42,7 +43,7 @@ describe('secure aggregation with dropouts', () => {
       const outcomes = await Promise.allSettled(fed.sites.map((s) => {
         const ctl = new AbortController();
         const wire = s.id === 'site-d' ? dropAt(s.wire, ctl, stopD) : s.wire;
-        return runSecAggSite(wire, { jobId: 'job-drop', round, siteId: s.id, update: deltas.get(s.id)!, numExamples: 5, pollMs: 50, deadlineUnixMs: Date.now() + 20_000, signal: ctl.signal });
+        return runSecAggSite(wire, { jobId: 'job-drop', round, siteId: s.id, update: deltas.get(s.id)!, numExamples: 5, pollMs: 50, deadlineUnixMs: Date.now() + 20_000 * SLOWDOWN, signal: ctl.signal });
       }));
       return { deltas, outcomes };
     };
@@ -58,7 +59,7 @@ describe('secure aggregation with dropouts', () => {
     const ok2 = r2.outcomes[0] as PromiseFulfilledResult<Awaited<ReturnType<typeof runSecAggSite>>>;
     expect(ok2.value).toMatchObject({ survivors: ['site-a', 'site-b', 'site-c'], dropped: ['site-d'] });
 
-    const job = await fed.coord.engine.waitForJob('job-drop', 20_000);
+    const job = await fed.coord.engine.waitForJob('job-drop', 20_000 * SLOWDOWN);
     expect(job.status).toBe('completed');
     const [v0, v1, v2] = [0, 1, 2].map((v) => versionFlat(fed.coord, 'job-drop', v));
     const mean = (d: Map<string, Float32Array>, who: string[]) => new Float32Array(n).map((_, i) => who.reduce((a, id) => a + d.get(id)![i], 0) / who.length);
@@ -75,7 +76,7 @@ describe('secure aggregation with dropouts', () => {
     const row = fed.coord.engine.secagg.store.round({ job_id: 'job-drop', round: 2, attempt: 1 })!;
     expect(row).toMatchObject({ stage: 'done', purged: 1 });
     expect(JSON.parse(row.dropped_json!)).toEqual(['site-d']);
-  }, 30_000);
+  }, TEST_TIMEOUT_MS);
 });
 
 describe('secure aggregation below the threshold', () => {
@@ -88,13 +89,13 @@ describe('secure aggregation below the threshold', () => {
     const n = fed.coord.engine.jobInfo('job-few').layout.update.total;
     const t0 = Date.now();
     const [a] = fed.sites;
-    await expect(runSecAggSite(a.wire, { jobId: 'job-few', round: 1, siteId: a.id, update: randomDelta(n, 1, 0.01), pollMs: 50, deadlineUnixMs: Date.now() + 10_000 }))
+    await expect(runSecAggSite(a.wire, { jobId: 'job-few', round: 1, siteId: a.id, update: randomDelta(n, 1, 0.01), pollMs: 50, deadlineUnixMs: Date.now() + 10_000 * SLOWDOWN }))
       .rejects.toMatchObject({ code: 'FEDLORA_ERR_SECAGG' });
     expect(Date.now() - t0).toBeGreaterThan(2000);
-    const job = await fed.coord.engine.waitForJob('job-few', 10_000);
+    const job = await fed.coord.engine.waitForJob('job-few', 10_000 * SLOWDOWN);
     expect(job.status).toBe('failed');
     expect(job.error).toMatch(/FEDLORA_ERR_SECAGG: .*1 sites advertised keys, threshold 2/);
     expect(fed.coord.store.roundTasks('job-few', 1, 1).map((t) => t.status)).toEqual(['cancelled', 'cancelled', 'cancelled']);
     expect(fed.coord.store.adapterVersions('job-few').map((v) => v.version)).toEqual([0]);
-  }, 30_000);
+  }, TEST_TIMEOUT_MS);
 });

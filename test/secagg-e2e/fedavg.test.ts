@@ -7,8 +7,9 @@ import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { runSecAggSite, secAggInput } from '../../site-agent/agent/secagg-client.ts';
 import { quantize } from '../../shared/secagg/quantize.ts';
-import { EXAMPLES_CAP, type SecAggRoundConfig } from '../../coordinator/secagg/messages.ts';
+import { EXAMPLES_CAP, type SecAggRoundConfig } from '../../shared/secagg/messages.ts';
 import { barrier, correlation, maxAbsDiff, randomDelta, secAggSpec, startFederation, versionFlat, waitOpen, type Federation } from './helpers.ts';
+import { TEST_TIMEOUT_MS, SLOWDOWN } from '../runner/limits.ts';
 
 const feds: Federation[] = [];
 afterAll(async () => {
@@ -61,12 +62,12 @@ describe('secure aggregation over the real federation', () => {
         if (m.stage === 'config') cfg = JSON.parse(r.payload.toString());
         return r;
       },
-    }, { jobId: 'job-sa', round: 1, siteId: s.id, update: deltas.get(s.id)!, numExamples: examples[k], pollMs: 50, deadlineUnixMs: Date.now() + 30_000 }));
+    }, { jobId: 'job-sa', round: 1, siteId: s.id, update: deltas.get(s.id)!, numExamples: examples[k], pollMs: 50, deadlineUnixMs: Date.now() + 30_000 * SLOWDOWN }));
     const results = await Promise.all(runs);
     expect(results.map((r) => r.survivors)).toEqual(ids.map(() => ids));
     expect(results[0]).toMatchObject({ threshold: 3, dim: 3586, dropped: [], l2Clipped: false, clippedCoordinates: 0 });
 
-    const job = await fed.coord.engine.waitForJob('job-sa', 20_000);
+    const job = await fed.coord.engine.waitForJob('job-sa', 20_000 * SLOWDOWN);
     expect(job.status).toBe('completed');
     const v0 = versionFlat(fed.coord, 'job-sa', 0);
     const v1 = versionFlat(fed.coord, 'job-sa', 1);
@@ -106,5 +107,5 @@ describe('secure aggregation over the real federation', () => {
     const upd = join(fed.dataDir, 'updates');
     expect(existsSync(upd) ? readdirSync(upd) : []).toEqual([]);
     expect(fed.coord.store.roundUpdates('job-sa', 1, 1)).toEqual([]);
-  }, 30_000);
+  }, TEST_TIMEOUT_MS);
 });

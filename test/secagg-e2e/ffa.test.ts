@@ -4,6 +4,7 @@
 import { describe, it, expect, afterAll } from 'vitest';
 import { runSecAggSite } from '../../site-agent/agent/secagg-client.ts';
 import { maxAbsDiff, randomDelta, secAggSpec, startFederation, versionFlat, waitOpen, type Federation } from './helpers.ts';
+import { TEST_TIMEOUT_MS, SLOWDOWN } from '../runner/limits.ts';
 
 const feds: Federation[] = [];
 afterAll(async () => {
@@ -22,10 +23,10 @@ describe('FFA-LoRA with secure aggregation', () => {
     expect(layout.update.entries.every((e) => e.name.includes('.lora_B.'))).toBe(true);
     const deltas = ids.map((_, k) => randomDelta(layout.update.total, 500 + k, 0.05));
     const res = await Promise.all(fed.sites.map((s, k) => runSecAggSite(s.wire, {
-      jobId: 'job-ffa', round: 1, siteId: s.id, update: deltas[k], pollMs: 50, deadlineUnixMs: Date.now() + 30_000,
+      jobId: 'job-ffa', round: 1, siteId: s.id, update: deltas[k], pollMs: 50, deadlineUnixMs: Date.now() + 30_000 * SLOWDOWN,
     })));
     expect(res[0].dim).toBe(layout.update.total + 2);
-    expect((await fed.coord.engine.waitForJob('job-ffa', 20_000)).status).toBe('completed');
+    expect((await fed.coord.engine.waitForJob('job-ffa', 20_000 * SLOWDOWN)).status).toBe('completed');
     const v0 = versionFlat(fed.coord, 'job-ffa', 0), v1 = versionFlat(fed.coord, 'job-ffa', 1);
     for (const e of layout.full.entries) {
       const sl = (v: Float32Array, at = e.offset) => v.subarray(at, at + e.length);
@@ -35,5 +36,5 @@ describe('FFA-LoRA with secure aggregation', () => {
         expect(maxAbsDiff(sl(v1), want)).toBeLessThan(1e-6);
       } else expect(Array.from(sl(v1))).toEqual(Array.from(sl(v0)));
     }
-  }, 30_000);
+  }, TEST_TIMEOUT_MS);
 });

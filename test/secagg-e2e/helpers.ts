@@ -13,6 +13,7 @@ import type { FederationWire } from '../../site-agent/agent/wire.ts';
 import { decodeSafetensorsF32 } from '../../shared/safetensors.ts';
 import { flatten } from '../../shared/tensors.ts';
 import { tempDir, rmDir } from '../coordinator/helpers.ts';
+import { SLOWDOWN } from '../runner/limits.ts';
 
 export type SecAggWire = Pick<FederationWire, 'secAgg'>;
 
@@ -32,7 +33,8 @@ export function secAggSpec(over: Record<string, unknown> = {}, privacy: Record<s
     train: { local_steps: 1, learning_rate: 0.01 },
     min_sites: 3,
     max_sites: 4,
-    round_deadline_s: 30,
+    // stage deadlines are shares of the round's: a busier machine (test/runner/limits.ts) gets longer
+    round_deadline_s: Math.round(30 * SLOWDOWN),
     round_retries: 0,
     privacy: { secure_aggregation: true, ...privacy },
     ...over,

@@ -5,6 +5,7 @@
 import { describe, it, expect, afterAll } from 'vitest';
 import { runSecAggSite } from '../../site-agent/agent/secagg-client.ts';
 import { barrier, maxAbsDiff, randomDelta, secAggSpec, startFederation, versionFlat, waitOpen, type Federation } from './helpers.ts';
+import { TEST_TIMEOUT_MS, SLOWDOWN } from '../runner/limits.ts';
 
 const feds: Federation[] = [];
 afterAll(async () => {
@@ -34,7 +35,7 @@ describe('secure aggregation across a coordinator restart', () => {
         }
         return s.wire.secAgg(m);
       },
-    }, { jobId: 'job-rs', round: 1, siteId: s.id, update: deltas[k], numExamples: 3, pollMs: 50, deadlineUnixMs: Date.now() + 60_000 }));
+    }, { jobId: 'job-rs', round: 1, siteId: s.id, update: deltas[k], numExamples: 3, pollMs: 50, deadlineUnixMs: Date.now() + 60_000 * SLOWDOWN }));
 
     await paused.all;
     await fed.restart();
@@ -48,11 +49,11 @@ describe('secure aggregation across a coordinator restart', () => {
 
     const results = await Promise.all(runs);
     expect(results.map((r) => r.survivors)).toEqual(ids.map(() => ids));
-    const job = await fed.coord.engine.waitForJob('job-rs', 20_000);
+    const job = await fed.coord.engine.waitForJob('job-rs', 20_000 * SLOWDOWN);
     expect(job.status).toBe('completed');
     const v0 = versionFlat(fed.coord, 'job-rs', 0), v1 = versionFlat(fed.coord, 'job-rs', 1);
     expect(maxAbsDiff(v1, v0.map((x, i) => x + (deltas[0][i] + deltas[1][i] + deltas[2][i]) / 3))).toBeLessThan(1e-6);
-  }, 30_000);
+  }, TEST_TIMEOUT_MS);
 
   it('refuses misuse with clear errors: unknown stage/job/round, non-secagg job, bad chunks, site not selected, site policy', async () => {
     const fed = await startFederation(['site-a', 'site-b', 'site-x']);
@@ -83,9 +84,9 @@ describe('secure aggregation across a coordinator restart', () => {
     await expect(call(inn.wire, 'job-s', 'masked', { attempt: 1, siteId: inn.id, index: 0, data: zeros.toString('base64'), sha256: '0'.repeat(64) })).rejects.toMatchObject({ code: 'FEDLORA_ERR_CHUNK_HASH' });
     await expect(call(inn.wire, 'job-s', 'advertise', { attempt: 2, msg: {} })).rejects.toMatchObject({ code: 'FEDLORA_ERR_NOT_FOUND' });
     // a wrong-length update is refused on the site before anything is sent
-    await expect(runSecAggSite(inn.wire, { jobId: 'job-s', round: 1, siteId: inn.id, update: new Float32Array(10), deadlineUnixMs: Date.now() + 5000 })).rejects.toMatchObject({ code: 'FEDLORA_ERR_SHAPE' });
+    await expect(runSecAggSite(inn.wire, { jobId: 'job-s', round: 1, siteId: inn.id, update: new Float32Array(10), deadlineUnixMs: Date.now() + 5000 * SLOWDOWN })).rejects.toMatchObject({ code: 'FEDLORA_ERR_SHAPE' });
     // a site whose policy demands a higher threshold refuses
-    await expect(runSecAggSite(inn.wire, { jobId: 'job-s', round: 1, siteId: inn.id, update: new Float32Array(3584), threshold: 5, deadlineUnixMs: Date.now() + 5000 })).rejects.toThrow(/below this site's minimum 5/);
+    await expect(runSecAggSite(inn.wire, { jobId: 'job-s', round: 1, siteId: inn.id, update: new Float32Array(3584), threshold: 5, deadlineUnixMs: Date.now() + 5000 * SLOWDOWN })).rejects.toThrow(/below this site's minimum 5/);
     expect(fed.coord.engine.secagg.store.messages({ job_id: 'job-s', round: 1, attempt: 1 }, 'advertise')).toEqual([]);
-  }, 30_000);
+  }, TEST_TIMEOUT_MS);
 });

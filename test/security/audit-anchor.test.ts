@@ -2,12 +2,12 @@
 // (`fedlora audit head`, e.g. appended daily to write-once storage) catches it: `audit verify
 // --anchor SEQ:HASH` / `--anchors FILE` requires that entry to be there, unchanged.
 import { describe, it, expect, afterAll } from 'vitest';
-import Database from 'better-sqlite3';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { AuditLog, parseAnchor } from '../../shared/audit.ts';
 import { tempDir, rmDir } from '../coordinator/helpers.ts';
 import { fedlora } from './helpers.ts';
+import { openSiteDb } from '../../site-agent/site-db.ts';
 
 const dirs: string[] = [];
 afterAll(() => dirs.forEach(rmDir));
@@ -15,7 +15,7 @@ afterAll(() => dirs.forEach(rmDir));
 function siteLog(n: number): string {
   const siteDir = tempDir('sec-audit-anchor');
   dirs.push(siteDir);
-  const db = new Database(join(siteDir, 'site.sqlite'));
+  const db = openSiteDb(siteDir);
   const log = new AuditLog(db, 'site_audit');
   for (let i = 1; i <= n; i++) log.append('site-agent', 'egress', `job-1/r${i}`, { bytes: 100 * i });
   db.close();
@@ -37,7 +37,7 @@ describe('audit anchors', () => {
     expect(ok.stdout).toMatch(/audit chain OK: 6 entries .*1 anchor\(s\) matched/);
 
     // The attacker drops the trigger and deletes the two newest entries: the chain still verifies.
-    const db = new Database(join(siteDir, 'site.sqlite'));
+    const db = openSiteDb(siteDir);
     db.exec('DROP TRIGGER site_audit_no_delete');
     db.prepare('DELETE FROM site_audit WHERE seq > 4').run();
     db.close();
@@ -53,11 +53,12 @@ describe('audit anchors', () => {
 
   it('a log rebuilt with other content under the same numbers does not match the anchor', () => {
     const siteDir = siteLog(3);
-    const log0 = new AuditLog(new Database(join(siteDir, 'site.sqlite')), 'site_audit');
+    const log0 = new AuditLog(openSiteDb(siteDir), 'site_audit');
     const anchor = log0.head()!;
     // Rebuild from scratch: a fresh, internally valid chain of 3 entries with other details.
-    const db = new Database(join(siteDir, 'site.sqlite'));
+    const db = openSiteDb(siteDir);
     db.exec('DROP TABLE site_audit');
+    db.exec('CREATE TABLE site_audit (seq INTEGER PRIMARY KEY, ts TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, subject TEXT NOT NULL, details TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL)');
     const forged = new AuditLog(db, 'site_audit');
     for (let i = 1; i <= 3; i++) forged.append('site-agent', 'egress', `job-1/r${i}`, { bytes: 1 });
     expect(forged.verify().ok).toBe(true);

@@ -2,12 +2,12 @@
 // <siteDir>/site.sqlite) is checked by the same chain walk; an attacker who drops the delete
 // trigger and removes an entry (say, an egress record) is caught at the gap.
 import { describe, it, expect, afterAll } from 'vitest';
-import Database from 'better-sqlite3';
 import { join } from 'node:path';
 import { AuditLog } from '../../shared/audit.ts';
 import { openAuditLog } from '../../cli/commands/audit.ts';
 import { tempDir, rmDir } from '../coordinator/helpers.ts';
 import { sha256Hex, fedlora } from './helpers.ts';
+import { openSiteDb } from '../../site-agent/site-db.ts';
 
 const dirs: string[] = [];
 afterAll(() => dirs.forEach(rmDir));
@@ -16,14 +16,14 @@ describe('site audit log via the CLI', () => {
   it("checks a site's site_audit table (--site-dir): a deleted row is reported", () => {
     const siteDir = tempDir('sec-site-audit');
     dirs.push(siteDir);
-    const db = new Database(join(siteDir, 'site.sqlite'));
+    const db = openSiteDb(siteDir);
     const log = new AuditLog(db, 'site_audit');
     for (let i = 1; i <= 4; i++) log.append('site-agent', 'egress', `job-1/r${i}`, { bytes: 1000 * i, sha256: sha256Hex(Buffer.from(String(i))) });
     db.close();
     const ok = fedlora(['audit', 'verify', '--site-dir', siteDir]);
     expect(ok.status).toBe(0);
     expect(ok.stdout).toMatch(/audit chain OK: 4 entries .*site_audit/);
-    const db2 = new Database(join(siteDir, 'site.sqlite'));
+    const db2 = openSiteDb(siteDir);
     db2.exec('DROP TRIGGER site_audit_no_delete');
     db2.prepare('DELETE FROM site_audit WHERE seq = 2').run(); // hide one egress
     db2.close();

@@ -4,7 +4,7 @@
 // names that entry and exits 1; re-hashing the edited row moves the break to the next entry;
 // (the site's `site_audit` table: audit-site-cli.test.ts). No secret is ever logged.
 import { describe, it, expect, afterAll } from 'vitest';
-import Database from 'better-sqlite3';
+import Database from 'better-sqlite3-multiple-ciphers';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { unary } from '../../shared/proto.ts';

@@ -14,6 +14,7 @@ import { createSiteChannelCredentials, sitePaths } from '../../shared/tls.ts';
 import { signUpdate, type SignedUpdateFields } from '../../shared/update-signature.ts';
 import { fromGrpcError } from '../../shared/errors.ts';
 import { tempDir, rmDir } from '../coordinator/helpers.ts';
+import { TEST_TIMEOUT_MS } from '../runner/limits.ts';
 
 export interface LiveCoordinator {
   coord: RunningCoordinator;
@@ -101,8 +102,10 @@ export function updateMessages(h: { updateId: string; taskId: string; jobId: str
 
 const BIN = fileURLToPath(new URL('../../cli/bin.mjs', import.meta.url));
 
-/** Run the real `fedlora` CLI (node cli/bin.mjs ...). */
+/** Run the real `fedlora` CLI (node cli/bin.mjs ...). It blocks this test process, so a command
+ *  that never ends is stopped at half the stall limit (test/runner/limits.ts), and the test says so. */
 export function fedlora(args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 60_000 });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: TEST_TIMEOUT_MS / 2 });
+  const stopped = r.error ? `\nfedlora ${args.join(' ')}: ${r.error.message}` : '';
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr + stopped };
 }

@@ -8,7 +8,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
-import Database from 'better-sqlite3';
+import Database from 'better-sqlite3-multiple-ciphers';
 import { SiteOutbox, type OutboxInfo } from '../../site-agent/agent/outbox.ts';
 import { deliverEntry, type DeliveryDeps } from '../../site-agent/agent/outbox-delivery.ts';
 import { SiteAgent, type AgentLogger } from '../../site-agent/agent/agent.ts';
@@ -17,6 +17,7 @@ import type { Trainer } from '../../site-agent/agent/trainers.ts';
 import { AuditLog } from '../../shared/audit.ts';
 import { fail } from '../../shared/errors.ts';
 import { parseSiteConfig } from '../../site-agent/config.ts';
+import { openSiteDb } from '../../site-agent/site-db.ts';
 
 const dirs: string[] = [];
 const dbs: Database.Database[] = [];
@@ -28,7 +29,7 @@ afterEach(() => {
 function site() {
   const dir = mkdtempSync(join(tmpdir(), 'fedlora-outbox-'));
   dirs.push(dir);
-  const db = new Database(join(dir, 'site.sqlite'));
+  const db = openSiteDb(dir);
   db.pragma('journal_mode = WAL');
   dbs.push(db);
   return { dir, db };
@@ -86,7 +87,7 @@ describe('site outbox storage', () => {
   it('records the bytes durably and the exact signed header before sending; one table, created idempotently', () => {
     const { dir, db } = site();
     const ob = new SiteOutbox(db, dir);
-    new SiteOutbox(db, dir); // opening twice is fine (CREATE ... IF NOT EXISTS)
+    new SiteOutbox(db, dir); // opening twice is fine
     const bytes = Buffer.from('safetensors bytes '.repeat(100));
     const e = ob.put(header('u-1', 't-1', bytes), bytes, info);
     expect(e.state).toBe('pending');

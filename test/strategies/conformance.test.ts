@@ -129,7 +129,7 @@ describe('hand-computed vectors', () => {
   });
   it('fedprox sends prox_mu and aggregates like fedavg', async () => {
     const st = createStrategy({ name: 'fedprox', mu: 0.05 });
-    expect(st.configureRound(1, {})).toEqual({ prox_mu: '0.05' });
+    expect(st.configureRound({ round: 1, attempt: 1, seed: 0 }, [], {}).config).toEqual({ proxMu: 0.05 });
     const r = await st.aggregate(refs(U, [1, 3, 6]), ctx());
     expect(r.global[0]).toBeCloseTo(8, 5);
   });
@@ -185,7 +185,7 @@ describe('hand-computed vectors', () => {
   it('DP clip with z = 0: clipped deltas summed over the fixed denominator (selected = 4, 3 arrived)', async () => {
     const dp = { clip_norm: 5, noise_multiplier: 0, delta: 1e-5, epsilon_budget: 10, sample_rate: 1, adaptive_clipping: false };
     const st = createStrategy({ name: 'fedavg' }, { dp, deterministicNoise: true });
-    expect(st.configureRound(1, {})).toMatchObject({ dp_clip_norm: '5' });
+    expect(st.configureRound({ round: 1, attempt: 1, seed: 0 }, [], {}).config).toMatchObject({ dpClipNorm: 5 });
     const r = await st.aggregate(refs(U, [1, 3, 6]), ctx({ selected: 4 }));
     const n2 = Math.hypot(3, 4); // exactly 5: not clipped
     const s3 = 5 / Math.hypot(10, -6);

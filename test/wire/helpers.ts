@@ -6,8 +6,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import Database from 'better-sqlite3';
-import type { Database as Db } from 'better-sqlite3';
+import { openCoordinatorDb } from '../../coordinator/store/migrations.ts';
+import type { Database as Db } from 'better-sqlite3-multiple-ciphers';
 import { toGrpcError } from '../../shared/errors.ts';
 import { enrollmentService, federationService, SERVER_OPTIONS, type FederationHandlers } from '../../shared/proto.ts';
 import { createEnrollmentServerCredentials, createFederationServerCredentials } from '../../shared/tls.ts';
@@ -40,8 +40,7 @@ export type ExtraHandlers = (ctx: { db: Db; ca: LoadedCa; auth: AuthDeps; dataDi
 export async function startCoordinator(extra?: ExtraHandlers): Promise<TestCoordinator> {
   const dataDir = tempDir('coord');
   const ca = await setupCoordinatorPki({ dataDir, validityDays: 30 });
-  const db = new Database(sqlitePathOf(dataDir));
-  db.pragma('journal_mode = WAL');
+  const db = openCoordinatorDb(sqlitePathOf(dataDir));
   const auth = pkiAuthDeps(db);
   const pki = readServerPki(pkiDirOf(dataDir));
   const seen: CallerIdentity[] = [];

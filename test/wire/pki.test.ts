@@ -5,11 +5,11 @@ import { readFileSync, rmSync, statSync } from 'node:fs';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
 import { initCa, signCsr, caPaths } from '../../certs/ca.ts';
 import { createCsrPem, generateKeyPair, certSha256 } from '../../certs/x509.ts';
 import { decodeJoinToken, encodeJoinToken, parseDuration, hashSecret } from '../../certs/tokens.ts';
-import { issueJoinToken, enrollSite, revokeSite, ensurePkiSchema } from '../../coordinator/enrollment.ts';
+import { issueJoinToken, enrollSite, revokeSite } from '../../coordinator/enrollment.ts';
+import { openCoordinatorDb } from '../../coordinator/store/migrations.ts';
 import { tempDir } from './helpers.ts';
 
 const dirs: string[] = [];
@@ -75,8 +75,7 @@ describe('join tokens', () => {
   it('stores only the hash; revoking a site kills its open tokens', async () => {
     const d = dir('tok');
     const ca = await initCa({ dir: join(d, 'pki'), validityDays: 5 });
-    const db = new Database(join(d, 'c.sqlite'));
-    ensurePkiSchema(db);
+    const db = openCoordinatorDb(join(d, 'c.sqlite'));
     const { token } = issueJoinToken(db, { siteId: 'site-t', ttlMs: 60_000, enrollEndpoint: 'h:1', caSha256: ca.sha256 });
     const secret = decodeJoinToken(token).secret;
     const rows = db.prepare('SELECT * FROM pki_tokens').all() as Record<string, unknown>[];

@@ -5,7 +5,7 @@ import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, createSecureContext } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { diagnoseSiteCredentials, enrollSite } from '../../site-agent/enroll.ts';
-import { issueJoinToken, revokeSite, setPkiSiteStatus } from '../../coordinator/enrollment.ts';
+import { issueJoinToken, revokeSite, setSiteStatus } from '../../coordinator/enrollment.ts';
 import { authenticateCall, needsRenewal } from '../../coordinator/auth.ts';
 import { initCa, issueCertificate, type LoadedCa } from '../../certs/ca.ts';
 import { exportPrivateKeyPem, generateKeyPair, SPIFFE_PREFIX } from '../../certs/x509.ts';
@@ -162,7 +162,7 @@ describe('federation listener: mutual TLS 1.3 + per-call authorisation', () => {
 
   it('refuses a disabled site and an unknown site', async () => {
     const dir = await enrolled('site-dis');
-    setPkiSiteStatus(coord.db, 'site-dis', 'disabled');
+    setSiteStatus(coord.db, 'site-dis', 'disabled');
     const err = await refused(createFederationClient(coord.federationEndpoint, createSiteChannelCredentials(dir)));
     expect(err.code).toBe(grpc.status.PERMISSION_DENIED);
     expect(err.details).toMatch(/^FEDLORA_ERR_SITE_DISABLED: site site-dis is disabled/);

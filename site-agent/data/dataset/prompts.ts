@@ -38,7 +38,7 @@ export function render(template: string, vars: Record<string, string | undefined
 }
 
 /** Abnormal findings of a lab string: items flagged ↑/↓/(H)/(L). */
-export function abnormalLabs(labs: string | undefined): string[] {
+function abnormalLabs(labs: string | undefined): string[] {
   if (!labs) return [];
   return labs
     .split(/[;；]\s*/)
@@ -47,7 +47,7 @@ export function abnormalLabs(labs: string | undefined): string[] {
 }
 
 /** Short rationale built from the allowed findings of the case (there is no free-text reasoning in the records). */
-export function reasoning(rec: CaseRecord, allowed: Set<CaseField>, lang: 'zh' | 'en'): string {
+function reasoning(rec: CaseRecord, allowed: Set<CaseField>, lang: 'zh' | 'en'): string {
   const parts: string[] = [];
   if (allowed.has('chiefComplaint') && rec.chiefComplaint) parts.push(lang === 'zh' ? `主诉${rec.chiefComplaint}` : rec.chiefComplaint);
   if (allowed.has('labs')) parts.push(...abnormalLabs(rec.labs));

@@ -6,8 +6,9 @@ import { createHmac } from 'node:crypto';
 import { isValidYmd } from './validators.ts';
 import { fail } from '../../../shared/errors.ts';
 
-/** Per-patient day offset in [-365, 365] \ {0}: HMAC(key, patientKey). Same derivation as
- *  site-agent/data/deid-bridge.ts so structured and free-text dates move together. */
+/** Per-patient day offset in [-365, 365] \ {0}: HMAC(key, patientKey). The one derivation of
+ *  the shift: free-text dates (deidentify) and structured dates (ingest, via deid-bridge.ts)
+ *  both use it, so a patient's dates move together. */
 export function dateShiftDays(key: Buffer | string, patientKey: string): number {
   const h = createHmac('sha256', key).update('fedlora/dateshift\0' + patientKey).digest();
   const d = (h.readUInt32BE(0) % 730) - 365;
@@ -137,7 +138,7 @@ const FORMS: DateForm[] = [
 
 // Group counts per alternative, to slice the capture groups of the combined regex.
 const GROUP_COUNTS = FORMS.map((f) => new RegExp(f.re + '|').exec('')!.length - 1);
-export const DATE_RE = new RegExp(FORMS.map((f) => `(${f.re})`).join('|'), 'gu');
+const DATE_RE = new RegExp(FORMS.map((f) => `(${f.re})`).join('|'), 'gu');
 
 export interface DateMatch {
   start: number;

@@ -62,7 +62,7 @@ function valueAt(m: RegExpExecArray): [number, string] | null {
   return null;
 }
 
-export function findCandidates(text: string, knownNames: string[] = []): Candidate[] {
+function findCandidates(text: string, knownNames: string[] = []): Candidate[] {
   const out: Candidate[] = [];
   const add: Sink = (type, start, end, priority) => {
     if (end > start) out.push({ type, start, end, text: text.slice(start, end), priority });
@@ -139,7 +139,7 @@ export function findCandidates(text: string, knownNames: string[] = []): Candida
 }
 
 /** Keep a set of non-overlapping candidates: higher priority first, then longer, then earlier. */
-export function arbitrate(cands: Candidate[], length: number): Candidate[] {
+function arbitrate(cands: Candidate[], length: number): Candidate[] {
   const order = [...cands].sort((a, b) => b.priority - a.priority || b.end - b.start - (a.end - a.start) || a.start - b.start);
   const taken = new Uint8Array(length);
   const kept: Candidate[] = [];
@@ -153,7 +153,7 @@ export function arbitrate(cands: Candidate[], length: number): Candidate[] {
 
 /** Full-width digits, Latin letters and - . / @ + (common in Chinese records) read as ASCII.
  *  One UTF-16 unit maps to one, so offsets into the normalised text are offsets into the input. */
-export function foldFullWidth(text: string): string {
+function foldFullWidth(text: string): string {
   return /[\uff0b\uff0d-\uff0f\uff10-\uff19\uff20-\uff3a\uff41-\uff5a]/.test(text)
     ? text.replace(/[\uff0b\uff0d-\uff0f\uff10-\uff19\uff20-\uff3a\uff41-\uff5a]/g, (c) => String.fromCharCode(c.charCodeAt(0) - 0xfee0))
     : text;

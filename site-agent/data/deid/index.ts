@@ -20,7 +20,7 @@ export { chineseIdCheckChar, isValidChineseId18, isValidChineseId15, luhnValid, 
 export { pseudonymFor } from './pseudonym.ts';
 export { detectPhi } from './detect.ts';
 export { deidentifyRecord, deidentifyValue, collectNames, type DeidRecordResult } from './record.ts';
-export { emptyCounts, addCounts, countSpans, type PhiCounts, type DeidReport } from './report.ts';
+export { emptyCounts, countSpans, type PhiCounts, type DeidReport } from './report.ts';
 
 export const PHI_TYPES: readonly PhiType[] = [
   'NAME', 'ID', 'PASSPORT', 'PHONE', 'EMAIL', 'MRN', 'ADDRESS', 'ZIP', 'DATE', 'AGE', 'URL', 'IP', 'INSURANCE', 'BANK_CARD',

@@ -36,21 +36,21 @@ export function makeBadChineseId18(r: Rng): string {
   const bad = '0123456789X'.split('').filter((c) => c !== good[17]);
   return good.slice(0, 17) + pick(r, bad);
 }
-export function makeChineseId15(r: Rng): string {
+function makeChineseId15(r: Rng): string {
   return pick(r, AREAS) + pad2(int(r, 30, 98)) + pad2(int(r, 1, 12)) + pad2(int(r, 1, 28)) + digits(r, 3);
 }
-export function makeMobileCN(r: Rng): string {
+function makeMobileCN(r: Rng): string {
   const n = '1' + int(r, 3, 9) + digits(r, 9);
   const f = int(r, 0, 3);
   return f === 0 ? n : f === 1 ? `${n.slice(0, 3)}-${n.slice(3, 7)}-${n.slice(7)}` : f === 2 ? `${n.slice(0, 3)} ${n.slice(3, 7)} ${n.slice(7)}` : `+86 ${n}`;
 }
-export function makeLandlineCN(r: Rng): string {
+function makeLandlineCN(r: Rng): string {
   const [area, len] = pick(r, [['010', 8], ['021', 8], ['0755', 7], ['0571', 8], ['020', 8], ['028', 8]] as const);
   const num = String(int(r, 2, 8)) + digits(r, len - 1);
   const f = int(r, 0, 3);
   return f === 0 ? `${area}-${num}` : f === 1 ? `(${area})${num}` : f === 2 ? `（${area}）${num}` : `+86 ${area.slice(1)} ${num.slice(0, 4)} ${num.slice(4)}`;
 }
-export function makeUsPhone(r: Rng): string {
+function makeUsPhone(r: Rng): string {
   const a = int(r, 201, 989), b = int(r, 200, 999), c = digits(r, 4);
   const f = int(r, 0, 3);
   return f === 0 ? `(${a}) ${b}-${c}` : f === 1 ? `${a}-${b}-${c}` : f === 2 ? `${a}.${b}.${c}` : `+1 ${a}-${b}-${c}`;
@@ -61,30 +61,30 @@ export function makeBankCard(r: Rng): string {
   const n = partial + luhnCheckDigit(partial);
   return len === 16 && r() < 0.5 ? n.replace(/(\d{4})(?=\d)/g, '$1 ') : n;
 }
-export const makePassportCN = (r: Rng) => pick(r, ['E', 'G', 'E']) + digits(r, 8);
-export const makePassportUS = (r: Rng) => String(int(r, 1, 9)) + digits(r, 8);
-export const makeSsn = (r: Rng) => `${int(r, 100, 665)}-${pad2(int(r, 1, 99))}-${String(int(r, 1, 9999)).padStart(4, '0')}`;
-export const makeMrn = (r: Rng) => pick(r, ['', '', 'ZY', 'MZ', 'A', 'H-']) + digits(r, int(r, 6, 10));
-export const makeInsuranceCN = (r: Rng) => pick(r, ['YB', 'SB', 'NH', '']) + digits(r, int(r, 9, 12)) + (r() < 0.2 ? 'X' : '');
-export const makeInsuranceUS = (r: Rng) => pick(r, ['XJH', 'MBR', 'W', 'ZGP']) + digits(r, int(r, 7, 10));
-export const makeIpv4 = (r: Rng) => [int(r, 10, 223), int(r, 0, 255), int(r, 0, 255), int(r, 1, 254)].join('.');
-export function makeIpv6(r: Rng): string {
+const makePassportCN = (r: Rng) => pick(r, ['E', 'G', 'E']) + digits(r, 8);
+const makePassportUS = (r: Rng) => String(int(r, 1, 9)) + digits(r, 8);
+const makeSsn = (r: Rng) => `${int(r, 100, 665)}-${pad2(int(r, 1, 99))}-${String(int(r, 1, 9999)).padStart(4, '0')}`;
+const makeMrn = (r: Rng) => pick(r, ['', '', 'ZY', 'MZ', 'A', 'H-']) + digits(r, int(r, 6, 10));
+const makeInsuranceCN = (r: Rng) => pick(r, ['YB', 'SB', 'NH', '']) + digits(r, int(r, 9, 12)) + (r() < 0.2 ? 'X' : '');
+const makeInsuranceUS = (r: Rng) => pick(r, ['XJH', 'MBR', 'W', 'ZGP']) + digits(r, int(r, 7, 10));
+const makeIpv4 = (r: Rng) => [int(r, 10, 223), int(r, 0, 255), int(r, 0, 255), int(r, 1, 254)].join('.');
+function makeIpv6(r: Rng): string {
   const g = () => int(r, 0, 0xffff).toString(16);
   return r() < 0.5 ? Array.from({ length: 8 }, g).join(':') : `fe80::${g()}:${g()}:${g()}`;
 }
 const PINYIN = ['zhangwei', 'liuyang', 'wangfang', 'chenjing', 'lixia', 'john.smith', 'mary_jones', 'dr.lee', 'huangming'];
-export const makeEmail = (r: Rng) => `${pick(r, PINYIN)}${int(r, 1, 999)}@${pick(r, ['163.com', 'qq.com', 'gmail.com', 'hospital.org.cn', 'example.com'])}`;
-export const makeUrl = (r: Rng) =>
+const makeEmail = (r: Rng) => `${pick(r, PINYIN)}${int(r, 1, 999)}@${pick(r, ['163.com', 'qq.com', 'gmail.com', 'hospital.org.cn', 'example.com'])}`;
+const makeUrl = (r: Rng) =>
   pick(r, [`https://www.${pick(r, ['pumch', 'hx-hospital', 'mayo-demo'])}.org/patient/${digits(r, 6)}`, `http://portal.example.cn/p?id=${digits(r, 5)}`, `www.${pick(r, ['zsyy', 'rjyy', 'clinic'])}.cn`]);
 
 const ZH_SURNAMES = ['王', '李', '张', '刘', '陈', '杨', '赵', '吴', '周', '徐', '孙', '朱', '胡', '郭', '林', '欧阳', '诸葛', '司马'];
 const ZH_GIVEN = ['伟', '芳', '娜', '秀英', '敏', '静', '丽', '强', '磊', '军', '洋', '勇', '艳', '杰', '建华', '小明', '国强', '桂兰', '淑珍', '志刚'];
-export const makeChineseName = (r: Rng) => pick(r, ZH_SURNAMES) + pick(r, ZH_GIVEN);
+const makeChineseName = (r: Rng) => pick(r, ZH_SURNAMES) + pick(r, ZH_GIVEN);
 const EN_FIRST = ['John', 'Mary', 'Robert', 'Linda', 'Michael', 'Susan', 'David', 'Karen', 'James', 'Emily', 'Thomas', 'Grace'];
 const EN_LAST = ['Smith', 'Johnson', 'Miller', 'Garcia', 'Brown', "O'Brien", 'McDonald', 'Nguyen', 'Kowalski', 'Harris', 'Doe', 'Baker'];
-export const makeEnglishName = (r: Rng) => `${pick(r, EN_FIRST)} ${r() < 0.2 ? pick(r, ['A.', 'J.', 'R.']) + ' ' : ''}${pick(r, EN_LAST)}`;
+const makeEnglishName = (r: Rng) => `${pick(r, EN_FIRST)} ${r() < 0.2 ? pick(r, ['A.', 'J.', 'R.']) + ' ' : ''}${pick(r, EN_LAST)}`;
 
-export function makeChineseAddress(r: Rng, anchored: boolean): string {
+function makeChineseAddress(r: Rng, anchored: boolean): string {
   const top = pick(r, ['北京市朝阳区', '上海市浦东新区', '广东省深圳市南山区', '浙江省杭州市西湖区', '四川省成都市武侯区', '武汉市洪山区', '南京市鼓楼区', '湖南省长沙市岳麓区']);
   const road = pick(r, ['建国路', '张江路', '科技园路', '文三路', '人民南路', '珞喻路', '中山北路', '麓山南路']) + int(r, 1, 999) + '号';
   const bld = r() < 0.6 ? `${int(r, 1, 30)}${pick(r, ['号楼', '栋', '幢'])}` + (r() < 0.5 ? `${int(r, 1, 6)}单元` : '') + `${int(r, 1, 30)}0${int(r, 1, 9)}室` : '';

@@ -22,9 +22,6 @@ export const AMBIGUOUS_SURNAMES = [
   ...'高黄白史石金温康安常和明平时文方向甘包万于余齐谷曲申尚田左付董沈韦傅夏卫陶戴贺覃骆聂章鲁伍凌单'.split(''),
 ];
 
-export const SURNAME_CHARS = new Set([...SAFE_SURNAMES, ...AMBIGUOUS_SURNAMES]);
-export const SAFE_SURNAME_CHARS = new Set(SAFE_SURNAMES);
-
 /** Characters that end a Chinese name rather than continue it: function words, clinical
  *  verbs and nouns that typically follow a name in a note ("张三因胸痛", "李四于今日"). */
 export const GIVEN_STOP_CHARS = new Set(

@@ -27,8 +27,3 @@ export function countSpans(spans: readonly Pick<PhiSpan, 'type'>[], into: PhiCou
   for (const s of spans) into[s.type]++;
   return into;
 }
-
-export function addCounts(into: PhiCounts, more: Partial<PhiCounts>): PhiCounts {
-  for (const [k, v] of Object.entries(more)) into[k as PhiType] += v ?? 0;
-  return into;
-}

@@ -21,7 +21,7 @@ export interface CsvOptions {
 }
 
 /** Parse CSV records from an iterable of physical lines. */
-export async function* parseCsvLines(lines: AsyncIterable<Line>, opts: CsvOptions): AsyncGenerator<CsvRecord> {
+async function* parseCsvLines(lines: AsyncIterable<Line>, opts: CsvOptions): AsyncGenerator<CsvRecord> {
   const { delimiter, quote, maxRecordBytes } = opts;
   let inRecord = false;
   let inQuotes = false;

@@ -2,11 +2,12 @@
 // or one Bundle per line, e.g. a bulk export with Patient.ndjson, Encounter.ndjson, ...).
 // Resources are staged in SQLite first (so resources of one export may come in any order and
 // in any file, without holding them in memory), then joined per Encounter into one case:
-//   Patient (id, name) + Encounter (department, reason, dates) + Condition (diagnosis, ICD-10)
+//   Patient (id, name, gender, birthDate -> age band at the encounter) + Encounter (department, reason, dates) + Condition (diagnosis, ICD-10)
 //   + Observation (labs, narratives) + MedicationRequest/Procedure (treatment).
 // Other resource types (Claim, Immunization, ...) are IGNORED and counted per type in the
 // summary; entries that are not resources at all are quarantined as fhir_invalid.
 
+import { ageAt } from './subgroups.ts';
 import { statSync, readFileSync } from 'node:fs';
 import type { DataConfig } from '../config-schema.ts';
 import type { SiteDataStore } from '../store.ts';
@@ -15,7 +16,7 @@ import { jsonErrorDetail } from './sink.ts';
 import { streamBundleEntries } from './json-entries.ts';
 import { readLines } from './lines.ts';
 
-export const USED_TYPES = new Set(['Patient', 'Encounter', 'Condition', 'Observation', 'MedicationRequest', 'Procedure']);
+const USED_TYPES = new Set(['Patient', 'Encounter', 'Condition', 'Observation', 'MedicationRequest', 'Procedure']);
 // NDJSON lines may hold whole Bundles (a Synthea patient is several MB), so a line may be larger
 // than one record; entries inside are still limited. Bigger Bundles belong in their own .json
 // file, which is streamed entry by entry.
@@ -24,7 +25,7 @@ const MAX_BUNDLE_LINE = 64 * 1024 * 1024;
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
 /** 'urn:uuid:x', 'Patient/x', 'https://h/fhir/Patient/x', 'Patient/x/_history/2' → 'x'. */
-export function refKey(ref: unknown): string | null {
+function refKey(ref: unknown): string | null {
   if (typeof ref !== 'string' || ref === '' || ref.startsWith('#')) return null;
   if (ref.startsWith('urn:uuid:') || ref.startsWith('urn:oid:')) return ref.slice(9);
   const parts = ref.split('?')[0].split('/');
@@ -211,7 +212,7 @@ export function assembleFhirCases(store: SiteDataStore, runId: number, sink: Rec
 }
 
 /** One encounter and what links to it → mapped case fields. */
-export function encounterCase(enc: Json, pat: Json, linked: { type: string; r: Json }[]): MappedFields {
+function encounterCase(enc: Json, pat: Json, linked: { type: string; r: Json }[]): MappedFields {
   const of = (t: string) => linked.filter((l) => l.type === t).map((l) => l.r);
   const mrn = (pat.identifier ?? []).find((i: Json) => i.type?.coding?.some((c: Json) => c.code === 'MR'))?.value;
   const n = pat.name?.[0];
@@ -248,6 +249,8 @@ export function encounterCase(enc: Json, pat: Json, linked: { type: string; r: J
     icd10: icd,
     treatment: [...meds, ...procs].join('; ') || undefined,
     admissionDate: typeof enc.period?.start === 'string' ? enc.period.start.slice(0, 10) : undefined,
+    sex: typeof pat.gender === 'string' ? pat.gender : undefined,
+    age: ageAt(pat.birthDate, enc.period?.start)?.toString(),
     dischargeDate: typeof enc.period?.end === 'string' ? enc.period.end.slice(0, 10) : undefined,
     lang,
   };

@@ -3,8 +3,7 @@
 // quarantined-by-reason. De-identification is mandatory unless explicitly disabled by config
 // (then the run is recorded as such and the summary carries a loud warning).
 
-import { createHash } from 'node:crypto';
-import { createReadStream, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { DataConfig } from '../config-schema.ts';
 import type { SiteDataStore } from '../store.ts';
@@ -15,9 +14,10 @@ import { FhirStager, stageFhirFile, assembleFhirCases } from './fhir.ts';
 import { loadDeidentifier, type Deidentifier } from '../deid-bridge.ts';
 import { fail, isFedloraError } from '../../../shared/errors.ts';
 import { AuditLog } from '../../../shared/audit.ts';
+import { sha256File } from '../../../shared/hash.ts';
 
 /** The site agent's tamper-evident audit table in site.sqlite (shared with site-agent/agent). */
-export const SITE_AUDIT_TABLE = 'site_audit';
+const SITE_AUDIT_TABLE = 'site_audit';
 
 export type IngestFormat = 'csv' | 'jsonl' | 'fhir';
 
@@ -53,6 +53,8 @@ export interface IngestSummary {
   ignoredResources: Record<string, number>;
   /** FHIR: resources that link to no encounter in the input (ignored). */
   orphanResources: number;
+  /** Near-duplicate pairs with records stored before (data.fields.near_duplicates); merged: near-copies of the same patient's record not stored. */
+  nearDuplicates: { pairs: number; merged: number };
   deid: { enabled: boolean; phiSpans: Partial<Record<PhiType, number>> };
   /** Non-empty when something needs the operator's attention (printed loudly by the CLI). */
   warnings: string[];
@@ -61,14 +63,8 @@ export interface IngestSummary {
 export const DEID_DISABLED_WARNING =
   '!!! DE-IDENTIFICATION IS DISABLED (data.deid.enabled: false): records were stored WITH their identifiers. This run is recorded in data_events. !!!';
 
-async function sha256File(path: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) h.update(chunk as Buffer);
-  return h.digest('hex');
-}
-
 /** Resolve the de-identifier or refuse: disabling it requires two explicit config flags. */
-export async function resolveDeid(cfg: DataConfig, key: Buffer, injected?: Deidentifier): Promise<Deidentifier | null> {
+async function resolveDeid(cfg: DataConfig, key: Buffer, injected?: Deidentifier): Promise<Deidentifier | null> {
   if (!cfg.deid.enabled) {
     if (!cfg.deid.i_understand_records_keep_phi) {
       throw fail('FEDLORA_ERR_DEID', 'data.deid.enabled is false but data.deid.i_understand_records_keep_phi is not true; de-identification can only be turned off with both flags');
@@ -139,6 +135,7 @@ export async function ingestFiles(store: SiteDataStore, paths: string[], opts: I
       quarantineByReason: sink.counts.byReason,
       ignoredResources: stager?.ignored ?? {},
       orphanResources,
+      nearDuplicates: { pairs: sink.counts.nearDuplicates, merged: sink.counts.merged },
       deid: { enabled: deid !== null, phiSpans: sink.counts.phiSpans },
       warnings,
     };

@@ -27,7 +27,7 @@ export type TextEncoding = 'utf-8' | 'gb18030' | 'gbk';
 const gbDecoder = new TextDecoder('gb18030', { fatal: true });
 
 /** Why a byte string is not valid UTF-8, with a hint when it decodes as GBK/GB18030 Chinese. */
-export function describeBadUtf8(buf: Buffer): string {
+function describeBadUtf8(buf: Buffer): string {
   try {
     const s = gbDecoder.decode(buf);
     if (/[\u4e00-\u9fff]/.test(s)) return 'not valid UTF-8 (the bytes look like GBK/GB18030 Chinese: convert with `iconv -f GB18030 -t UTF-8` or set data.encoding: gb18030)';

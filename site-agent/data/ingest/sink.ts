@@ -1,5 +1,6 @@
 // Where every parsed record goes: mapped fields → cleaning → required-field check → keyed
-// content hash (dedup) → de-identification → SQLite. Rejected input goes to quarantine with
+// content hash (dedup) → structured fields + missing-value policy → de-identification →
+// near-duplicate check → SQLite. Rejected input goes to quarantine with
 // a reason and its source (file:line or resource id). Inserts are batched in transactions;
 // flush() commits, and the ingest only reports after it (persist before acknowledging).
 
@@ -10,6 +11,9 @@ import type { SiteDataStore } from '../store.ts';
 import { makeCleaner, hasCjk, type Cleaner } from '../clean.ts';
 import { patientPseudonym, recordHash } from '../site-key.ts';
 import type { Deidentifier } from '../deid-bridge.ts';
+import { ageBand, normalizeSex } from './subgroups.ts';
+import { IngestFields } from '../extract/at-ingest.ts';
+import { recordText } from '../config-schema.ts';
 
 export type MappedFields = Partial<Record<MappableField, string>>;
 
@@ -19,6 +23,9 @@ export interface SinkCounts {
   quarantined: number;
   byReason: Record<string, number>;
   phiSpans: Partial<Record<PhiType, number>>;
+  /** Near-duplicate pairs found (stored record, earlier record), and near-copies merged (not stored). */
+  nearDuplicates: number;
+  merged: number;
 }
 
 const BATCH = 500;
@@ -34,7 +41,7 @@ const FHIR_SOURCES: Partial<Record<MappableField, string>> = {
 const DEID_FIELDS = ['chiefComplaint', 'history', 'exam', 'labs', 'diagnosis', 'treatment'] as const;
 
 /** yyyy-mm-dd from common export forms (ISO with time, yyyy/mm/dd, yyyy.mm.dd, 2024年3月5日). */
-export function toIsoDate(s: string): string | null {
+function toIsoDate(s: string): string | null {
   const m = /^(\d{4})[-/.年](\d{1,2})[-/.月](\d{1,2})日?(?:[T\s].*)?$/.exec(s.trim());
   if (!m) return null;
   const iso = `${m[1]}-${m[2].padStart(2, '0')}-${m[3].padStart(2, '0')}`;
@@ -50,8 +57,9 @@ export function jsonErrorDetail(e: unknown): string {
 }
 
 export class RecordSink {
-  readonly counts: SinkCounts = { accepted: 0, duplicates: 0, quarantined: 0, byReason: {}, phiSpans: {} };
+  readonly counts: SinkCounts = { accepted: 0, duplicates: 0, quarantined: 0, byReason: {}, phiSpans: {}, nearDuplicates: 0, merged: 0 };
   private readonly clean: Cleaner;
+  private readonly fields: IngestFields;
   private pending = 0;
   private inTx = false;
 
@@ -65,6 +73,7 @@ export class RecordSink {
     private readonly fhir = false,
   ) {
     this.clean = makeCleaner(cfg.cleaning);
+    this.fields = new IngestFields(store.db, cfg.fields);
   }
 
   private begin(): void {
@@ -104,7 +113,7 @@ export class RecordSink {
     this.tick();
   }
 
-  /** Clean, check, hash, de-identify and store one record. */
+  /** Clean, check, hash, extract fields, de-identify and store one record ('duplicate' also for a merged near-copy). */
   accept(raw: MappedFields, source: string, qkey: string): 'accepted' | 'duplicate' | 'quarantined' {
     const f: MappedFields = {};
     for (const [k, v] of Object.entries(raw) as [MappableField, string | undefined][]) {
@@ -145,9 +154,17 @@ export class RecordSink {
       this.counts.duplicates++;
       return 'duplicate';
     }
+    const fields = this.fields.read(f);
+    if (fields && 'drop' in fields) {
+      this.quarantine('missing_value', source, fields.drop, qkey);
+      return 'quarantined';
+    }
 
     const rec: CaseRecord = { id, patientKey, lang };
     for (const k of TEXT_FIELDS) if (f[k] !== undefined) rec[k] = f[k];
+    const sex = normalizeSex(f.sex), band = ageBand(f.age);
+    if (sex) rec.sex = sex;
+    if (band) rec.ageBand = band;
     if (this.deid) {
       const names = f.patientName ? [f.patientName] : [];
       for (const k of DEID_FIELDS) {
@@ -163,7 +180,18 @@ export class RecordSink {
       if (f.dischargeDate) rec.dischargeDate = f.dischargeDate;
     }
     this.begin();
+    const near = this.fields.nearDuplicates(recordText(rec), patientKey);
+    if (near.mergeInto) {
+      this.fields.saveMerged(id, near, fields, source, this.runId);
+      this.counts.merged++;
+      this.tick();
+      return 'duplicate';
+    }
     const inserted = this.store.insertRecord(rec, source, this.runId);
+    if (inserted) {
+      this.fields.save(id, patientKey, fields, near, source, this.runId);
+      this.counts.nearDuplicates += near.pairs.length;
+    }
     this.tick();
     if (inserted) this.counts.accepted++;
     else this.counts.duplicates++;

@@ -9,7 +9,7 @@ import { jsonErrorDetail } from './sink.ts';
 import { fail } from '../../../shared/errors.ts';
 
 /** Turn a JSON value into field text: objects/arrays (e.g. a labs object) become "k: v; ..." */
-export function valueText(v: unknown): string | undefined {
+function valueText(v: unknown): string | undefined {
   if (v === undefined || v === null) return undefined;
   if (typeof v === 'string') return v;
   if (typeof v === 'number' || typeof v === 'boolean') return String(v);

@@ -10,7 +10,7 @@ import { DIAGNOSES, LABS } from './catalog.ts';
 type Json = Record<string, unknown>;
 
 /** Deterministic uuid-shaped id from a string (so bundles are reproducible for a seed). */
-export function uuidOf(s: string): string {
+function uuidOf(s: string): string {
   const h = createHash('sha256').update(s).digest('hex');
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-a${h.slice(17, 20)}-${h.slice(20, 32)}`;
 }
@@ -33,6 +33,9 @@ export function recordToBundle(rec: SynthRecord, caseId: string): Json {
     identifier: [{ type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v2-0203', code: 'MR', display: 'Medical Record Number' }] }, value: rec.patient_id }],
     name: [{ use: 'official', family: rest.join(' '), given: [given], ...(rec.lang === 'zh' ? { text: rec.patient_name } : {}) }],
     communication: [{ language: { coding: [{ system: 'urn:ietf:bcp:47', code: rec.lang === 'zh' ? 'zh-CN' : 'en-US' }] } }],
+    gender: rec.sex === 'F' ? 'female' : 'male',
+    // the synthetic record keeps the age only: a birth date (1 January) that gives it at admission
+    birthDate: `${Number(rec.admission_date.slice(0, 4)) - Number(rec.age)}-01-01`,
   });
   add({
     resourceType: 'Encounter', id: eid, status: 'finished',

@@ -12,10 +12,13 @@ import {
 } from './catalog.ts';
 import { recordToBundle } from './fhir-out.ts';
 import { mulberry32 } from '../../../shared/prng.ts';
+import { fail } from '../../../shared/errors.ts';
+import { plantCanaries, type CanaryPlan, type PlantedCanary } from './canaries.ts';
 
 export interface SynthOptions {
   sites: number;
-  records: number;
+  /** Records per site: one count for all, or one per site (unequal hospitals, e.g. a small one). */
+  records: number | number[];
   lang?: 'zh' | 'en' | 'mixed';
   /** 0 = every site has the same department mix; 1 = site i only sees department i (mod 5). */
   skew?: number;
@@ -23,6 +26,8 @@ export interface SynthOptions {
   format?: 'csv' | 'jsonl' | 'fhir';
   /** When given, writes <out>/site-<k>/records.<ext>, phi.jsonl, manifest.json and <out>/manifest.json. */
   out?: string;
+  /** Canaries for the privacy audit, planted in one site's records before they are written. */
+  canaries?: CanaryPlan;
 }
 
 /** One generated case; keys are the default data.mapping column names. */
@@ -40,6 +45,9 @@ export interface SynthRecord {
   admission_date: string;
   discharge_date: string;
   lang: Lang;
+  /** F | M, and age in years at admission (subgroup figures use them). */
+  sex: 'F' | 'M';
+  age: string;
 }
 
 export interface PlantedPhi {
@@ -55,18 +63,20 @@ export interface SynthSite {
   /** Diagnosis catalogue key per record (e.g. 'ami'), language independent. */
   diagnosisKeys: string[];
   planted: PlantedPhi[];
+  /** Canaries planted in this site's records (SynthOptions.canaries). */
+  canaries?: PlantedCanary[];
   file?: string;
 }
 
-export const SYNTH_COLUMNS: (keyof SynthRecord)[] = [
+const SYNTH_COLUMNS: (keyof SynthRecord)[] = [
   'patient_id', 'patient_name', 'department', 'chief_complaint', 'history', 'exam', 'labs', 'diagnosis', 'icd10', 'treatment',
-  'admission_date', 'discharge_date', 'lang',
+  'admission_date', 'discharge_date', 'lang', 'sex', 'age',
 ];
 
 /** mulberry32: small, fast, deterministic. */
-export const rng = mulberry32;
+const rng = mulberry32;
 
-interface Patient {
+export interface Patient {
   mrn: string;
   name: string;
   nationalId: string;
@@ -121,7 +131,9 @@ export function generateSites(opts: SynthOptions): SynthSite[] {
       };
     };
     const site: SynthSite = { index: s, name: `site-${s + 1}`, records: [], diagnosisKeys: [], planted: [] };
-    for (let i = 0; i < opts.records; i++) {
+    const count = Array.isArray(opts.records) ? opts.records[s] : opts.records;
+    if (!Number.isInteger(count) || count < 0) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `synth: records for site ${s + 1} is ${count}; give a whole number per site`);
+    for (let i = 0; i < count; i++) {
       // Revisits: about a quarter of cases are a known patient coming back.
       const p = patients.length > 0 && r() < 0.25 ? pick(patients) : (patients.push(newPatient()), patients[patients.length - 1]);
       const dept = r() < skew ? s % DEPARTMENTS.length : int(0, DEPARTMENTS.length - 1);
@@ -131,6 +143,11 @@ export function generateSites(opts: SynthOptions): SynthSite[] {
       site.diagnosisKeys.push(dx.key);
     }
     sites.push(site);
+  }
+  if (opts.canaries) {
+    const at = opts.canaries.site ?? 0;
+    if (!Number.isInteger(at) || at < 0 || at >= sites.length) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `canaries: site index ${at} is not one of the ${sites.length} sites (0-based)`);
+    sites[at].canaries = plantCanaries(sites[at].records, opts.canaries);
   }
   if (opts.out) writeSites(sites, opts.out, opts.format ?? 'csv', { ...opts, seed, skew, lang: langOpt });
   return sites;
@@ -144,7 +161,7 @@ function labLine(key: string, abnormal: boolean, lang: Lang, r: () => number): s
   return `${l.name[lang]} ${v}${l.unit ? ' ' + l.unit : ''}${flag}`;
 }
 
-function makeCase(
+export function makeCase(
   p: Patient, dx: Diagnosis, r: () => number, pick: <T>(a: T[]) => T, int: (a: number, b: number) => number, index: number, planted: PlantedPhi[],
 ): SynthRecord {
   const lang = p.lang;
@@ -191,6 +208,7 @@ function makeCase(
   return {
     patient_id: p.mrn, patient_name: p.name, department: DEPARTMENTS[dx.dept][lang], chief_complaint: chief, history, exam, labs,
     diagnosis: dx.name[lang], icd10: dx.icd10, treatment, admission_date: iso(admit), discharge_date: iso(discharge), lang,
+    sex: p.sex, age: String(age),
   };
 }
 
@@ -202,7 +220,7 @@ export function toCsv(records: SynthRecord[]): string {
   return [SYNTH_COLUMNS.join(','), ...records.map((rec) => SYNTH_COLUMNS.map((c) => csvField(rec[c])).join(','))].join('\n') + '\n';
 }
 
-export const SYNTH_EXT = { csv: 'csv', jsonl: 'jsonl', fhir: 'ndjson' } as const;
+const SYNTH_EXT = { csv: 'csv', jsonl: 'jsonl', fhir: 'ndjson' } as const;
 
 function writeSites(sites: SynthSite[], out: string, format: 'csv' | 'jsonl' | 'fhir', meta: Record<string, unknown>): void {
   mkdirSync(out, { recursive: true });
@@ -216,10 +234,11 @@ function writeSites(sites: SynthSite[], out: string, format: 'csv' | 'jsonl' | '
     else writeFileSync(file, site.records.map((x, i) => JSON.stringify(recordToBundle(x, `${site.name}-${i}`))).join('\n') + '\n');
     site.file = file;
     const count = (xs: string[]) => xs.reduce<Record<string, number>>((m, x) => ((m[x] = (m[x] ?? 0) + 1), m), {});
+    // the run's options first: this site's own record count replaces a per-site list
     const manifest = {
-      site: site.name, index: site.index, file: `records.${SYNTH_EXT[format]}`, format, records: site.records.length,
+      ...meta, out: undefined, site: site.name, index: site.index, file: `records.${SYNTH_EXT[format]}`, format, records: site.records.length,
       departments: count(site.records.map((x) => x.department)), diagnoses: count(site.diagnosisKeys),
-      planted: site.planted.length, ...meta, out: undefined,
+      planted: site.planted.length, canaries: site.canaries,
     };
     writeFileSync(join(dir, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
     writeFileSync(join(dir, 'phi.jsonl'), site.planted.map((p) => JSON.stringify(p) + '\n').join(''));

@@ -6,7 +6,7 @@
 import { createRequire } from 'node:module';
 import { readFileSync } from 'node:fs';
 
-export const DEEPSEEK_SPECIALS = {
+const DEEPSEEK_SPECIALS = {
   bos: '<｜begin▁of▁sentence｜>',
   eos: '<｜end▁of▁sentence｜>',
   user: '<｜User｜>',
@@ -15,7 +15,7 @@ export const DEEPSEEK_SPECIALS = {
 } as const;
 
 /** GPT-2's reversible byte -> printable unicode character map. */
-export function bytesToUnicode(): string[] {
+function bytesToUnicode(): string[] {
   const bs: number[] = [];
   for (let b = 0x21; b <= 0x7e; b++) bs.push(b);
   for (let b = 0xa1; b <= 0xac; b++) bs.push(b);
@@ -57,7 +57,7 @@ export function deepseekTokenizerPaths(): { tokenizerJson: string; tokenizerConf
   };
 }
 
-export function deepseekChatTemplate(): string {
+function deepseekChatTemplate(): string {
   const cfg = JSON.parse(readFileSync(deepseekTokenizerPaths().tokenizerConfig, 'utf8'));
   return cfg.chat_template as string;
 }

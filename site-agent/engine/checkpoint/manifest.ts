@@ -6,10 +6,11 @@
 // (it may be read-only, and it is shared by other tools).
 
 import { createHash } from 'node:crypto';
-import { createReadStream, closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fail } from '../../../shared/errors.ts';
+import { sha256File, sha256FileSync } from '../../../shared/hash.ts';
 
 export interface ManifestFile {
   file: string; // relative to the model folder
@@ -23,7 +24,7 @@ export interface ModelManifest {
 }
 
 /** Tokenizer and config files that take part in the manifest when present. */
-export const MANIFEST_AUX_FILES = ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'tokenizer.model'];
+const MANIFEST_AUX_FILES = ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'tokenizer.model'];
 
 const memCache = new Map<string, string>();
 
@@ -43,38 +44,22 @@ function hashKey(path: string): { abs: string; key: string } {
   return { abs, key: `${abs}\0${st.size}\0${st.mtimeMs}` };
 }
 
-/** sha256 of a file, read in 8 MiB chunks (never the whole file in memory), cached by path+size+mtime. */
-export function sha256File(path: string): string {
+/** sha256 of a model file, cached by path+size+mtime. */
+function cachedSha256(path: string): string {
   const { abs, key } = hashKey(path);
   const cached = cacheGet(key);
   if (cached) return cached;
-  const h = createHash('sha256');
-  const fd = openSync(abs, 'r');
-  try {
-    const buf = Buffer.allocUnsafe(8 * 1024 * 1024);
-    let pos = 0;
-    for (;;) {
-      const n = readSync(fd, buf, 0, buf.length, pos);
-      if (n <= 0) break;
-      h.update(buf.subarray(0, n));
-      pos += n;
-    }
-  } finally {
-    closeSync(fd);
-  }
-  const digest = h.digest('hex');
+  const digest = sha256FileSync(abs);
   cachePut(key, digest);
   return digest;
 }
 
-/** Same as sha256File without blocking the event loop (for servers: coordinator, site agent). */
-export async function sha256FileAsync(path: string): Promise<string> {
+/** Same as cachedSha256 without blocking the event loop (for servers: coordinator, site agent). */
+async function cachedSha256Async(path: string): Promise<string> {
   const { abs, key } = hashKey(path);
   const cached = cacheGet(key);
   if (cached) return cached;
-  const h = createHash('sha256');
-  for await (const chunk of createReadStream(abs, { highWaterMark: 8 * 1024 * 1024 })) h.update(chunk as Buffer);
-  const digest = h.digest('hex');
+  const digest = await sha256File(abs);
   cachePut(key, digest);
   return digest;
 }
@@ -129,7 +114,7 @@ export async function buildManifestAsync(dir: string, files: string[]): Promise<
   const out: ManifestFile[] = [];
   for (const f of [...files].sort()) {
     const p = join(dir, f);
-    out.push({ file: f, size: statSync(p).size, sha256: await sha256FileAsync(p) });
+    out.push({ file: f, size: statSync(p).size, sha256: await cachedSha256Async(p) });
   }
   return { format: 'fedlora-model-manifest/1', files: out };
 }
@@ -139,7 +124,7 @@ export function buildManifest(dir: string, files: string[]): ModelManifest {
     format: 'fedlora-model-manifest/1',
     files: [...files].sort().map((f) => {
       const p = join(dir, f);
-      return { file: f, size: statSync(p).size, sha256: sha256File(p) };
+      return { file: f, size: statSync(p).size, sha256: cachedSha256(p) };
     }),
   };
 }

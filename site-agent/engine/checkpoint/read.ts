@@ -7,14 +7,15 @@ import { join, resolve } from 'node:path';
 import { fail } from '../../../shared/errors.ts';
 import { readSafetensorsHeader, type SafetensorsEntry } from '../../../shared/safetensors.ts';
 import type { Checkpoint, TensorLocation, WeightDtype } from '../types.ts';
-import { expectedTensors, normalizeConfig } from './config.ts';
+import { expectedTensors } from './expected-tensors.ts';
+import { normalizeConfig } from '../../../shared/lora/model-config.ts';
 import { buildManifest, buildManifestAsync, manifestDigest, manifestFileList, type ModelManifest } from './manifest.ts';
 
 const INDEX = 'model.safetensors.index.json';
 const SINGLE = 'model.safetensors';
 const FLOAT_DTYPES = new Set(['F32', 'F16', 'BF16']);
 
-export function readJsonFile(path: string, what = 'JSON'): Record<string, unknown> {
+function readJsonFile(path: string, what = 'JSON'): Record<string, unknown> {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');

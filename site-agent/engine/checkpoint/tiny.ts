@@ -1,17 +1,22 @@
 // Tiny models in the real Hugging Face format (config.json, safetensors, tokenizer files) for tests
 // and demos: the same code reads them as a 7B checkpoint. Initialisation follows transformers'
 // _init_weights: Linear/Embedding weights ~ normal(0, initializer_range = 0.02), RMSNorm weights = 1,
-// biases = 0 (optionally random so that bias code paths are exercised). Values depend only on
-// (seed, tensor name), so sharded and single-file writes hold identical tensors.
+// biases = 0 (optionally random so that bias code paths are exercised), or trained-like scales
+// (random-weights.ts). Values depend only on (seed, tensor name), so sharded and single-file writes
+// hold identical tensors; weights are streamed to disk, so any size can be written.
 
 import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { createHash } from 'node:crypto';
 import { fail } from '../../../shared/errors.ts';
-import { writeSafetensors, type TensorToWrite } from '../../../shared/safetensors.ts';
-import type { Arch, ModelConfig, WeightDtype } from '../types.ts';
-import { expectedTensors, normalizeConfig } from './config.ts';
+import { tensorByteLength, writeSafetensorsStream, type TensorSpec } from '../../../shared/safetensors-writer.ts';
+import { randomWeightSource, type InitStyle } from './random-weights.ts';
+import type { Arch, ModelConfig } from '../../../shared/lora/types.ts';
+import type { WeightDtype } from '../types.ts';
+import { expectedTensors } from './expected-tensors.ts';
+import { normalizeConfig } from '../../../shared/lora/model-config.ts';
 import { buildByteTokenizer, deepseekTokenizerPaths } from './byte-tokenizer.ts';
+
+export { seededNormal } from './random-weights.ts';
 
 export interface TinyModelOptions {
   arch: Arch;
@@ -36,8 +41,18 @@ export interface TinyModelOptions {
   headDim?: number;
   maxPositionEmbeddings?: number;
   ropeTheta?: number;
-  /** Std of random biases (0 = HF's zeros). */
+  /** Std of random biases (0 = HF's zeros); 'hf' style only. */
   biasStd?: number;
+  /** 'hf' (default): transformers' init; 'realistic': trained-like scales (random-weights.ts). */
+  init?: InitStyle;
+  /** 'hf' style: std of the untied lm_head (default 0.02). At 0.02 a tiny model's logits stay
+   *  within about ±0.02·hidden whatever LoRA does (±1.3 at hidden 64: near-uniform predictions);
+   *  a larger std lets LoRA make peaked predictions, e.g. memorise (the privacy audit). */
+  lmHeadStd?: number;
+  /** 'hf' style: std of the other Linear/Embedding weights (config.json initializer_range; default
+   *  0.02), and of lm_head when lmHeadStd is not given. About 1/sqrt(hidden) lets a tiny model learn
+   *  a task with LoRA in a few minutes (the demo). */
+  initializerRange?: number;
 }
 
 export interface TinyModelInfo {
@@ -45,29 +60,6 @@ export interface TinyModelInfo {
   config: ModelConfig;
   rawConfig: Record<string, unknown>;
   files: string[];
-}
-
-/** Deterministic normal samples for one tensor: xoshiro128** seeded from sha256(seed, name), Box-Muller. */
-export function seededNormal(seed: number, name: string, n: number, std: number): Float32Array {
-  const h = createHash('sha256').update(`${seed}\0${name}`).digest();
-  let a = h.readUInt32LE(0) | 1, b = h.readUInt32LE(4), c = h.readUInt32LE(8), d = h.readUInt32LE(12);
-  const next32 = (): number => {
-    const r = Math.imul(((Math.imul(b, 5) << 7) | (Math.imul(b, 5) >>> 25)), 9) >>> 0;
-    const t = b << 9;
-    c ^= a; d ^= b; b ^= c; a ^= d; c ^= t;
-    d = (d << 11) | (d >>> 21);
-    return r;
-  };
-  const nextU = (): number => (next32() * 2 ** 21 + (next32() >>> 11)) / 2 ** 53;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i += 2) {
-    const u1 = nextU() || 2 ** -53;
-    const u2 = nextU();
-    const r = Math.sqrt(-2 * Math.log(u1)) * std;
-    out[i] = r * Math.cos(2 * Math.PI * u2);
-    if (i + 1 < n) out[i + 1] = r * Math.sin(2 * Math.PI * u2);
-  }
-  return out;
 }
 
 function rawConfigFor(o: TinyModelOptions, vocab: number, bos: number, eos: number, pad: number, dtype: WeightDtype): Record<string, unknown> {
@@ -79,7 +71,7 @@ function rawConfigFor(o: TinyModelOptions, vocab: number, bos: number, eos: numb
     pad_token_id: pad,
     hidden_act: 'silu',
     hidden_size: o.hidden,
-    initializer_range: 0.02,
+    initializer_range: o.initializerRange ?? 0.02,
     intermediate_size: o.intermediate ?? o.hidden * 2,
     max_position_embeddings: o.maxPositionEmbeddings ?? 2048,
     num_attention_heads: o.heads,
@@ -135,38 +127,25 @@ export function writeTinyModel(o: TinyModelOptions): TinyModelInfo {
   writeFileSync(join(dir, 'generation_config.json'), JSON.stringify({ _from_model_config: true, bos_token_id: ids.bos, eos_token_id: ids.eos, do_sample: true, temperature: 0.6, top_p: 0.95, transformers_version: '4.46.3' }, null, 2));
   files.push('config.json', 'generation_config.json');
 
-  const tensors = new Map<string, TensorToWrite>();
-  for (const [name, shape] of expectedTensors(config)) {
-    const n = shape.reduce((a, b) => a * b, 1);
-    let data: Float32Array;
-    if (name.endsWith('layernorm.weight') || name === 'model.norm.weight') data = new Float32Array(n).fill(1);
-    else if (name.endsWith('.bias')) data = o.biasStd ? seededNormal(o.seed, name, n, o.biasStd) : new Float32Array(n);
-    else data = seededNormal(o.seed, name, n, 0.02);
-    tensors.set(name, { dtype, shape, data });
-  }
-
+  const specs: TensorSpec[] = [...expectedTensors(config)].map(([name, shape]) => ({ name, dtype, shape }));
+  const source = randomWeightSource(o.seed, o.init ?? 'hf', o.biasStd ?? 0, o.lmHeadStd ?? o.initializerRange ?? 0.02, o.initializerRange ?? 0.02);
   if (!o.sharded) {
-    writeSafetensors(join(dir, 'model.safetensors'), tensors, { format: 'pt' });
+    writeSafetensorsStream(join(dir, 'model.safetensors'), specs, source, { format: 'pt' });
     files.push('model.safetensors');
   } else {
     // Two shards like save_pretrained(max_shard_size=...): embeddings + first half of the layers, then the rest.
-    const names = [...tensors.keys()];
     const half = Math.ceil(config.numLayers / 2);
-    const inFirst = (n: string) => n.startsWith('model.embed_tokens') || (/^model\.layers\.(\d+)\./.test(n) && Number(/^model\.layers\.(\d+)\./.exec(n)![1]) < half);
-    const shards = [names.filter(inFirst), names.filter((n) => !inFirst(n))];
+    const layerOf = (n: string) => /^model\.layers\.(\d+)\./.exec(n);
+    const inFirst = (n: string) => n.startsWith('model.embed_tokens') || (layerOf(n) !== null && Number(layerOf(n)![1]) < half);
+    const shards = [specs.filter((t) => inFirst(t.name)), specs.filter((t) => !inFirst(t.name))];
     const weightMap: Record<string, string> = {};
-    let total = 0;
     shards.forEach((group, i) => {
       const file = `model-0000${i + 1}-of-00002.safetensors`;
-      const m = new Map<string, TensorToWrite>();
-      for (const n of group) {
-        m.set(n, tensors.get(n)!);
-        weightMap[n] = file;
-        total += tensors.get(n)!.shape.reduce((a, b) => a * b, 1) * (dtype === 'F32' ? 4 : 2);
-      }
-      writeSafetensors(join(dir, file), m, { format: 'pt' });
+      for (const t of group) weightMap[t.name] = file;
+      writeSafetensorsStream(join(dir, file), group, source, { format: 'pt' });
       files.push(file);
     });
+    const total = specs.reduce((s, t) => s + tensorByteLength(t), 0);
     const sorted = Object.fromEntries(Object.entries(weightMap).sort(([a], [b]) => (a < b ? -1 : 1)));
     writeFileSync(join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: { total_size: total }, weight_map: sorted }, null, 2));
     files.push('model.safetensors.index.json');

@@ -29,7 +29,7 @@ function renderOrThrow(tok: Tokenizer, msgs: ChatMessage[], gen: boolean): strin
   }
 }
 
-export function validateMessages(v: unknown): ChatMessage[] {
+function validateMessages(v: unknown): ChatMessage[] {
   if (!Array.isArray(v) || v.length === 0) throw new RecordError('"messages" must be a non-empty array');
   return v.map((m, i) => {
     if (!m || typeof m !== 'object') throw new RecordError(`messages[${i}] is not an object`);
@@ -77,7 +77,7 @@ export function chatToExample(messages: ChatMessage[], tok: Tokenizer): Example 
 
 /** Plain prompt/completion (no chat template, like TRL's non-conversational format):
  *  [bos] prompt completion [eos], loss on completion + eos. */
-export function promptCompletionToExample(prompt: string, completion: string, tok: Tokenizer): Example {
+function promptCompletionToExample(prompt: string, completion: string, tok: Tokenizer): Example {
   const p = tok.encode(prompt, { addSpecialTokens: false });
   const c = tok.encode(completion, { addSpecialTokens: false });
   const bos = tok.bosId !== null ? [tok.bosId] : [];
@@ -89,7 +89,7 @@ export function promptCompletionToExample(prompt: string, completion: string, to
 }
 
 /** Pre-tokenized record; labels default to input_ids. Ids must be < vocabSize. */
-export function tokensToExample(inputIds: unknown, labels: unknown, vocabSize: number): Example {
+function tokensToExample(inputIds: unknown, labels: unknown, vocabSize: number): Example {
   const ids = checkIds(inputIds, 'input_ids', vocabSize, false);
   if (ids.length === 0) throw new RecordError('"input_ids" is empty');
   const lab = labels === undefined || labels === null ? [...ids] : checkIds(labels, 'labels', vocabSize, true);

@@ -12,7 +12,6 @@ import { fail } from '../../../shared/errors.ts';
 import type { Example, PackedBatch } from '../types.ts';
 import { IGNORE_INDEX } from './examples.ts';
 import { mulberry32 } from '../../../shared/prng.ts';
-export { mulberry32 };
 
 export interface PackOptions {
   batch: number;
@@ -36,7 +35,7 @@ export interface PackStats {
   paddingFraction: number;
 }
 
-export function shuffled<T>(items: T[], seed: number): T[] {
+function shuffled<T>(items: T[], seed: number): T[] {
   const out = [...items];
   const rnd = mulberry32(seed);
   for (let i = out.length - 1; i > 0; i--) {
@@ -47,7 +46,7 @@ export function shuffled<T>(items: T[], seed: number): T[] {
 }
 
 /** Fill one fixed-shape batch from rows of examples. */
-export function buildBatch(rows: Example[][], batch: number, seq: number, padId = 0): PackedBatch {
+function buildBatch(rows: Example[][], batch: number, seq: number, padId = 0): PackedBatch {
   const n = batch * seq;
   const inputIds = new BigInt64Array(n).fill(BigInt(padId));
   const positionIds = new BigInt64Array(n);

@@ -3,6 +3,7 @@
 // gradient, and emits ONNX nodes computing the gradients of those inputs. Rules only emit ops that
 // are themselves in shape-infer.ts, so gradients of gradients stay possible.
 
+import { fail } from '../../../shared/errors.ts';
 import type { Builder, Node } from './ir.ts';
 import { constInts } from './shape-infer.ts';
 import { ONNX_DTYPE } from './onnx-export.ts';
@@ -156,4 +157,35 @@ export const BACKWARD_RULES: Record<string, BackwardRule> = {
   },
 
   Expand: (b, n, [g]) => [b.unbroadcast(g!, b.shape(n.inputs[0])), null],
+
+  // y = x[starts:ends] along axes (step 1): dx = g with zeros around it, one axis at a time.
+  Slice: (b, n, [g]) => {
+    const [x, st, en, ax, steps] = n.inputs;
+    const xs = b.shape(x);
+    if (steps && constInts(b, steps).some((k) => k !== 1)) throw fail('FEDLORA_ERR_NO_BACKWARD_RULE', `Slice ${n.outputs[0]}: only step 1 has a backward rule`);
+    const starts = constInts(b, st), ends = constInts(b, en);
+    const axes = ax ? constInts(b, ax) : starts.map((_, i) => i);
+    let dx = g!;
+    axes.forEach((a0, i) => {
+      const a = norm(a0, xs.length), d = xs[a];
+      const clamp = (v: number) => Math.max(0, Math.min(d, v < 0 ? v + d : v));
+      const s0 = clamp(starts[i]), e0 = Math.max(s0, clamp(ends[i]));
+      const zeros = (len: number) => { const sh = [...b.shape(dx)]; sh[a] = len; return b.op1('ConstantOfShape', [b.constI(sh)]); };
+      const parts = [...(s0 > 0 ? [zeros(s0)] : []), dx, ...(e0 < d ? [zeros(d - e0)] : [])];
+      if (parts.length > 1) dx = b.op1('Concat', parts, { axis: a });
+    });
+    return [dx, null, null, null, null];
+  },
+
+  // Y = A · dequant(B)^T with a frozen quantized B [N, K]: dA = g · dequant(B), computed as another
+  // MatMulNBits on B's transposed copy [K, N] (quantized along N, in blocks of its own size; see
+  // Builder.transposedWeights): the input gradient goes through a quantized W^T.
+  MatMulNBits: (b, n, [g], needs) => {
+    const [, w] = n.inputs;
+    if (needs.slice(1).some(Boolean)) throw fail('FEDLORA_ERR_NO_BACKWARD_RULE', `MatMulNBits ${n.outputs[0]}: quantized weights are frozen; only the input has a gradient`);
+    const t = b.transposedWeights.get(w)?.();
+    if (!t) throw fail('FEDLORA_ERR_NO_BACKWARD_RULE', `MatMulNBits ${n.outputs[0]}: weight ${w} has no transposed copy for its input gradient`);
+    const { K, N } = n.attrs as { K: number; N: number };
+    return [b.op1('MatMulNBits', [g!, t.data, t.scales], { ...n.attrs, K: N, N: K, block_size: t.block, accuracy_level: t.accuracy }), null, null];
+  },
 };

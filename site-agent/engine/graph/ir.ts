@@ -6,7 +6,7 @@
 import { fail } from '../../../shared/errors.ts';
 import { inferShapes } from './shape-infer.ts';
 
-export type DType = 'float32' | 'float16' | 'bfloat16' | 'int64' | 'int32' | 'bool';
+export type DType = 'float32' | 'float16' | 'bfloat16' | 'int64' | 'int32' | 'bool' | 'uint8';
 
 export type AttrValue = number | number[] | string | { float: number } | { floats: number[] };
 
@@ -43,8 +43,20 @@ export interface Graph {
 
 export const numel = (shape: number[]): number => shape.reduce((a, b) => a * b, 1);
 
+/** The transposed quantized copy of a MatMulNBits weight (its input gradient's weight). */
+export interface TransposedWeight {
+  data: string;
+  scales: string;
+  block: number;
+  /** MatMulNBits accuracy_level of the gradient's product. */
+  accuracy: number;
+}
+
 export class Builder {
   readonly g: Graph;
+  /** MatMulNBits weight initializer -> its transposed copy for the backward rule, declared on first
+   *  use (an inference graph never references it). */
+  readonly transposedWeights = new Map<string, () => TransposedWeight>();
   private counter = 0;
   private constCache = new Map<string, string>();
 

@@ -9,8 +9,11 @@ import type { AttrValue, DType, Graph, Initializer, Node, Value } from './ir.ts'
 const { Writer } = protobuf;
 type W = protobuf.Writer;
 
-export const ONNX_DTYPE: Record<DType, number> = { float32: 1, int32: 6, int64: 7, bool: 9, float16: 10, bfloat16: 16 };
-export const OPSET = 18;
+export const ONNX_DTYPE: Record<DType, number> = { float32: 1, uint8: 2, int32: 6, int64: 7, bool: 9, float16: 10, bfloat16: 16 };
+const OPSET = 18;
+/** ONNX Runtime's contrib ops live in their own domain (opset 1); every other op is ai.onnx. */
+const MS_DOMAIN = 'com.microsoft';
+const MS_OPS = new Set(['MatMulNBits', 'GatherBlockQuantized']);
 const IR_VERSION = 8;
 
 // Wire types: 0 = varint, 2 = length-delimited, 5 = 32-bit.
@@ -86,13 +89,14 @@ function writeAttr(w: W, name: string, v: AttrValue): void {
 }
 
 function writeNode(w: W, n: Node, i: number): void {
-  // NodeProto { input = 1, output = 2, name = 3, op_type = 4, attribute = 5 }
+  // NodeProto { input = 1, output = 2, name = 3, op_type = 4, attribute = 5, domain = 7 }
   sub(w, 1, (x) => {
     for (const s of n.inputs) x.uint32(tag(1, 2)).string(s);
     for (const s of n.outputs) x.uint32(tag(2, 2)).string(s);
     x.uint32(tag(3, 2)).string(`n${i}_${n.op}`);
     x.uint32(tag(4, 2)).string(n.op);
     for (const [k, v] of Object.entries(n.attrs)) writeAttr(x, k, v);
+    if (MS_OPS.has(n.op)) x.uint32(tag(7, 2)).string(MS_DOMAIN);
   });
 }
 
@@ -112,5 +116,6 @@ export function encodeModel(g: Graph, externalName: (file: string) => string = (
   });
   // opset_import = 8 { domain = 1, version = 2 }
   sub(w, 8, (o) => o.uint32(tag(1, 2)).string('').uint32(tag(2, 0)).int64(OPSET));
+  if (g.nodes.some((n) => MS_OPS.has(n.op))) sub(w, 8, (o) => o.uint32(tag(1, 2)).string(MS_DOMAIN).uint32(tag(2, 0)).int64(1));
   return w.finish();
 }

@@ -4,9 +4,9 @@
 import { fail } from '../../../shared/errors.ts';
 import type { AttrValue, Builder, DType, Value } from './ir.ts';
 
-const ONNX_TO_DTYPE: Record<number, DType> = { 1: 'float32', 10: 'float16', 16: 'bfloat16', 7: 'int64', 6: 'int32', 9: 'bool' };
+const ONNX_TO_DTYPE: Record<number, DType> = { 1: 'float32', 2: 'uint8', 10: 'float16', 16: 'bfloat16', 7: 'int64', 6: 'int32', 9: 'bool' };
 
-export function broadcastShapes(a: number[], b: number[], where: string): number[] {
+function broadcastShapes(a: number[], b: number[], where: string): number[] {
   const n = Math.max(a.length, b.length);
   const out: number[] = [];
   for (let i = 0; i < n; i++) {
@@ -121,6 +121,23 @@ export function inferShapes(op: string, ins: (Value | null)[], attrs: Record<str
     }
     case 'Expand':
       return [{ dtype: x.dtype, shape: broadcastShapes(x.shape, constInts(b, ins[1]!.name), where) }];
+    case 'MatMulNBits': {
+      // com.microsoft: Y[..., N] = A[..., K] · dequant(B)^T with B uint8 [N, blocks, block*bits/8] and
+      // scales [N, blocks] (blocks = ceil(K / block_size); layout in quant/blockwise.ts)
+      const K = attrs.K as number, Nn = attrs.N as number, bits = attrs.bits as number, blk = attrs.block_size as number;
+      const [wq, sc] = [ins[1]!, ins[2]!];
+      const blocks = Math.ceil(K / blk);
+      if (x.shape[x.shape.length - 1] !== K) throw fail('FEDLORA_ERR_SHAPE', `${where}: A is [${x.shape}] but K = ${K}`);
+      if (wq.dtype !== 'uint8' || wq.shape.join() !== `${Nn},${blocks},${(blk * bits) / 8}`) throw fail('FEDLORA_ERR_SHAPE', `${where}: B must be uint8 [${Nn}, ${blocks}, ${(blk * bits) / 8}], got ${wq.dtype} [${wq.shape}]`);
+      if (sc.shape.join() !== `${Nn},${blocks}`) throw fail('FEDLORA_ERR_SHAPE', `${where}: scales must be [${Nn}, ${blocks}], got [${sc.shape}]`);
+      return [{ dtype: x.dtype, shape: [...x.shape.slice(0, -1), Nn] }];
+    }
+    case 'GatherBlockQuantized': {
+      // com.microsoft, uint8 data [rows, cols*bits/8] gathered on axis 0, dequantized along the last axis
+      const bits = (attrs.bits as number) ?? 4;
+      const idx = ins[1]!, sc = ins[2]!;
+      return [{ dtype: sc.dtype, shape: [...idx.shape, (x.shape[1] * 8) / bits] }];
+    }
     case 'ConstantOfShape':
       return [{ dtype: 'float32', shape: constInts(b, x.name) }];
     default:

@@ -4,12 +4,16 @@
 
 import { fail } from '../../../shared/errors.ts';
 import { scoreLogprobs, type ScoreOptions } from '../infer.ts';
-import type { AdapterWeights, Checkpoint, Example, LoraConfig } from '../types.ts';
+import type { AdapterWeights, LoraConfig } from '../../../shared/lora/types.ts';
+import type { Checkpoint, Example } from '../types.ts';
 
 export interface EvalResult {
   /** Mean of -log p(label) over counted positions (HF's causal-LM loss). */
   loss: number;
   tokens: number;
+  /** Per example, in order: summed -log p over its counted positions and their number (the
+   *  site bootstraps its loss interval over examples from these). */
+  perExample: { nll: number; tokens: number }[];
 }
 
 /** Held-out loss: -mean log p(labels[t] | ids[..t-1]) over positions with labels[t] != -100, t >= 1. */
@@ -25,20 +29,25 @@ export async function evaluateLoss(
   });
   let sum = 0;
   let tokens = 0;
+  const perExample: EvalResult['perExample'] = [];
   const chunk = 64; // bounded memory for big evaluation sets
   for (let s = 0; s < examples.length; s += chunk) {
     const part = examples.slice(s, s + chunk);
     const lps = await scoreLogprobs(ckpt, adapter, lora, part.map((e) => e.inputIds), opts);
     part.forEach((ex, i) => {
+      let nll = 0, n = 0;
       for (let t = 1; t < ex.inputIds.length; t++) {
         if (ex.labels[t] === -100) continue;
-        sum -= lps[i][t];
-        tokens++;
+        nll -= lps[i][t];
+        n++;
       }
+      perExample.push({ nll, tokens: n });
+      sum += nll;
+      tokens += n;
     });
   }
   if (tokens === 0) throw fail('FEDLORA_ERR_DATASET', 'evaluateLoss: the examples have no counted tokens (all labels are -100)');
-  return { loss: sum / tokens, tokens };
+  return { loss: sum / tokens, tokens, perExample };
 }
 
 export interface ChoiceScores {

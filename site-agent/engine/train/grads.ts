@@ -1,6 +1,8 @@
 // Gradient utilities of one optimizer step: accumulation over micro-batches, the FedProx
 // proximal term, and global-norm clipping (torch.nn.utils.clip_grad_norm_ semantics).
 
+import { l2norm } from '../../../shared/tensors.ts';
+
 /** acc[k] += g[k] for every key (allocating acc[k] on first sight). */
 export function accumulate(acc: Map<string, Float32Array>, grads: Map<string, Float32Array>, keys: Iterable<string>): void {
   for (const k of keys) {
@@ -23,17 +25,10 @@ export function addProximal(grads: Map<string, Float32Array>, params: Map<string
   }
 }
 
-/** Global L2 norm over all gradient tensors (double accumulation). */
-export function globalNorm(grads: Map<string, Float32Array>): number {
-  let s = 0;
-  for (const g of grads.values()) for (let i = 0; i < g.length; i++) s += g[i] * g[i];
-  return Math.sqrt(s);
-}
-
 /** Scale grads so their global norm is at most maxNorm (coef = maxNorm/(norm+1e-6), as torch).
  *  Returns the norm before clipping. maxNorm <= 0 or non-finite disables clipping. */
 export function clipGradNorm(grads: Map<string, Float32Array>, maxNorm: number): number {
-  const norm = globalNorm(grads);
+  const norm = l2norm(grads.values()); // global norm over all gradient tensors
   if (!(maxNorm > 0) || !Number.isFinite(maxNorm)) return norm;
   const coef = maxNorm / (norm + 1e-6);
   if (coef < 1) for (const g of grads.values()) for (let i = 0; i < g.length; i++) g[i] *= coef;

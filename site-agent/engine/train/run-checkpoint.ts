@@ -4,15 +4,15 @@
 // file last and it records their sha256, so a crash mid-checkpoint leaves the previous state
 // pointing at files that no longer match -> a clear error, never a silently mixed resume.
 
-import { createHash } from 'node:crypto';
+import { sha256Hex } from '../../../shared/hash.ts';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fail } from '../../../shared/errors.ts';
 import { decodeSafetensorsF32, writeSafetensors, type TensorToWrite } from '../../../shared/safetensors.ts';
-import type { AdapterWeights } from '../types.ts';
+import type { AdapterWeights } from '../../../shared/lora/types.ts';
 import type { OptimizerState } from './optim.ts';
 
-export const RUN_STATE_FILE = 'run_state.json';
+const RUN_STATE_FILE = 'run_state.json';
 
 export interface DataPosition {
   epoch: number;
@@ -36,10 +36,6 @@ export interface RunState {
   files: Record<string, string>; // file name -> sha256
 }
 
-function sha256(buf: Uint8Array): string {
-  return createHash('sha256').update(buf).digest('hex');
-}
-
 function toWrite(m: Map<string, { shape: number[]; data: Float32Array }>): Map<string, TensorToWrite> {
   const out = new Map<string, TensorToWrite>();
   for (const [k, t] of m) out.set(k, { dtype: 'F32', shape: t.shape, data: t.data });
@@ -49,7 +45,7 @@ function toWrite(m: Map<string, { shape: number[]; data: Float32Array }>): Map<s
 function writeTensors(dir: string, name: string, m: Map<string, { shape: number[]; data: Float32Array }>, files: Record<string, string>): void {
   const file = join(dir, name);
   writeSafetensors(file, toWrite(m));
-  files[name] = sha256(readFileSync(file));
+  files[name] = sha256Hex(readFileSync(file));
 }
 
 export function saveRunCheckpoint(
@@ -106,7 +102,7 @@ export function loadRunCheckpoint(dir: string): LoadedRun {
     const file = join(dir, name);
     if (!existsSync(file)) throw fail('FEDLORA_ERR_IO', `${file}: missing (named in ${RUN_STATE_FILE})`);
     const buf = readFileSync(file);
-    if (sha256(buf) !== state.files[name]) throw fail('FEDLORA_ERR_IO', `${file}: sha256 differs from ${RUN_STATE_FILE} (checkpoint was interrupted while being written)`);
+    if (sha256Hex(buf) !== state.files[name]) throw fail('FEDLORA_ERR_IO', `${file}: sha256 differs from ${RUN_STATE_FILE} (checkpoint was interrupted while being written)`);
     return decodeSafetensorsF32(buf, file).tensors;
   };
   const adapter: AdapterWeights = new Map();

@@ -10,15 +10,20 @@ import { readCheckpoint } from '../checkpoint/read.ts';
 import { loadJsonlExamples } from '../data/jsonl.ts';
 import { packExamples } from '../data/pack.ts';
 import { loadTokenizer } from '../tokenizer.ts';
-import type { AdapterWeights, Checkpoint, Device, Example, LoraConfig, PackedBatch, ProgressEvent, TrainStepSession } from '../types.ts';
+import type { AdapterWeights, LoraConfig } from '../../../shared/lora/types.ts';
+import type { Checkpoint, Device, Example, PackedBatch, ProgressEvent, QuantMode, TrainStepSession } from '../types.ts';
 import { accumulate, addProximal, clipGradNorm } from './grads.ts';
-import { checkAdapterShapes, cloneAdapter, initLoraAdapter, trainableKeys } from './lora-init.ts';
+import { cloneAdapter, trainableKeys } from './adapter-state.ts';
+import { validateAdapterAgainst } from '../../../shared/lora/peft.ts';
+import { initLoraAdapter } from '../../../shared/lora/init.ts';
 import { Optimizer, type OptimizerKind } from './optim.ts';
-import { deriveSeed } from './rng.ts';
+import { deriveSeed } from '../../../shared/prng.ts';
 import { hasRunCheckpoint, loadRunCheckpoint, saveRunCheckpoint, type DataPosition } from './run-checkpoint.ts';
 import { lrAt } from './schedule.ts';
 
-export type SessionFactory = (ckpt: Checkpoint, lora: LoraConfig, opts: { batch: number; seq: number; device: Device }) => Promise<TrainStepSession>;
+export type SessionFactory = (
+  ckpt: Checkpoint, lora: LoraConfig, opts: { batch: number; seq: number; device: Device; quantize?: QuantMode; recompute?: boolean; log?: (msg: string) => void },
+) => Promise<TrainStepSession>;
 
 export interface TrainOptions {
   /** Model folder or an already read checkpoint. */
@@ -53,6 +58,12 @@ export interface TrainOptions {
   /** FedProx mu: adds mu·(w − w_initial) to the gradient. */
   proxMu?: number;
   device?: Device;
+  /** Frozen base weights: float32 (default) or blockwise int8/int4 (QLoRA-style); adapters stay float32. */
+  quantize?: QuantMode;
+  /** Recompute each decoder layer's activations in the backward pass (long sequences, less memory). */
+  recompute?: boolean;
+  /** Notes such as "preparing int4 weights" (first use of a checkpoint). */
+  log?: (msg: string) => void;
   onProgress?: (ev: ProgressEvent) => void;
   /** Stop after the current step; the run is checkpointed (if checkpointDir) and returned with interrupted=true. */
   signal?: AbortSignal;
@@ -78,6 +89,11 @@ export interface TrainMetrics {
   microBatch: number;
   accumulation: number;
   resumedFromStep: number | null;
+  /** How the frozen base weights were held, and whether layers were recomputed. */
+  quantize: QuantMode;
+  recompute: boolean;
+  /** Peak resident memory of this process so far (ru_maxrss), bytes: the whole run's high-water mark. */
+  peakRssBytes: number;
 }
 
 export interface TrainResult {
@@ -155,7 +171,7 @@ export async function trainLora(o: TrainOptions): Promise<TrainResult> {
 
   // ---- parameters, optimizer -------------------------------------------------------------
   let adapter = o.initialAdapter ? cloneAdapter(o.initialAdapter) : initLoraAdapter(cfg, lora);
-  checkAdapterShapes(cfg, lora, adapter, o.initialAdapter ? 'initial adapter' : 'initialised adapter');
+  validateAdapterAgainst(cfg, adapter, lora, o.initialAdapter ? 'initial adapter' : 'initialised adapter');
   const proxMu = o.proxMu ?? 0;
   if (!(proxMu >= 0)) throw fail('FEDLORA_ERR_CONFIG', `proxMu = ${proxMu}: must be >= 0`);
   let anchor: AdapterWeights | null = proxMu > 0 ? cloneAdapter(adapter) : null;
@@ -164,6 +180,8 @@ export async function trainLora(o: TrainOptions): Promise<TrainResult> {
   const fingerprint = runFingerprint({
     model: ckpt.manifestSha256, lora, seed, seq, microBatch, accumulation, totalSteps, opt: optimizer.opts, sched, maxGradNorm: o.maxGradNorm ?? 0, proxMu,
     data: examplesDigest(examples), init: o.initialAdapter ? 'given' : 'fresh',
+    // quantized base weights give other gradients: a resumed run keeps the mode it started with
+    ...(o.quantize && o.quantize !== 'none' ? { quantize: o.quantize } : {}),
   });
 
   let step = 0;
@@ -180,7 +198,7 @@ export async function trainLora(o: TrainOptions): Promise<TrainResult> {
       if (run.state.fingerprint !== fingerprint) {
         throw fail('FEDLORA_ERR_CONFIG', `${o.checkpointDir}: the checkpoint belongs to a different run (model, data, LoRA or optimizer settings changed); use a new --out folder or the original settings`);
       }
-      checkAdapterShapes(cfg, lora, run.adapter, `${o.checkpointDir}/adapter.safetensors`);
+      validateAdapterAgainst(cfg, run.adapter, lora, `${o.checkpointDir}/adapter.safetensors`);
       adapter = run.adapter;
       anchor = run.anchor ?? anchor;
       optimizer.loadState(run.optimizer);
@@ -208,7 +226,7 @@ export async function trainLora(o: TrainOptions): Promise<TrainResult> {
 
   // ---- loop --------------------------------------------------------------------------------
   const make = o.sessionFactory ?? (await defaultSessionFactory());
-  const session = await make(ckpt, lora, { batch: microBatch, seq, device: o.device ?? 'cpu' });
+  const session = await make(ckpt, lora, { batch: microBatch, seq, device: o.device ?? 'cpu', quantize: o.quantize ?? 'none', recompute: o.recompute ?? false, log: o.log });
   let tokens = 0;
   let trainMs = 0;
   let interrupted = false;
@@ -274,7 +292,8 @@ export async function trainLora(o: TrainOptions): Promise<TrainResult> {
     interrupted,
     metrics: {
       lossPerStep, gradNormPerStep, tokensPerSecond: allSeconds > 0 ? allTokens / allSeconds : 0, steps: step, examples: examples.length, tokens: allTokens,
-      seq, microBatch, accumulation, resumedFromStep,
+      seq, microBatch, accumulation, resumedFromStep, quantize: o.quantize ?? 'none', recompute: o.recompute ?? false,
+      peakRssBytes: process.resourceUsage().maxRSS * 1024,
     },
   };
 }

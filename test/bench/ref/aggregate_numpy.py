@@ -1,7 +1,8 @@
 """Reference for test/bench/aggregate.bench.ts: Flower's FedAvg aggregate (flwr.server.strategy.
 aggregate.aggregate): a list of arrays per client, weighted average
-reduce(np.add, [w * x ...]) / sum(w). Loads the same float32 files, reports seconds (best of
-reps), peak RSS growth and a checksum of the result."""
+reduce(np.add, [w * x ...]) / sum(w). Loads the same stored updates (the float32 tensor data of
+each safetensors file, which starts at byte `offset`), reports seconds (best of reps), peak RSS
+growth and a checksum of the result."""
 import json
 import resource
 import sys
@@ -24,13 +25,13 @@ def aggregate(results):
 
 def main():
     cfg = json.loads(sys.argv[1])
-    files, weights, p, reps = cfg['files'], cfg['weights'], cfg['P'], cfg['reps']
+    files, weights, p, reps, offset = cfg['files'], cfg['weights'], cfg['P'], cfg['reps'], cfg['offset']
     base = rss_bytes()
     best = float('inf')
     out = None
     for _ in range(reps):
         t0 = time.perf_counter()
-        results = [([np.fromfile(f, dtype=np.float32, count=p)], w) for f, w in zip(files, weights)]
+        results = [([np.fromfile(f, dtype=np.float32, count=p, offset=offset)], w) for f, w in zip(files, weights)]
         out = aggregate(results)[0]
         best = min(best, time.perf_counter() - t0)
         del results

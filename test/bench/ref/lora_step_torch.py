@@ -9,6 +9,7 @@ import json, math, os, sys, time
 
 import torch
 import torch.nn.functional as F
+from torch_step_common import causal_mask, rms_norm, rope, rope_tables, timed_steps
 
 torch.set_num_threads(os.cpu_count())
 
@@ -29,17 +30,6 @@ class LoraLinear(torch.nn.Module):
         if self.lora:
             y = y + F.linear(F.linear(x, self.A), self.B) * self.scaling
         return y
-
-
-def rms_norm(x, w, eps):
-    v = x.pow(2).mean(-1, keepdim=True)
-    return x * torch.rsqrt(v + eps) * w
-
-
-def rope(x, cos, sin):
-    d = x.shape[-1] // 2
-    x1, x2 = x[..., :d], x[..., d:]
-    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
 
 
 class Layer(torch.nn.Module):
@@ -87,12 +77,8 @@ class Model(torch.nn.Module):
         self.layers = torch.nn.ModuleList([Layer(c) for _ in range(c["layers"])])
         self.norm = torch.nn.Parameter(torch.ones(c["hidden"]), requires_grad=False)
         self.head = torch.nn.Parameter(torch.randn(c["vocab"], c["hidden"]) * 0.02, requires_grad=False)
-        hd = c["head_dim"]
-        inv = 1.0 / (10000.0 ** (torch.arange(0, hd, 2).float() / hd))
-        f = torch.outer(torch.arange(c["seq"]).float(), inv)
-        emb = torch.cat((f, f), dim=-1)
-        self.cos, self.sin = emb.cos(), emb.sin()
-        Layer.mask = torch.triu(torch.full((c["seq"], c["seq"]), float("-inf")), diagonal=1)
+        self.cos, self.sin = rope_tables(c["head_dim"], c["seq"], 10000.0)
+        Layer.mask = causal_mask(c["seq"])
 
     def forward(self, ids, targets):
         x = F.embedding(ids, self.emb)
@@ -106,24 +92,12 @@ def step_bench(c):
     torch.manual_seed(0)
     c.setdefault("head_dim", c["hidden"] // c["heads"])
     m = Model(c)
-    params = [p for p in m.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.0)
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(0, c["vocab"], (c["batch"], c["seq"]), generator=g)
     tgt = torch.roll(ids, -1, dims=1)
     tgt[:, -1] = -100
-    times = []
-    for i in range(c.get("warmup", 1) + c.get("reps", 3)):
-        t = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        loss = m(ids, tgt)
-        loss.backward()
-        opt.step()
-        dt = time.perf_counter() - t
-        if i >= c.get("warmup", 1):
-            times.append(dt)
-    # best of the timed steps (the machine is shared: the fastest step is the least disturbed)
-    return {"tokens_per_s": c["batch"] * c["seq"] / min(times), "step_s": times, "loss": float(loss), "threads": torch.get_num_threads(),
+    params, times, loss = timed_steps(m, ids, tgt, c.get("warmup", 1), c.get("reps", 3))
+    return {"tokens_per_s": c["batch"] * c["seq"] / min(times), "step_s": times, "loss": loss, "threads": torch.get_num_threads(),
             "trainable": sum(p.numel() for p in params)}
 
 

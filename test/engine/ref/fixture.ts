@@ -6,12 +6,12 @@ import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readSafetensorsHeader, writeSafetensors, type TensorToWrite } from '../../../shared/safetensors.ts';
-import { normalizeConfig, expectedTensors } from '../../../site-agent/engine/checkpoint/config.ts';
-import type { AdapterWeights, Arch, Checkpoint, LoraConfig, TensorLocation, WeightDtype } from '../../../site-agent/engine/types.ts';
-import { loraShapes } from '../../../site-agent/engine/lora-keys.ts';
+import { normalizeConfig } from '../../../shared/lora/model-config.ts';
+import { expectedTensors } from '../../../site-agent/engine/checkpoint/expected-tensors.ts';
+import type { AdapterWeights, Arch, LoraConfig } from '../../../shared/lora/types.ts';
+import type { Checkpoint, TensorLocation, WeightDtype } from '../../../site-agent/engine/types.ts';
+import { loraShapes } from '../../../shared/lora/keys.ts';
 import { mulberry32 } from '../../../shared/prng.ts';
-
-export const PYTHON = process.env.FEDLORA_PYTHON ?? '/usr/bin/python3';
 
 export interface FixtureOptions {
   arch: Arch;

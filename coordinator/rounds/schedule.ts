@@ -1,0 +1,43 @@
+// Recurring rounds: a completed job with `schedule: { every, rounds }` goes on with a new data
+// period once `every` has passed since its last period began AND at least one site has ingested
+// records since then (its heartbeat's data revision moved). Checked at every tick, so a site
+// that ingests later starts the period when it reports.
+import type { EventEmitter } from 'node:events';
+import type { CoordinatorStore } from '../store/store.ts';
+import type { JobInfo } from '../jobs/job-service.ts';
+import { addPeriod, periodsOf, sitesWithNewRecords } from '../jobs/periods.ts';
+import { durationMs } from '../jobs/schedule.ts';
+
+export interface ScheduleDeps {
+  store: CoordinatorStore;
+  now: () => number;
+  events: EventEmitter;
+  jobInfo(jobId: string): JobInfo;
+}
+
+/** When the job's schedule next allows a period (null: no schedule). */
+export function nextDueMs(d: Pick<ScheduleDeps, 'store'>, jobId: string, info: Pick<JobInfo, 'spec'>): number | null {
+  const { spec } = info;
+  if (!spec.schedule) return null;
+  const job = d.store.job(jobId)!;
+  const last = periodsOf(d.store.db, jobId, spec, job.created_ms).at(-1)!;
+  return last.createdMs + durationMs(spec.schedule.every);
+}
+
+/** Start the next period of every completed job that is due and has new records; returns them. */
+export function resumeScheduledJobs(d: ScheduleDeps): string[] {
+  const { store } = d;
+  const now = d.now();
+  const resumed: string[] = [];
+  for (const job of store.jobs('completed')) {
+    const info = d.jobInfo(job.id);
+    const due = nextDueMs(d, job.id, info);
+    if (due === null || now < due) continue;
+    const last = periodsOf(store.db, job.id, info.spec, job.created_ms).at(-1)!;
+    if (sitesWithNewRecords(store.db, last).length === 0) continue;
+    store.tx(() => addPeriod(store, job.id, info.spec, info.spec.schedule!.rounds ?? info.spec.rounds, 'scheduled', 'coordinator', now));
+    resumed.push(job.id);
+    d.events.emit('job', job.id);
+  }
+  return resumed;
+}
