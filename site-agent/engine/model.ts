@@ -14,11 +14,20 @@ import type { BaseWeights, RawLocation } from './quant/weight-cache.ts';
 import type { RecomputeSegment } from './graph/recompute.ts';
 import type { Checkpoint } from './types.ts';
 import type { LoraConfig, LoraTarget, ModelConfig } from '../../shared/lora/types.ts';
+import { klRows } from './distill/kl-head.ts';
 
 export type DecoderHead =
   | 'loss' // scalar: -sum(lossWeight * log p(target))
   | 'tokenLogprobs' // [B, S]: log p(target) per position
-  | 'logits'; // [B, S, V]
+  | 'logits' // [B, S, V]
+  | 'distill'; // scalars loss = (1-α)·ce + α·T²·kl, ce, kl (distill/kl-head.ts; needs spec.distill)
+
+/** The distillation head's settings: teacher top-k per position, temperature, KL weight α. */
+export interface DistillHeadSpec {
+  topK: number;
+  temperature: number;
+  alpha: number;
+}
 
 export interface DecoderSpec {
   batch: number;
@@ -39,6 +48,8 @@ export interface DecoderSpec {
   /** Training: recompute each decoder layer's (and each loss-head chunk's) activations in the
    *  backward pass instead of keeping them (graph/recompute.ts). */
   recompute?: boolean;
+  /** head 'distill': inputs teacher_ids [N, k] int64, teacher_logp [N, k], teacher_rest [N, 1]. */
+  distill?: DistillHeadSpec;
 }
 
 export interface BuiltDecoder {
@@ -230,7 +241,13 @@ export function buildDecoder(ckpt: Checkpoint, spec: DecoderSpec, weights?: Base
   } else {
     const targets = b.input('targets', 'int64', [N, 1]); // next-token ids, 0 where ignored
     // loss_weight = 1/lossDenominator where the target counts, 0 elsewhere.
-    const w = spec.head === 'loss' ? b.input('loss_weight', 'float32', [N, 1]) : null;
+    const w = spec.head === 'loss' || spec.head === 'distill' ? b.input('loss_weight', 'float32', [N, 1]) : null;
+    const kd = spec.head === 'distill' ? spec.distill : undefined;
+    if (spec.head === 'distill' && !kd) throw fail('FEDLORA_ERR_INTERNAL', 'the distill head needs spec.distill');
+    const teacher = kd
+      ? { ids: b.input('teacher_ids', 'int64', [N, kd.topK]), logp: b.input('teacher_logp', 'float32', [N, kd.topK]), rest: b.input('teacher_rest', 'float32', [N, 1]) }
+      : null;
+    const klParts: string[] = [];
     const rows = Math.max(1, Math.floor(HEAD_CHUNK_VALUES / cfg.vocabSize));
     const parts: string[] = [];
     for (let r0 = 0; r0 < N; r0 += rows) {
@@ -238,14 +255,24 @@ export function buildDecoder(ckpt: Checkpoint, spec: DecoderSpec, weights?: Base
       const slice = (v: string) => (r1 - r0 === N ? v : b.op1('Slice', [v, b.constI([r0]), b.constI([r1]), b.constI([0])]));
       const [hc, tc, wc] = [slice(hf), slice(targets), w ? slice(w) : null];
       const start = b.g.nodes.length;
-      const logp = b.op1('LogSoftmax', [matmulW(hc, lmHead, null)], { axis: 1 }); // [rows, V]
+      const logits = matmulW(hc, lmHead, null); // [rows, V]
+      const logp = b.op1('LogSoftmax', [logits], { axis: 1 }); // [rows, V]
       const picked = b.op1('GatherElements', [logp, tc], { axis: 1 }); // [rows, 1]
       parts.push(wc ? b.reduceSum(b.mul(picked, wc), [0, 1], false) : picked);
-      if (wc) segments.push({ start, end: b.g.nodes.length, input: hc, output: parts[parts.length - 1] });
+      if (teacher && kd && wc) {
+        klParts.push(b.reduceSum(b.mul(klRows(b, logits, { ids: slice(teacher.ids), logp: slice(teacher.logp), rest: slice(teacher.rest) }, kd.temperature), wc), [0, 1], false));
+      } else if (wc) segments.push({ start, end: b.g.nodes.length, input: hc, output: parts[parts.length - 1] });
     }
     if (spec.head === 'tokenLogprobs') {
       const picked = parts.length === 1 ? parts[0] : b.op1('Concat', parts, { axis: 0 }); // [N, 1]
       out = b.op1('Reshape', [picked, b.constI([B, S])], {}, 'token_logprobs');
+    } else if (kd) {
+      // the three scalars share one graph; only `loss` is differentiated
+      const ce = b.op1('Neg', [parts.reduce((acc, p) => b.add(acc, p))], {}, 'ce');
+      const kl = b.op1('Identity', [klParts.reduce((acc, p) => b.add(acc, p))], {}, 'kl');
+      b.output(ce);
+      b.output(kl);
+      out = b.op1('Add', [b.scale(ce, 1 - kd.alpha), b.scale(kl, kd.alpha * kd.temperature ** 2)], {}, 'loss');
     } else {
       out = b.op1('Neg', [parts.reduce((acc, p) => b.add(acc, p))], {}, 'loss'); // []
     }

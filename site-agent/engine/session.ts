@@ -16,7 +16,7 @@ import { ORT_CUDA_INSTALL_COMMAND } from '../../shared/onnxruntime-install.ts';
 import type { Graph } from './graph/ir.ts';
 import { encodeModel } from './graph/onnx-export.ts';
 import { appendBackward } from './graph/autodiff.ts';
-import { buildDecoder, type DecoderSpec } from './model.ts';
+import { buildDecoder, type DecoderSpec, type DistillHeadSpec } from './model.ts';
 import { prepareBaseWeights, weightCacheRoot, type BaseWeights } from './quant/weight-cache.ts';
 import type { AdapterWeights, LoraConfig } from '../../shared/lora/types.ts';
 import type { Checkpoint, Device, PackedBatch, QuantMode, StepResult, TrainStepSession } from './types.ts';
@@ -213,6 +213,16 @@ export interface TrainStepOptions extends SessionOptions {
   seq: number;
   /** Recompute each decoder layer's activations in the backward pass (less memory, ~1/3 more compute). */
   recompute?: boolean;
+  /** Train on the distillation head (model.ts 'distill'): the teacher's stored top-k for each packed
+   *  batch comes from `teacherRows`; results then carry their ce and kl parts. */
+  distill?: { head: DistillHeadSpec; teacherRows: (pb: PackedBatch) => TeacherBatch };
+}
+
+/** The teacher's stored distribution at every position of a packed batch (zeros where no target). */
+export interface TeacherBatch {
+  ids: BigInt64Array; // [N, k]
+  logp: Float32Array; // [N, k]
+  rest: Float32Array; // [N]
 }
 
 /** Build (or reuse) the forward+backward graph for (checkpoint, LoRA config, batch shape) and open it. */
@@ -224,8 +234,9 @@ export async function createTrainStepSession(ckpt: Checkpoint, lora: LoraConfig,
   if (!(lora.dropout >= 0 && lora.dropout < 1)) throw fail('FEDLORA_ERR_CONFIG', `lora.dropout ${lora.dropout} must be in [0, 1)`);
   if (lora.targets.length === 0) throw fail('FEDLORA_ERR_CONFIG', 'lora.targets is empty');
   const spec: DecoderSpec = {
-    batch, seq, pastLen: 0, maxPositions: seq, lora, loraDropout: lora.dropout > 0, head: 'loss', presentKv: false, quantAccuracy: opts.quantAccuracy,
+    batch, seq, pastLen: 0, maxPositions: seq, lora, loraDropout: lora.dropout > 0, head: opts.distill ? 'distill' : 'loss', presentKv: false, quantAccuracy: opts.quantAccuracy,
     ...(opts.recompute ? { recompute: true } : {}),
+    ...(opts.distill ? { distill: opts.distill.head } : {}),
   };
   const weights = baseWeightsFor(ckpt, opts);
   let built: ReturnType<typeof buildTrainGraph> | null = null;
@@ -266,13 +277,22 @@ export async function createTrainStepSession(ckpt: Checkpoint, lora: LoraConfig,
         loss_weight: new ort.Tensor('float32', weights, [N, 1]),
         ...adapterFeeds(meta.loraKeys, meta.shapes, params),
       };
+      if (opts.distill) {
+        const t = opts.distill.teacherRows(pb), k = opts.distill.head.topK;
+        if (t.ids.length !== N * k || t.logp.length !== N * k || t.rest.length !== N) throw fail('FEDLORA_ERR_SHAPE', `teacher rows hold ${t.ids.length} ids, ${t.logp.length} log-probs, ${t.rest.length} rests; expected ${N}×${k}`);
+        feeds.teacher_ids = new ort.Tensor('int64', t.ids, [N, k]);
+        feeds.teacher_logp = new ort.Tensor('float32', t.logp, [N, k]);
+        feeds.teacher_rest = new ort.Tensor('float32', t.rest, [N, 1]);
+      }
       for (const [name, shape] of meta.dropoutInputs) {
         feeds[name] = new ort.Tensor('float32', dropoutMask(o.dropoutSeed, name, shape[0] * shape[1], lora.dropout), shape);
       }
       const out = await session.run(feeds);
       const grads = new Map<string, Float32Array>();
       for (const k of meta.trainable) grads.set(k, out[`grad.${k}`].data as Float32Array);
-      return { loss: (out.loss.data as Float32Array)[0], grads };
+      const loss = (out.loss.data as Float32Array)[0];
+      if (!opts.distill) return { loss, grads };
+      return { loss, grads, parts: { ce: (out.ce.data as Float32Array)[0], kl: (out.kl.data as Float32Array)[0] } };
     },
     async release() {
       await session.release();

@@ -57,6 +57,8 @@ export interface StepResult {
   loss: number;
   /** d loss / d param for every trainable adapter tensor (same keys as the adapter). */
   grads: Map<string, Float32Array>;
+  /** Distillation sessions: the loss's parts (each a mean over the same counted tokens). */
+  parts?: { ce: number; kl: number };
 }
 
 export interface TrainStepSession {

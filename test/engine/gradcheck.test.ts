@@ -3,20 +3,41 @@
 // rounding error (~1e-6 / eps) and the truncation error (~eps^2 f''') both below the tolerance.
 
 import { describe, expect, it } from 'vitest';
-import { createTrainStepSession } from '../../site-agent/engine/session.ts';
+import { createTrainStepSession, type TeacherBatch } from '../../site-agent/engine/session.ts';
+import type { DistillHeadSpec } from '../../site-agent/engine/model.ts';
 import type { AdapterWeights, LoraConfig } from '../../shared/lora/types.ts';
-import { loraConfig, randomAdapter, randomBatch, rng, writeFixture, type FixtureOptions } from './ref/fixture.ts';
+import { loraConfig, randomAdapter, randomBatch, randn, rng, writeFixture, type FixtureOptions } from './ref/fixture.ts';
 
 const EPS = 2e-3;
 
-async function gradcheck(fx: FixtureOptions, lora: LoraConfig, perTensor = 3) {
+/** A random teacher's stored distribution at T for every position: top-k ids, their log-probs, the rest's. */
+function randomTeacherRows(N: number, V: number, k: number, T: number, seed: number): TeacherBatch {
+  const r = rng(seed);
+  const ids = new BigInt64Array(N * k), logp = new Float32Array(N * k), rest = new Float32Array(N);
+  for (let i = 0; i < N; i++) {
+    const z = Array.from(randn(r, V, 3), (v) => v / T);
+    const m = Math.max(...z), lse = m + Math.log(z.reduce((s, v) => s + Math.exp(v - m), 0));
+    const order = z.map((_, j) => j).sort((a, c) => z[c] - z[a]);
+    order.slice(0, k).forEach((j, c) => { ids[i * k + c] = BigInt(j); logp[i * k + c] = z[j] - lse; });
+    rest[i] = Math.log(order.slice(k).reduce((s, j) => s + Math.exp(z[j] - lse), 0));
+  }
+  return { ids, logp, rest };
+}
+
+async function gradcheck(fx: FixtureOptions, lora: LoraConfig, perTensor = 3, distill?: DistillHeadSpec) {
   const ckpt = writeFixture(fx);
-  const s = await createTrainStepSession(ckpt, lora, { batch: 2, seq: 8, threads: 1 });
+  const teacher = distill ? randomTeacherRows(16, ckpt.config.vocabSize, distill.topK, distill.temperature, 23) : null;
+  const s = await createTrainStepSession(ckpt, lora, { batch: 2, seq: 8, threads: 1, ...(distill ? { distill: { head: distill, teacherRows: () => teacher! } } : {}) });
   try {
     const pb = randomBatch(2, 8, ckpt.config.vocabSize, 11);
     const params = randomAdapter(ckpt, lora, 7, 0.15);
     const opts = { lossDenominator: pb.countedTokens + 3, dropoutSeed: 5 };
     const base = await s.run(pb, params, opts);
+    if (distill) {
+      // the loss is the documented mix of its two reported parts, and the KL part is not zero
+      expect(base.loss).toBeCloseTo((1 - distill.alpha) * base.parts!.ce + distill.alpha * distill.temperature ** 2 * base.parts!.kl, 4);
+      expect(base.parts!.kl).toBeGreaterThan(1e-2);
+    }
     const expectedKeys = [...params.keys()].filter((k) => !(lora.freezeA && k.includes('lora_A')));
     expect([...base.grads.keys()].sort()).toEqual(expectedKeys.sort());
     const r = rng(99);
@@ -69,6 +90,11 @@ describe('LoRA training graph gradients vs central finite differences', () => {
 
   it('freezeA: only B gets gradients, and they are right', async () => {
     await gradcheck({ arch: 'llama', heads: 4, kvHeads: 4 }, loraConfig({ freezeA: true, targets: ['k_proj', 'o_proj', 'down_proj'] }));
+  });
+
+  it('distillation head: (1-α)·CE + α·T²·KL to a stored teacher top-k, llama, LoRA on q,v,down', async () => {
+    const { checked } = await gradcheck({ arch: 'llama', heads: 4, kvHeads: 2 }, loraConfig({ targets: ['q_proj', 'v_proj', 'down_proj'] }), 3, { topK: 4, temperature: 2, alpha: 0.7 });
+    expect(checked).toBe(2 * 6 * 3);
   });
 
   it('LoRA dropout with a fixed seed, llama3 rope scaling', async () => {

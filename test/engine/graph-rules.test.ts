@@ -14,6 +14,7 @@ import { BACKWARD_RULES } from '../../site-agent/engine/graph/backward-rules.ts'
 import { encodeModel } from '../../site-agent/engine/graph/onnx-export.ts';
 import { isFedloraError } from '../../shared/errors.ts';
 import { randn, rng } from './ref/fixture.ts';
+import { klRows } from '../../site-agent/engine/distill/kl-head.ts';
 import { dequantizeRows, quantizeMatrix } from '../../site-agent/engine/quant/blockwise.ts';
 
 interface Case {
@@ -62,6 +63,9 @@ const CASES: Case[] = [
   { name: 'ReduceSum keepdims', op: 'ReduceSum', inputs: [{ shape: [2, 3, 4] }], build: (b, [x]) => b.reduceSum(x, [1], true) },
   { name: 'ReduceSum no keepdims', op: 'ReduceSum', inputs: [{ shape: [2, 3, 4] }], build: (b, [x]) => b.reduceSum(x, [0, 2], false) },
   { name: 'ReduceMean', op: 'ReduceMean', inputs: [{ shape: [2, 3, 4] }], build: (b, [x]) => b.op1('ReduceMean', [x, b.constI([-1])], { keepdims: 1 }) },
+  { name: 'ReduceLogSumExp keepdims', op: 'ReduceLogSumExp', inputs: [{ shape: [3, 5] }], build: (b, [x]) => b.op1('ReduceLogSumExp', [x, b.constI([1])], { keepdims: 1 }) },
+  { name: 'ReduceLogSumExp two axes, no keepdims', op: 'ReduceLogSumExp', inputs: [{ shape: [2, 3, 4] }], build: (b, [x]) => b.op1('ReduceLogSumExp', [x, b.constI([0, 2])], { keepdims: 0 }) },
+  { name: 'KL distillation head (top-k + rest bucket, T = 2)', op: 'ReduceLogSumExp', inputs: [{ shape: [3, 7] }], build: (b, [x]) => klHead(b, x) },
   { name: 'Expand', op: 'Expand', inputs: [{ shape: [3, 1] }], build: (b, [x]) => b.op1('Expand', [x, b.constI([2, 3, 4])]) },
   { name: 'Slice rows', op: 'Slice', inputs: [{ shape: [5, 3] }], build: (b, [x]) => b.op1('Slice', [x, b.constI([1]), b.constI([4]), b.constI([0])]) },
   { name: 'Slice two axes, negative end', op: 'Slice', inputs: [{ shape: [2, 4, 3] }], build: (b, [x]) => b.op1('Slice', [x, b.constI([0, 1]), b.constI([-1, 3]), b.constI([1, 2])]) },
@@ -93,6 +97,27 @@ function matMulNBits(b: Builder, x: string, bits: 4 | 8): string {
     accuracy: 0,
   }));
   return b.op1('MatMulNBits', [x, data, scales], { K, N, bits, block_size: block, accuracy_level: 0 });
+}
+
+/** The distillation head on student logits x [3, 7] against a random teacher's top-3 at T = 2 (the
+ *  teacher's ids, log-probabilities and rest mass as constants, computed here in float64). */
+function klHead(b: Builder, x: string): string {
+  const [rows, V] = b.shape(x), k = 3, T = 2;
+  const r = rng(17);
+  const ids: bigint[] = [], logp: number[] = [], rest: number[] = [];
+  for (let i = 0; i < rows; i++) {
+    const z = Array.from(randn(r, V, 2), (v) => v / T);
+    const m = Math.max(...z), lse = m + Math.log(z.reduce((s, v) => s + Math.exp(v - m), 0));
+    const order = z.map((_, j) => j).sort((a, c) => z[c] - z[a]);
+    order.slice(0, k).forEach((j) => { ids.push(BigInt(j)); logp.push(z[j] - lse); });
+    rest.push(Math.log(order.slice(k).reduce((s, j) => s + Math.exp(z[j] - lse), 0)));
+  }
+  const raw = (a: BigInt64Array | Float32Array) => ({ kind: 'raw' as const, bytes: new Uint8Array(a.buffer) });
+  return klRows(b, x, {
+    ids: b.initializer('t_ids', 'int64', [rows, k], raw(BigInt64Array.from(ids))),
+    logp: b.initializer('t_logp', 'float32', [rows, k], raw(Float32Array.from(logp))),
+    rest: b.initializer('t_rest', 'float32', [rows, 1], raw(Float32Array.from(rest))),
+  }, T);
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'fedlora-rules-'));

@@ -156,6 +156,13 @@ export const BACKWARD_RULES: Record<string, BackwardRule> = {
     return [expandReduced(b, n, b.scale(g!, 1 / count)), null];
   },
 
+  // y = log sum exp(x) over axes: dx = g · exp(x − y) (the softmax over the reduced axes). The
+  // distillation head reads the student's probability mass outside the teacher's top-k with it.
+  ReduceLogSumExp: (b, n, [g]) => {
+    const y = expandReduced(b, n, n.outputs[0]);
+    return [b.mul(expandReduced(b, n, g!), b.op1('Exp', [b.sub(n.inputs[0], y)])), null];
+  },
+
   Expand: (b, n, [g]) => [b.unbroadcast(g!, b.shape(n.inputs[0])), null],
 
   // y = x[starts:ends] along axes (step 1): dx = g with zeros around it, one axis at a time.

@@ -103,7 +103,7 @@ export function inferShapes(op: string, ins: (Value | null)[], attrs: Record<str
       return [{ dtype: x.dtype, shape: [...ins[1]!.shape] }];
     case 'ScatterElements':
       return same();
-    case 'ReduceSum': case 'ReduceMean': case 'ReduceMax': {
+    case 'ReduceSum': case 'ReduceMean': case 'ReduceMax': case 'ReduceLogSumExp': {
       const axes = ins[1] ? constInts(b, ins[1].name).map((a) => norm(a, x.shape.length)) : x.shape.map((_, i) => i);
       const keep = attrs.keepdims === undefined ? 1 : (attrs.keepdims as number);
       const shape: number[] = [];
