@@ -48,7 +48,7 @@ export interface RenewResponse { certificatePem: Bytes; notAfterUnixMs: number }
 export interface TaskStreamRequest { agentVersion: string; maxParallelTasks: number }
 export type TaskKind = 'TASK_KIND_UNSPECIFIED' | 'TASK_KIND_TRAIN' | 'TASK_KIND_EVALUATE' | 'TASK_KIND_CROSS_EVAL' | 'TASK_KIND_UPLOAD_LOCAL' | 'TASK_KIND_CANCEL' | 'TASK_KIND_EXAM';
 export interface BaseModel { id: string; manifestSha256: string }
-export interface LoraSpec { r: number; alpha: number; targetModules: string[]; dropout: number; useRslora: boolean; freezeA: boolean; initSeed: number }
+export interface LoraSpec { r: number; alpha: number; targetModules: string[]; dropout: number; useRslora: boolean; freezeA: boolean; initSeed: number; minSiteR?: number }
 export interface TrainSpec {
   localSteps: number; localEpochs: number; learningRate: number; optimizer: string; batchTokens: number; seed: number;
   proxMu: number; weightDecay: number; warmupSteps: number; maxGradNorm: number; replayFraction?: number; dataPeriod?: number;

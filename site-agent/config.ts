@@ -43,6 +43,10 @@ export const SitePolicySchema = z
      *  export's diagnosis) or confirmed (only labels doctors gave or confirmed and that are
      *  settled: no export diagnoses, no record waiting for its second read; site-agent/data/labels/effective.ts). */
     training_labels: z.enum(TRAINING_LABEL_POLICIES).default('any'),
+    /** Highest LoRA rank this site trains (its hardware): below a job's r it trains this rank
+     *  (the global adapter re-compressed to it) if the job accepts it (lora.min_site_r), and
+     *  declines the job's rounds otherwise. null: whatever rank the job has. */
+    max_lora_rank: z.number().int().min(1).max(1024).nullable().default(null),
   })
   .strict();
 

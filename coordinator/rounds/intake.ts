@@ -13,7 +13,8 @@ import type { UpdateHeader } from '../../shared/proto.ts';
 import type { UpdateRow } from '../store/store.ts';
 import type { AdapterLayout } from '../../shared/tensors.ts';
 import type { RoundEngine } from './index.ts';
-import { UpdateContentCheck } from './validate-update.ts';
+import type { JobInfo } from '../jobs/job-service.ts';
+import { UpdateContentCheck, type UpdateShapes } from './validate-update.ts';
 import { roundPlanOf } from './round-plan.ts';
 import { MAX_CHUNK_BYTES, UPDATE_ID_RE } from '../../shared/transfer/chunks.ts';
 import { GROUP_COMMIT_BYTES, notReceiving, UploadSpool, type ChunkIn, type SeenUpload } from './upload-spool.ts';
@@ -90,12 +91,17 @@ export function admitUpdate(engine: RoundEngine, siteId: string, h: HeaderIn, ma
   return { row, complete: false };
 }
 
+/** What a job's updates may look like: its update layout, or at a site's rank down to min_site_r. */
+export function updateShapesOf(info: Pick<JobInfo, 'spec' | 'layout'>): UpdateShapes {
+  return { layout: info.layout.update, jobRank: info.spec.lora.r, minSiteRank: info.spec.lora.min_site_r ?? info.spec.lora.r };
+}
+
 /** The writer of an admitted update's chunks, for one stream (group commit every
  *  `groupBytes`); shared with other streams of the same update. release() it when done. */
 export function openUpload(engine: RoundEngine, updateId: string, o: { groupBytes?: number } = {}): UploadSpool {
   const row = engine.store.update(updateId);
   if (!row) throw fail('FEDLORA_ERR_NOT_FOUND', `update ${updateId} was never admitted (send its UpdateHeader first)`);
-  return UploadSpool.acquire(engine.store, row, engine.dataDir, engine.jobInfo(row.job_id).layout.update, { groupBytes: o.groupBytes ?? GROUP_COMMIT_BYTES });
+  return UploadSpool.acquire(engine.store, row, engine.dataDir, updateShapesOf(engine.jobInfo(row.job_id)), { groupBytes: o.groupBytes ?? GROUP_COMMIT_BYTES });
 }
 
 /** Append chunk `c` (must be the next one) and commit it: durable before it is recorded. */
@@ -112,7 +118,7 @@ export async function appendChunk(engine: RoundEngine, updateId: string, c: Chun
 }
 
 /** Read a stored upload back (a stream that did not carry it from byte 0): hash + content. */
-async function readBack(row: UpdateRow, layout: AdapterLayout, name: string): Promise<SeenUpload> {
+async function readBack(row: UpdateRow, layout: AdapterLayout | UpdateShapes, name: string): Promise<SeenUpload> {
   const h = createHash('sha256');
   const content = new UpdateContentCheck(layout, row.size, name);
   const fh = await open(row.path, 'r');
@@ -172,9 +178,9 @@ async function finishOnce(engine: RoundEngine, updateId: string, verifySignature
     rmSync(row.path, { force: true });
     throw e;
   };
-  const { layout } = engine.jobInfo(row.job_id);
+  const shapes = updateShapesOf(engine.jobInfo(row.job_id));
   // Errors name the update (the site's own id), not the coordinator's spool path.
-  const hashed = seen ? { v: seen } : await readBack(row, layout.update, `update ${updateId}`).then((v) => ({ v }), (e: unknown) => ({ e }));
+  const hashed = seen ? { v: seen } : await readBack(row, shapes, `update ${updateId}`).then((v) => ({ v }), (e: unknown) => ({ e }));
   // While the bytes were hashed the round may have closed (engine checkCollection discards a
   // 'receiving' row and deletes its .part): check that first; from here on all is synchronous.
   const cur0 = store.update(updateId);
@@ -189,8 +195,9 @@ async function finishOnce(engine: RoundEngine, updateId: string, verifySignature
   }
   if (verifySignature && !verifySignature(row)) reject(fail('FEDLORA_ERR_SIGNATURE', `update ${updateId}: site ${row.site_id}'s signature does not verify`));
   let measured = NaN;
+  let loraR: number | null = null;
   try {
-    measured = hashed.v.content.result().norm;
+    ({ norm: measured, loraR } = hashed.v.content.result());
   } catch (e) {
     reject(e);
   }
@@ -212,6 +219,7 @@ async function finishOnce(engine: RoundEngine, updateId: string, verifySignature
       throw fail('FEDLORA_ERR_ROUND_CLOSED', `update ${updateId}: round ${row.round} closed before the upload finished`);
     }
     store.setUpdateStatus(updateId, 'accepted', null, final);
+    if (loraR !== null) store.setUpdateLoraRank(updateId, loraR);
     store.setTaskStatus(row.task_id, 'submitted');
     // What reached the round: the site's own report (norm before/after its clipping) next to
     // the norm the coordinator measured, and for DP rounds the clip norm C the round told sites
@@ -221,7 +229,7 @@ async function finishOnce(engine: RoundEngine, updateId: string, verifySignature
     store.audit.append(row.site_id, 'update_received', updateId, {
       job: row.job_id, round: row.round, attempt: row.attempt, task: row.task_id, sha256: row.sha256, size: row.size, examples: row.examples,
       signature_sha256: row.signature ? createHash('sha256').update(row.signature).digest('hex') : null, payload_kind: plan.payloadKind,
-      site_norm: row.norm, site_clipped: row.clipped === null ? null : row.clipped === 1, coordinator_norm: measured,
+      ...(loraR !== null ? { lora_r: loraR } : {}), site_norm: row.norm, site_clipped: row.clipped === null ? null : row.clipped === 1, coordinator_norm: measured,
       ...(clip > 0 ? { dp_clip_norm: clip, norm_after_clip: Math.min(measured, clip), clipped_by_coordinator: measured > clip } : {}),
     }, new Date(engine.now()));
   });

@@ -64,7 +64,8 @@ export function createPlainCollector(d: PlainCollectorDeps): Collector {
 
     async aggregate(r, job, ctx) {
       const accepted = store.roundUpdates(r.job_id, r.round, r.attempt, 'accepted'); // sorted by site id
-      const refs = storedUpdateRefs(accepted, job.layout.update, { reuseBuffer: job.strategy.meanBased === true });
+      // lower-rank sites (job lora.min_site_r): factors to svd as they are, B deltas padded for ffa
+      const refs = storedUpdateRefs(accepted, job.layout.update, { reuseBuffer: job.strategy.meanBased === true, siteRanks: job.strategy.payloadKind === 'weights' ? 'layout' : 'pad' });
       return {
         result: await job.strategy.aggregate(refs, ctx),
         contributing: accepted.length,

@@ -6,9 +6,13 @@
 // as they go. For streaming (mean-based) strategies one buffer is reused for every update —
 // legal because such a strategy never touches an update after its next load()
 // (coordinator/strategies/common.ts) — so memory stays O(adapter) whatever the number of sites.
+// An update a site trained at a lower rank (UpdateRow.lora_r) is read in its own layout: handed
+// to the strategy as such (UpdateRef.layout: svd sums the factors' products), or zero-padded to
+// the job's rank (ffa: a frozen A's first k rows times the padded B delta is exactly the site's).
 import { open, type FileHandle } from 'node:fs/promises';
 import { fail } from '../../shared/errors.ts';
 import { parseSafetensorsHeader } from '../../shared/safetensors.ts';
+import { layoutAtRank, padToRank } from '../../shared/lora/rank.ts';
 import type { AdapterLayout } from '../../shared/tensors.ts';
 import type { UpdateRow } from '../store/store.ts';
 import type { UpdateRef } from '../strategies/types.ts';
@@ -58,15 +62,22 @@ export async function readStoredUpdate(u: Pick<UpdateRow, 'update_id' | 'site_id
   }
 }
 
-/** UpdateRefs over the round's accepted rows; `reuseBuffer` only for mean-based strategies. */
-export function storedUpdateRefs(rows: UpdateRow[], layout: AdapterLayout, o: { reuseBuffer: boolean }): UpdateRef[] {
+/** UpdateRefs over the round's accepted rows; `reuseBuffer` only for mean-based strategies.
+ *  `siteRanks`: how a lower-rank update reaches the strategy (file comment). */
+export function storedUpdateRefs(rows: UpdateRow[], layout: AdapterLayout, o: { reuseBuffer: boolean; siteRanks?: 'layout' | 'pad' }): UpdateRef[] {
   let shared: Float32Array | undefined;
   const buffer = () => (o.reuseBuffer ? (shared ??= new Float32Array(layout.total)) : new Float32Array(layout.total));
-  return rows.map((u) => ({
-    siteId: u.site_id,
-    numExamples: u.examples,
-    load: () => readStoredUpdate(u, layout, buffer()),
-    loadInto: (dst: Float32Array) => readStoredUpdate(u, layout, dst),
-    ...(u.clipped === null ? {} : { unclippedBit: u.clipped ? 0 : 1 }),
-  }));
+  return rows.map((u) => {
+    const common = { siteId: u.site_id, numExamples: u.examples, ...(u.clipped === null ? {} : { unclippedBit: u.clipped ? 0 : 1 }) };
+    if (!u.lora_r) {
+      return { ...common, load: () => readStoredUpdate(u, layout, buffer()), loadInto: (dst: Float32Array) => readStoredUpdate(u, layout, dst) };
+    }
+    const own = layoutAtRank(layout, u.lora_r);
+    if (o.siteRanks === 'layout') return { ...common, layout: own, load: () => readStoredUpdate(u, own, new Float32Array(own.total)) };
+    const padded = async (dst: Float32Array) => {
+      dst.set(padToRank(await readStoredUpdate(u, own, new Float32Array(own.total)), own, layout));
+      return dst;
+    };
+    return { ...common, load: () => padded(buffer()), loadInto: padded };
+  });
 }

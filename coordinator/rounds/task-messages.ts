@@ -27,7 +27,7 @@ export function taskMessage(d: TaskMessageDeps, t: TaskRow): Task {
   return {
     taskId: t.task_id, jobId: t.job_id, round: t.round, kind: t.kind as Task['kind'],
     baseModel: { id: spec.base_model.id, manifestSha256: spec.base_model.manifest_sha256 },
-    lora: { r: spec.lora.r, alpha: spec.lora.alpha, targetModules: spec.lora.target_modules, dropout: spec.lora.dropout, useRslora: spec.lora.use_rslora, freezeA: spec.lora.freeze_a, initSeed: spec.lora.init_seed },
+    lora: { r: spec.lora.r, alpha: spec.lora.alpha, targetModules: spec.lora.target_modules, dropout: spec.lora.dropout, useRslora: spec.lora.use_rslora, freezeA: spec.lora.freeze_a, initSeed: spec.lora.init_seed, minSiteR: spec.lora.min_site_r ?? spec.lora.r },
     train: {
       localSteps: spec.train.local_steps, localEpochs: spec.train.local_epochs, learningRate: spec.train.learning_rate, optimizer: spec.train.optimizer,
       batchTokens: spec.train.batch_tokens, seed: (spec.train.seed + t.round) % Number.MAX_SAFE_INTEGER, proxMu: plan.config.proxMu ?? (Number(spec.aggregation.mu ?? 0) || 0),

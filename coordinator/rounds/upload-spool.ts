@@ -19,7 +19,7 @@ import { failpoint } from '../../shared/failpoints.ts';
 import type { Chunk } from '../../shared/proto.ts';
 import type { AdapterLayout } from '../../shared/tensors.ts';
 import type { CoordinatorStore, UpdateRow } from '../store/store.ts';
-import { UpdateContentCheck } from './validate-update.ts';
+import { UpdateContentCheck, type UpdateShapes } from './validate-update.ts';
 
 export type ChunkIn = Pick<Chunk, 'index' | 'offset' | 'data' | 'sha256'>;
 
@@ -75,7 +75,7 @@ export class UploadSpool {
   private content?: UpdateContentCheck;
 
   /** The update's spool (shared with other streams carrying it); release() it when done. */
-  static acquire(store: CoordinatorStore, row: UpdateRow, dataDir: string, layout: AdapterLayout, o: SpoolOptions): UploadSpool {
+  static acquire(store: CoordinatorStore, row: UpdateRow, dataDir: string, layout: AdapterLayout | UpdateShapes, o: SpoolOptions): UploadSpool {
     const key = `${dataDir}\0${row.update_id}`;
     let s = open_.get(key);
     if (!s) {
@@ -86,7 +86,7 @@ export class UploadSpool {
     return s;
   }
 
-  private constructor(private readonly store: CoordinatorStore, private row: UpdateRow, private readonly key: string, layout: AdapterLayout, private readonly o: SpoolOptions) {
+  private constructor(private readonly store: CoordinatorStore, private row: UpdateRow, private readonly key: string, layout: AdapterLayout | UpdateShapes, private readonly o: SpoolOptions) {
     // Progress is read once a spool of the same update that is closing has committed and closed.
     this.ready = (closing.get(key) ?? Promise.resolve()).then(() => {
       const r = this.store.update(this.row.update_id) ?? this.row;

@@ -1,12 +1,15 @@
 // Content checks of an uploaded update (after its bytes and hash are verified): it must be a
 // safetensors file whose tensors are EXACTLY the job's update layout (names, shapes, F32) and
-// hold only finite numbers. Two forms of the same rules:
+// hold only finite numbers. A job that accepts lower site ranks (lora.min_site_r < r) also takes
+// the same tensors at a rank k in min_site_r..r that the file's metadata declares (lora_r, inside
+// the signed bytes). Two forms of the same rules:
 //   UpdateContentCheck  fed the bytes in order while they arrive (the intake streams a whole
 //                       upload through it, so nothing is re-read at the end); gives the L2 norm
 //   validateUpdateBytes a whole buffer; gives the flat vector in the canonical layout
 import { endianness } from 'node:os';
 import { fail, type FedloraError } from '../../shared/errors.ts';
 import { parseSafetensorsHeader, type SafetensorsHeader } from '../../shared/safetensors.ts';
+import { layoutAtRank } from '../../shared/lora/rank.ts';
 import type { AdapterLayout } from '../../shared/tensors.ts';
 import { sumOfSquares, sumOfSquaresBytes } from '../strategies/f32-kernels.ts';
 
@@ -20,6 +23,28 @@ function parseHeader(bytes: Uint8Array, size: number, name: string): Safetensors
     const why = String((e as Error)?.message ?? e);
     throw fail('FEDLORA_ERR_UPDATE_INVALID', `${name}: not a safetensors file: ${why.startsWith(`${name}: `) ? why.slice(name.length + 2) : why}`);
   }
+}
+
+/** The layouts an update of a job may have: its own, or the same tensors at a site's lower rank. */
+export interface UpdateShapes {
+  layout: AdapterLayout;
+  jobRank: number;
+  /** lora.min_site_r (jobRank when the job has every site train its rank). */
+  minSiteRank: number;
+}
+
+/** The layout the header's metadata declares (lora_r; absent: the job's rank), if the job accepts
+ *  it; loraR null for the job's rank. A bare layout accepts only itself. */
+export function layoutForHeader(header: SafetensorsHeader, shapes: AdapterLayout | UpdateShapes, name: string): { layout: AdapterLayout; loraR: number | null } {
+  if (!('jobRank' in shapes)) return { layout: shapes, loraR: null };
+  const declared = header.metadata.lora_r;
+  if (declared === undefined || Number(declared) === shapes.jobRank) return { layout: shapes.layout, loraR: null };
+  const k = Number(declared);
+  if (!Number.isInteger(k) || k < shapes.minSiteRank || k > shapes.jobRank) {
+    const accepts = shapes.minSiteRank < shapes.jobRank ? `ranks ${shapes.minSiteRank}..${shapes.jobRank} (lora.min_site_r..lora.r)` : `only its rank ${shapes.jobRank} (no lora.min_site_r below r)`;
+    throw fail('FEDLORA_ERR_SHAPE', `${name}: the update declares LoRA rank ${JSON.stringify(declared)} (metadata lora_r); the job accepts ${accepts}`);
+  }
+  return { layout: layoutAtRank(shapes.layout, k), loraR: k };
 }
 
 /** The header must list exactly the layout's tensors, with its shapes, as F32. */
@@ -70,8 +95,9 @@ export class UpdateContentCheck {
   private carryLen = 0;
   private sum = 0;
   private error: FedloraError | undefined;
+  private loraR: number | null = null;
 
-  constructor(private readonly layout: AdapterLayout, private readonly size: number, private readonly name: string) {}
+  constructor(private readonly shapes: AdapterLayout | UpdateShapes, private readonly size: number, private readonly name: string) {}
 
   feed(bytes: Uint8Array): void {
     const at = this.pos;
@@ -85,7 +111,9 @@ export class UpdateContentCheck {
         const all = Buffer.concat(this.head);
         this.head = [];
         const header = parseHeader(all, this.size, this.name);
-        checkUpdateHeader(header, this.layout, this.name);
+        const { layout, loraR } = layoutForHeader(header, this.shapes, this.name);
+        checkUpdateHeader(header, layout, this.name);
+        this.loraR = loraR;
         this.segments = [...header.entries.values()].map((t) => ({ name: t.name, start: t.offset, end: t.offset + t.length })).sort((a, b) => a.start - b.start);
         this.data(all, 0);
         return;
@@ -144,15 +172,16 @@ export class UpdateContentCheck {
     this.sum += q;
   }
 
-  /** After every byte was fed: the update's L2 norm, or the first problem found (thrown). */
-  result(): { norm: number } {
+  /** After every byte was fed: the update's L2 norm and its LoRA rank when below the job's
+   *  (null: the job's), or the first problem found (thrown). */
+  result(): { norm: number; loraR: number | null } {
     if (this.error) throw this.error;
     if (!this.segments) {
       parseHeader(Buffer.concat(this.head), this.size, this.name); // throws: truncated
       throw fail('FEDLORA_ERR_UPDATE_INVALID', `${this.name}: not a safetensors file: truncated header`);
     }
     if (this.pos < this.size) throw fail('FEDLORA_ERR_UPDATE_INVALID', `${this.name}: ${this.pos} of ${this.size} bytes checked`);
-    return { norm: Math.sqrt(this.sum) };
+    return { norm: Math.sqrt(this.sum), loraR: this.loraR };
   }
 }
 

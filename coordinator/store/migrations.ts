@@ -338,6 +338,11 @@ export const MIGRATIONS: string[] = [
   );
   ALTER TABLE sites ADD COLUMN data_revision INTEGER;
   `,
+  // 12: the LoRA rank of an accepted update whose site trained below the job's rank (job
+  //     lora.min_site_r, site policy.max_lora_rank); NULL: the job's rank.
+  `
+  ALTER TABLE updates ADD COLUMN lora_r INTEGER;
+  `,
 ];
 
 /** What opening and rekeying <dataDir>/coordinator.sqlite need: its `database:` section comes

@@ -24,6 +24,8 @@ export interface UpdateRow {
   update_id: string; job_id: string; round: number; attempt: number; site_id: string; task_id: string; base_version: number; path: string;
   sha256: string; size: number; chunk_size: number; received_chunks: number; received_bytes: number; examples: number; norm: number | null;
   clipped: number | null; status: UpdateStatus; reason: string | null; signature: Buffer | null; metadata_json: string | null; received_ms: number;
+  /** The LoRA rank of an accepted update below the job's (its metadata lora_r); null: the job's. */
+  lora_r?: number | null;
 }
 export interface AdapterVersionRow { job_id: string; version: number; owner_site: string; round: number; sha256: string; size: number; manifest_json: string; manifest_sha256: string; signature: string; path: string; created_ms: number }
 export interface MetricRow {
@@ -166,6 +168,9 @@ export class CoordinatorStore {
     } finally {
       this.db.pragma('synchronous = FULL');
     }
+  }
+  setUpdateLoraRank(updateId: string, loraR: number): void {
+    this.db.prepare('UPDATE updates SET lora_r = ? WHERE update_id = ?').run(loraR, updateId);
   }
   setUpdateStatus(updateId: string, status: UpdateStatus, reason: string | null = null, path?: string): void {
     this.db.prepare('UPDATE updates SET status = ?, reason = COALESCE(?, reason), path = COALESCE(?, path) WHERE update_id = ?').run(status, reason, path ?? null, updateId);

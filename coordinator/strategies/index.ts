@@ -9,6 +9,6 @@ export { poissonSample, seededSelect, seededOnlineSubset, everyOnline, fixedRoun
 export { createFedIt } from './lora-fedit.ts';
 export { createFfa, bRanges } from './lora-ffa.ts';
 export { createLoraSvd } from './lora-svd.ts';
-export { loraPairs } from './lora-pairs.ts';
+export { loraPairs } from '../../shared/lora/pairs.ts';
 export { aggregateSecureSum, packTrainable, unpackTrainable } from './secure.ts';
 export type { SecureSumStrategy } from './types.ts';

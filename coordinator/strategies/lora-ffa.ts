@@ -9,7 +9,7 @@ import { fail } from '../../shared/errors.ts';
 import type { AdapterLayout } from '../../shared/tensors.ts';
 import type { Strategy } from './types.ts';
 import { applyDelta, checkUpdates, streamingWeightedSum, tensorAt, weightsOf } from './common.ts';
-import { loraPairs } from './lora-pairs.ts';
+import { loraPairs } from '../../shared/lora/pairs.ts';
 import { fixedRoundConfig, type SiteSelector } from './selection.ts';
 
 const IS_A = /\.lora_A\.weight$/;

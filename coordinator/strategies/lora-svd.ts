@@ -1,6 +1,6 @@
 // Exact LoRA aggregation by re-compression: the weighted sum of the sites' low-rank products
 //   W = sum_k p_k B_k A_k = [p_1 B_1 | ... | p_K B_K] [A_1; ...; A_K]
-// re-compressed to the job's rank without forming the out x in matrix (lora-rank.ts recompress:
+// re-compressed to the job's rank without forming the out x in matrix (shared/lora/recompress.ts:
 // thin QR of both stacks, SVD of the small core). B'A' = W exactly when rank(W) <= r, else the
 // best rank-r approximation (Eckart-Young). Sites send their full local A_k, B_k (payloadKind
 // 'weights'); a site that trains a lower rank (job lora.min_site_r, the site's
@@ -12,9 +12,9 @@ import type { AdapterLayout } from '../../shared/tensors.ts';
 import type { Strategy, UpdateRef } from './types.ts';
 import { fixedRoundConfig, type SiteSelector } from './selection.ts';
 import { checkUpdate, checkUpdates, weightsOf } from './common.ts';
-import { mat } from './linalg.ts';
-import { loraPairs } from './lora-pairs.ts';
-import { pairsByModule, recompress, type WeightedFactors } from './lora-rank.ts';
+import { mat } from '../../shared/lora/linalg.ts';
+import { loraPairs } from '../../shared/lora/pairs.ts';
+import { pairsByModule, recompress, type WeightedFactors } from '../../shared/lora/recompress.ts';
 
 export function createLoraSvd(opts: { weightCap?: number; select?: SiteSelector } = {}): Strategy {
   return {

@@ -64,7 +64,7 @@ export async function reportMetrics(deps: ReportDeps, task: TaskRef, phase: stri
 /** The training summary of a round (kept with its outbox entry, so a resumed upload reports it too). */
 export async function reportTraining(
   deps: ReportDeps,
-  e: TaskRef & { info: Pick<OutboxEntry['info'], 'trainLoss' | 'tokensPerSecond' | 'numExamples' | 'peakRssBytes' | 'weightBits'> },
+  e: TaskRef & { info: Pick<OutboxEntry['info'], 'trainLoss' | 'tokensPerSecond' | 'numExamples' | 'peakRssBytes' | 'weightBits' | 'loraRank'> },
 ): Promise<void> {
   await reportMetrics(deps, e, 'train', [
     { kind: 'global', name: 'train_loss', value: e.info.trainLoss ?? NaN, count: e.info.numExamples },
@@ -72,5 +72,7 @@ export async function reportTraining(
     // the site's memory and base-weight precision (model.quantize), when its trainer reports them
     ...(e.info.peakRssBytes !== undefined ? [{ kind: 'global' as const, name: 'train_peak_rss_bytes', value: e.info.peakRssBytes, count: 1 }] : []),
     ...(e.info.weightBits !== undefined ? [{ kind: 'global' as const, name: 'train_weight_bits', value: e.info.weightBits, count: 1 }] : []),
+    // the LoRA rank it trained when below the job's (policy.max_lora_rank)
+    ...(e.info.loraRank !== undefined ? [{ kind: 'global' as const, name: 'train_lora_rank', value: e.info.loraRank, count: 1 }] : []),
   ]);
 }

@@ -29,6 +29,8 @@ export interface OutboxInfo {
   /** Peak resident memory of the training and the bits of its frozen base weights (when known). */
   peakRssBytes?: number;
   weightBits?: number;
+  /** The LoRA rank the site trained, when below the job's (policy.max_lora_rank). */
+  loraRank?: number;
 }
 
 export interface OutboxEntry {

@@ -41,3 +41,21 @@ export function checkPolicy(policy: SitePolicy, t: TaskPrivacyView): PolicyDecis
   }
   return { ok: true };
 }
+
+export type RankDecision = { ok: true; r: number } | { ok: false; code: 'FEDLORA_ERR_POLICY'; reason: string };
+
+/** The LoRA rank this site trains for a job of rank `r` that accepts sites down to `minSiteR`
+ *  (0: r): the job's, or the site's policy.max_lora_rank when lower and accepted. */
+export function siteLoraRank(policy: Pick<SitePolicy, 'max_lora_rank'>, job: { r: number; minSiteR?: number }): RankDecision {
+  const max = policy.max_lora_rank;
+  if (max === null || max >= job.r) return { ok: true, r: job.r };
+  const min = job.minSiteR || job.r;
+  if (max < min) {
+    return {
+      ok: false,
+      code: 'FEDLORA_ERR_POLICY',
+      reason: `the job trains LoRA rank ${job.r} and accepts sites down to rank ${min} (lora.min_site_r); this site trains at most rank ${max} (policy.max_lora_rank)`,
+    };
+  }
+  return { ok: true, r: max };
+}

@@ -12,8 +12,9 @@
 //   fetch-global-adapter    download and verify; "on global adapter verified" hooks run there
 //   data-period             the job's data period: new records, earlier ones to replay and keep testing
 //   evaluate-global         held-out metrics of the adapter this round starts from
+//   site-rank               below the job's rank (policy.max_lora_rank): the global re-compressed to it
 //   prepare-training-data   the training file, from the site store
-//   train                   local training from the global adapter
+//   train                   local training from the global adapter (at the site's rank)
 //   build-payload           the update: delta or weights, only B with a frozen A
 //   record-in-outbox        bytes and signed header stored before the first byte is sent
 //   deliver                 secure aggregation (masked) or the outbox upload
@@ -25,14 +26,15 @@ import { createHash, randomUUID } from 'node:crypto';
 import { existsSync, rmSync } from 'node:fs';
 import { fail } from '../../shared/errors.ts';
 import type { AdapterWeights, LoraConfig } from '../../shared/lora/types.ts';
-import { flatten, l2norm } from '../../shared/tensors.ts';
+import { adapterWeightsAtRank, layoutAtRank, loraAtRank, padToRank, rankOfLayout } from '../../shared/lora/rank.ts';
+import { flatten, l2norm, layoutOf, unflatten } from '../../shared/tensors.ts';
 import { signUpdate } from '../../shared/update-signature.ts';
 import { evaluateAndReport } from './evaluate-task.ts';
 import { fetchVerifiedGlobal } from './global-adapter.ts';
 import { reportTraining } from './metrics-report.ts';
 import type { OutboxEntry } from './outbox.ts';
 import { deliverEntry, discardEntry } from './outbox-delivery.ts';
-import { checkPolicy } from './policy.ts';
+import { checkPolicy, siteLoraRank } from './policy.ts';
 import { runSecAggSite } from './secagg-client.ts';
 import { checkBaseModel, loraOfTask, taskLogFields, type AgentState, type TaskDeps } from './task-context.ts';
 import type { LocalTrainRequest, LocalTrainResult } from './trainers.ts';
@@ -49,6 +51,9 @@ export interface TrainRound {
   /** This task's scratch folder: removed when the round ends, kept after a failure. */
   readonly workDir: string;
   global?: AdapterWeights;
+  /** Below the job's rank (policy.max_lora_rank): the rank this site trains, its LoRA settings
+   *  (the job's scaling) and the global adapter re-compressed to it. Absent: the job's rank. */
+  siteRank?: { lora: LoraConfig; start: AdapterWeights };
   trainFile?: string;
   trained?: LocalTrainResult;
   update?: { kind: PayloadKind; tensors: AdapterWeights; l2Norm: number };
@@ -72,6 +77,7 @@ export const TRAIN_ROUND: readonly RoundStep[] = [
   { name: 'fetch-global-adapter', state: 'training', run: fetchGlobalAdapter },
   { name: 'data-period', run: enterRoundDataPeriod },
   { name: 'evaluate-global', state: 'evaluating', run: evaluateGlobal },
+  { name: 'site-rank', run: startAtSiteRank },
   { name: 'prepare-training-data', state: 'training', run: prepareTrainingData },
   { name: 'train', state: 'training', run: trainFromGlobal },
   { name: 'build-payload', run: buildPayload },
@@ -142,10 +148,11 @@ export async function admitBySitePolicy(deps: TaskDeps, round: TrainRound): Prom
     minSites: task.privacy.minSites,
     selectedSites: task.selectedSites,
   });
-  if (decision.ok) return;
-  deps.log.warn({ ...round.log, reason: decision.reason }, 'task declined by site policy');
-  deps.audit.append(deps.siteId, 'task_declined', `${task.jobId}/${task.round}`, { task_id: task.taskId, code: decision.code, reason: decision.reason });
-  await deps.wire.declineTask(task.taskId, decision.reason, decision.code);
+  const refusal = !decision.ok ? decision : siteLoraRank(deps.config.policy, task.lora);
+  if (refusal.ok) return;
+  deps.log.warn({ ...round.log, reason: refusal.reason }, 'task declined by site policy');
+  deps.audit.append(deps.siteId, 'task_declined', `${task.jobId}/${task.round}`, { task_id: task.taskId, code: refusal.code, reason: refusal.reason });
+  await deps.wire.declineTask(task.taskId, refusal.reason, refusal.code);
   return 'stop';
 }
 
@@ -170,6 +177,23 @@ export async function evaluateGlobal(deps: TaskDeps, round: TrainRound): Promise
   await evaluateAndReport(deps, round.task, 'global', need(round, 'global', 'evaluate-global'), round.lora, v);
 }
 
+/** A site below the job's rank trains from the global adapter's best rank-k factors (with a
+ *  frozen A: A's first k rows and the B that best keeps each product). Each site re-compresses
+ *  the one published version itself rather than downloading a version per rank: the coordinator
+ *  publishes and signs one adapter per round, and the re-compression is a few small QRs. */
+export function startAtSiteRank(deps: TaskDeps, round: TrainRound): StepResult {
+  const rank = siteLoraRank(deps.config.policy, round.task.lora);
+  if (!rank.ok || rank.r === round.lora.r) return;
+  const lora = loraAtRank(round.lora, rank.r);
+  const start = adapterWeightsAtRank(need(round, 'global', 'site-rank'), rank.r, { frozenA: lora.freezeA, initial: deps.workspace.initialAdapter(round.lora) });
+  round.siteRank = { lora, start };
+  deps.log.info({ ...round.log, job_rank: round.lora.r, site_rank: rank.r }, 'training a lower LoRA rank (policy.max_lora_rank)');
+}
+
+/** The LoRA settings and start of this site's training: its own rank's, else the job's. */
+const trainedLora = (round: TrainRound): LoraConfig => round.siteRank?.lora ?? round.lora;
+const startOf = (round: TrainRound, step: string): AdapterWeights => round.siteRank?.start ?? need(round, 'global', step);
+
 export async function prepareTrainingData(deps: TaskDeps, round: TrainRound): Promise<StepResult> {
   const { task } = round;
   round.trainFile = (await deps.workspace.trainingData({ jobId: task.jobId, round: task.round, taskId: task.taskId })).trainFile;
@@ -177,19 +201,27 @@ export async function prepareTrainingData(deps: TaskDeps, round: TrainRound): Pr
 
 /** One local training of this round (from the global adapter, or the local baseline's own). */
 function trainRequest(deps: TaskDeps, round: TrainRound, run: 'global' | 'local', initAdapter: AdapterWeights): LocalTrainRequest {
-  return localTrainRequest(deps, { ...round, trainFile: need(round, 'trainFile', `train (${run})`) }, run, initAdapter);
+  return localTrainRequest(deps, { ...round, lora: trainedLora(round), trainFile: need(round, 'trainFile', `train (${run})`) }, run, initAdapter);
 }
 
 export async function trainFromGlobal(deps: TaskDeps, round: TrainRound): Promise<StepResult> {
-  const result = await deps.trainer.train(trainRequest(deps, round, 'global', need(round, 'global', 'train')));
+  const result = await deps.trainer.train(trainRequest(deps, round, 'global', startOf(round, 'train')));
   assertFinite(result.adapter, `local training of round ${round.task.round}`);
   round.trained = result;
 }
 
-/** What leaves the site: local - global (or the local weights), only lora_B with a frozen A. */
+/** What leaves the site: local - global (or the local weights), only lora_B with a frozen A;
+ *  at the site's rank (the coordinator pads or re-compresses), except that secure aggregation
+ *  masks vectors of the job's layout: there the rank-k B delta is zero-padded here (ffa, the
+ *  only strategy the job spec allows lower ranks with under secure aggregation). */
 export function buildPayload(_deps: TaskDeps, round: TrainRound): StepResult {
   const kind: PayloadKind = round.task.payloadKind === 'weights' ? 'weights' : 'delta';
-  const tensors = buildUpdateTensors(need(round, 'global', 'build-payload'), need(round, 'trained', 'build-payload').adapter, kind, round.lora.freezeA);
+  let tensors = buildUpdateTensors(startOf(round, 'build-payload'), need(round, 'trained', 'build-payload').adapter, kind, round.lora.freezeA);
+  if (round.siteRank && round.task.privacy.secureAggregation) {
+    if (kind !== 'delta' || !round.lora.freezeA) throw fail('FEDLORA_ERR_SHAPE', `secure aggregation of a rank-${round.siteRank.lora.r} update needs a frozen A (ffa); the job has aggregation ${round.task.aggregation}`);
+    const from = layoutOf(tensors);
+    tensors = unflatten(padToRank(flatten(tensors, from), from, layoutAtRank(from, round.lora.r)), layoutAtRank(from, round.lora.r));
+  }
   round.update = { kind, tensors, l2Norm: l2norm([...tensors.values()].map((t) => t.data)) };
 }
 
@@ -202,7 +234,9 @@ export function recordInOutbox(deps: TaskDeps, round: TrainRound): StepResult {
   const update = need(round, 'update', 'record-in-outbox');
   const trained = need(round, 'trained', 'record-in-outbox');
   const updateId = randomUUID();
-  const bytes = encodeUpdate(update.tensors, { job_id: task.jobId, round: String(task.round), payload_kind: update.kind });
+  const loraRank = round.siteRank?.lora.r;
+  // lora_r: the rank of the factors when below the job's (inside the signed bytes)
+  const bytes = encodeUpdate(update.tensors, { job_id: task.jobId, round: String(task.round), payload_kind: update.kind, ...(loraRank ? { lora_r: String(loraRank) } : {}) });
   const sha256 = createHash('sha256').update(bytes).digest('hex');
   const signed = { updateId, jobId: task.jobId, round: task.round, baseVersion: task.globalAdapter.version, sha256, numExamples: trained.numExamples };
   const signature = signUpdate(deps.siteKeyPem(), signed);
@@ -217,12 +251,12 @@ export function recordInOutbox(deps: TaskDeps, round: TrainRound): StepResult {
       signature,
       updateNorm: update.l2Norm,
       clipped: false,
-      metadataJson: Buffer.from(JSON.stringify({ final_loss: finalLoss, tokens_per_s: trained.tokensPerSecond })),
+      metadataJson: Buffer.from(JSON.stringify({ final_loss: finalLoss, tokens_per_s: trained.tokensPerSecond, ...(loraRank ? { lora_r: loraRank } : {}) })),
     },
     bytes,
     {
       trainLoss: finalLoss, tokensPerSecond: trained.tokensPerSecond, numExamples: trained.numExamples, payloadKind: update.kind, tensors: update.tensors.size, l2Norm: update.l2Norm,
-      peakRssBytes: trained.peakRssBytes, weightBits: trained.weightBits,
+      peakRssBytes: trained.peakRssBytes, weightBits: trained.weightBits, ...(loraRank ? { loraRank } : {}),
     },
   );
 }
@@ -260,7 +294,7 @@ export async function reportRoundTraining(deps: TaskDeps, round: TrainRound): Pr
   const t = need(round, 'trained', 'report-training');
   await reportTraining(deps, {
     ...round.task,
-    info: { trainLoss: t.lossPerStep.at(-1) ?? null, tokensPerSecond: t.tokensPerSecond, numExamples: t.numExamples, peakRssBytes: t.peakRssBytes, weightBits: t.weightBits },
+    info: { trainLoss: t.lossPerStep.at(-1) ?? null, tokensPerSecond: t.tokensPerSecond, numExamples: t.numExamples, peakRssBytes: t.peakRssBytes, weightBits: t.weightBits, loraRank: round.siteRank?.lora.r },
   });
 }
 
@@ -268,17 +302,21 @@ export async function reportRoundTraining(deps: TaskDeps, round: TrainRound): Pr
  *  started from, evaluated beside it (kind personal, that version's round); it stays here. */
 export async function personaliseGlobal(deps: TaskDeps, round: TrainRound): Promise<StepResult> {
   const v = round.task.globalAdapter.version;
-  const personal = await personalise(deps, { ...round, trainFile: need(round, 'trainFile', 'personalise') }, need(round, 'global', 'personalise'), v);
-  if (personal) await evaluateAndReport(deps, round.task, 'personal', personal, round.lora, v);
+  const lora = trainedLora(round);
+  const personal = await personalise(deps, { ...round, lora, trainFile: need(round, 'trainFile', 'personalise') }, startOf(round, 'personalise'), v);
+  if (personal) await evaluateAndReport(deps, round.task, 'personal', personal, lora, v);
 }
 
 /** The local-only baseline: the same training on this site's data alone, continued each round
  *  from its own previous adapter (the job's version-0 adapter at first), then evaluated. */
 export async function trainLocalBaseline(deps: TaskDeps, round: TrainRound): Promise<StepResult> {
   if (!deps.config.training.local_baseline) return;
-  const { task, lora } = round;
+  const { task } = round;
+  const lora = trainedLora(round);
   deps.status.state = 'training';
-  const prev = deps.workspace.loadLocalBaseline(task.jobId);
+  const kept = deps.workspace.loadLocalBaseline(task.jobId);
+  // a baseline kept at another rank (the site's policy.max_lora_rank changed) starts again
+  const prev = kept && rankOfLayout(layoutOf(kept)) === lora.r ? kept : null;
   const local = await deps.trainer.train(trainRequest(deps, round, 'local', prev ?? deps.workspace.initialAdapter(lora)));
   assertFinite(local.adapter, 'local-only baseline');
   deps.workspace.saveLocalBaseline(task.jobId, local.adapter, lora, task.baseModel.id);

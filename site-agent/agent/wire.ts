@@ -10,7 +10,7 @@ export interface WireTask {
   round: number;
   kind: string; // TASK_KIND_TRAIN | TASK_KIND_EVALUATE | ...
   baseModel: { id: string; manifestSha256: string };
-  lora: { r: number; alpha: number; targetModules: string[]; dropout: number; useRslora: boolean; freezeA: boolean; initSeed: number | string };
+  lora: { r: number; alpha: number; targetModules: string[]; dropout: number; useRslora: boolean; freezeA: boolean; initSeed: number | string; /** 0 or absent: r (every site trains the job's rank). */ minSiteR?: number };
   train: {
     localSteps: number;
     localEpochs: number;

@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import { createLoraSvd } from '../../coordinator/strategies/lora-svd.ts';
 import { createFfa } from '../../coordinator/strategies/lora-ffa.ts';
-import { adapterAtRank } from '../../coordinator/strategies/lora-rank.ts';
+import { adapterAtRank } from '../../shared/lora/recompress.ts';
 import type { UpdateRef } from '../../coordinator/strategies/types.ts';
 import { PYTHON, requireTool, TORCH } from '../runner/reference-tools.ts';
 import { ctxOf, loraLayout, rng } from '../strategies/helpers.ts';

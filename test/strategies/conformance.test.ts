@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { createStrategy } from '../../coordinator/strategies/registry.ts';
 import type { Strategy } from '../../coordinator/strategies/types.ts';
 import { bRanges } from '../../coordinator/strategies/lora-ffa.ts';
-import { loraPairs } from '../../coordinator/strategies/lora-pairs.ts';
+import { loraPairs } from '../../shared/lora/pairs.ts';
 import { ctxOf, detachingRefs, flatLayout, loraLayout, maxAbsDiff, randomVec, refs } from './helpers.ts';
 
 const layout = loraLayout(2, 2, 3, 4); // 2 modules x (A 2x3 + B 4x2) = 28 elements

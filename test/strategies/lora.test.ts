@@ -4,8 +4,8 @@ import { describe, expect, it } from 'vitest';
 import { createLoraSvd } from '../../coordinator/strategies/lora-svd.ts';
 import { createFedIt } from '../../coordinator/strategies/lora-fedit.ts';
 import { createFfa } from '../../coordinator/strategies/lora-ffa.ts';
-import { loraPairs } from '../../coordinator/strategies/lora-pairs.ts';
-import { householderQR, jacobiSVD, mat, matmul, transpose } from '../../coordinator/strategies/linalg.ts';
+import { loraPairs } from '../../shared/lora/pairs.ts';
+import { householderQR, jacobiSVD, mat, matmul, transpose } from '../../shared/lora/linalg.ts';
 import { layoutOf } from '../../shared/tensors.ts';
 import { ctxOf, maxAbsDiff, randomVec, refs } from './helpers.ts';
 

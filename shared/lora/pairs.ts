@@ -1,7 +1,7 @@
 // Pairs each module's `...lora_A.weight` [r, in] with its `...lora_B.weight` [out, r] in a flat
 // adapter layout, for the LoRA-aware strategies (FFA, SVD).
-import { fail } from '../../shared/errors.ts';
-import type { AdapterLayout, LayoutEntry } from '../../shared/tensors.ts';
+import { fail } from '../errors.ts';
+import type { AdapterLayout, LayoutEntry } from '../tensors.ts';
 
 export interface LoraPair {
   module: string;

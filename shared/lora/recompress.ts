@@ -13,10 +13,10 @@
 //                of the product onto A_k's row space (exactly B[:, :k] when B's other columns are 0).
 // Rank variants keep PEFT's scaling (alpha / r) equal at every rank (shared/lora/rank.ts), so the
 // factors of different ranks multiply out to comparable products.
-import { fail } from '../../shared/errors.ts';
-import type { AdapterLayout } from '../../shared/tensors.ts';
+import { fail } from '../errors.ts';
+import type { AdapterLayout } from '../tensors.ts';
 import { householderQR, jacobiSVD, mat, matmul, transpose, type Mat } from './linalg.ts';
-import { loraPairs, type LoraPair } from './lora-pairs.ts';
+import { loraPairs, type LoraPair } from './pairs.ts';
 
 export interface WeightedFactors {
   weight: number;
