@@ -35,6 +35,7 @@ export const ERRORS = {
   FEDLORA_ERR_DATA_LINE: { grpc: GrpcStatus.INVALID_ARGUMENT, http: 400, summary: 'malformed training data line' },
   FEDLORA_ERR_ADAPTER: { grpc: GrpcStatus.INVALID_ARGUMENT, http: 400, summary: 'invalid PEFT adapter' },
   FEDLORA_ERR_TOKENIZER: { grpc: GrpcStatus.FAILED_PRECONDITION, http: 400, summary: 'tokenizer or chat template problem' },
+  FEDLORA_ERR_TOKENIZER_MISMATCH: { grpc: GrpcStatus.FAILED_PRECONDITION, http: 400, summary: 'teacher and student models do not share a tokenizer' },
   FEDLORA_ERR_TRAINING: { grpc: GrpcStatus.INTERNAL, http: 500, summary: 'training failed' },
   FEDLORA_ERR_EVALUATION: { grpc: GrpcStatus.INTERNAL, http: 500, summary: 'evaluation failed' },
   FEDLORA_ERR_EXAM_ITEM: { grpc: GrpcStatus.INVALID_ARGUMENT, http: 400, summary: 'malformed exam question' },

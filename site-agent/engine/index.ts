@@ -14,6 +14,7 @@ import { streamGenerate, pendingStopPrefix, type StreamOptions, type StreamResul
 import { evaluateLoss, scoreChoices, type ChoiceScores, type EvalResult } from './train/eval.ts';
 import { initLoraAdapter } from '../../shared/lora/init.ts';
 import { trainLora, type TrainOptions, type TrainResult } from './train/trainer.ts';
+import { distillLora, type DistillOptions, type DistillResult } from './distill/distill.ts';
 import type { AdapterWeights, LoraConfig, ModelConfig } from '../../shared/lora/types.ts';
 import type { Checkpoint, Device, ProgressEvent, QuantMode } from './types.ts';
 
@@ -45,6 +46,13 @@ export { MODEL_PRESETS, PRESET_NAMES } from './checkpoint/presets.ts';
 /** Fine-tune a LoRA adapter (see TrainOptions); progress via `onProgress`, stop via `signal`. */
 export function train(o: TrainOptions): Promise<TrainResult> {
   return trainLora(o);
+}
+
+export { DISTILL_DEFAULTS, type DistillOptions, type DistillResult, type DistillMetrics, type DistillSettings } from './distill/distill.ts';
+export { tokenizerIdentity } from './distill/tokenizer-match.ts';
+/** Distil a teacher model into a student's LoRA adapter (distill/distill.ts): teacher top-k stored once, then CE + KL training. */
+export function distill(o: DistillOptions): Promise<DistillResult> {
+  return distillLora(o);
 }
 
 /** Merge a PEFT adapter into the base weights and write a full model folder. */
