@@ -61,10 +61,11 @@ module.exports = {
     },
     {
       name: 'resolvable',
-      comment: 'Every relative import resolves to a file.',
+      comment: 'Every relative import resolves to a file. The assistant\'s pages import /static/common.js, a URL the '
+        + 'server maps to site-agent/serve/page/common.js (site-agent/serve/routes/static-page.ts).',
       severity: 'error',
       from: {},
-      to: { couldNotResolve: true, pathNot: '^node:' },
+      to: { couldNotResolve: true, pathNot: '^(node:|/static/)' },
     },
   ],
   options: {

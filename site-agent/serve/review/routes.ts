@@ -1,20 +1,14 @@
 // The doctors' review page (/review) and its API (/api/review/...), for the `clinician` role with
 // the assistant's users and keys. A rating is stored (with its audit entry) before the answer;
 // a doctor is served only cases of their own queue and never another doctor's rating.
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import type { ServeContext } from '../server.ts';
+import { servePageFiles } from '../routes/static-page.ts';
 import { addRating, CORRECTNESS, nextCase, openCount, SAFETY } from './ratings.ts';
 
-const PAGE_DIR = join(import.meta.dirname, 'page');
-const STATIC: Record<string, { type: string; body: Buffer }> = {
-  '/review': { type: 'text/html; charset=utf-8', body: readFileSync(join(PAGE_DIR, 'index.html')) },
-  '/review/static/review.js': { type: 'text/javascript; charset=utf-8', body: readFileSync(join(PAGE_DIR, 'review.js')) },
-  '/review/static/review.css': { type: 'text/css; charset=utf-8', body: readFileSync(join(PAGE_DIR, 'review.css')) },
-};
-const PAGE_CSP = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+const PAGE_FILES = { '/review': 'index.html', '/review/static/review.js': 'review.js', '/review/static/review.css': 'review.css' };
 
 const RatingBody = z.object({
   correctness: z.enum(CORRECTNESS),
@@ -25,9 +19,7 @@ const RatingBody = z.object({
 
 export function reviewRoutes(): FastifyPluginAsyncZod<ServeContext> {
   return async (app, ctx) => {
-    for (const [path, f] of Object.entries(STATIC)) {
-      app.get(path, async (_req, reply) => reply.type(f.type).header('Content-Security-Policy', PAGE_CSP).header('Cache-Control', 'no-cache').send(f.body));
-    }
+    servePageFiles(app, join(import.meta.dirname, 'page'), PAGE_FILES);
     const onRequest = ctx.requireRole('clinician');
     const Version = z.object({ version: z.string().min(1).max(200).optional() });
 

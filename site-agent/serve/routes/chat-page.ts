@@ -1,22 +1,16 @@
 // The clinicians' chat page (`/`, Chinese and English) and the small API it needs besides the
 // OpenAI-compatible one: who am I, an answer with its confirmations, and the doctor's
 // confirmation. Static files are public (they hold no data); every /api route needs a key.
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { fail } from '../../../shared/errors.ts';
 import { confirmAnswer, confirmationsOf } from '../confirmations.ts';
 import { currentServing } from '../gate/serving.ts';
 import type { ServeContext } from '../server.ts';
+import { servePageFiles, SHARED_PAGE_DIR } from './static-page.ts';
 
-const PAGE_DIR = join(import.meta.dirname, '..', 'page');
-const STATIC: Record<string, { type: string; body: Buffer }> = {
-  '/': { type: 'text/html; charset=utf-8', body: readFileSync(join(PAGE_DIR, 'index.html')) },
-  '/static/app.js': { type: 'text/javascript; charset=utf-8', body: readFileSync(join(PAGE_DIR, 'app.js')) },
-  '/static/style.css': { type: 'text/css; charset=utf-8', body: readFileSync(join(PAGE_DIR, 'style.css')) },
-};
-const PAGE_CSP = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+// The review and workbench pages load /static/common.js and /static/style.css from here.
+const PAGE_FILES = { '/': 'index.html', '/static/app.js': 'app.js', '/static/common.js': 'common.js', '/static/style.css': 'style.css' };
 
 const ConfirmBody = z.object({
   verdict: z.enum(['accept', 'edit', 'reject']),
@@ -26,9 +20,7 @@ const ConfirmBody = z.object({
 }).strict();
 
 export const chatPageRoutes: FastifyPluginAsyncZod<ServeContext> = async (app, ctx) => {
-  for (const [path, f] of Object.entries(STATIC)) {
-    app.get(path, async (_req, reply) => reply.type(f.type).header('Content-Security-Policy', PAGE_CSP).header('Cache-Control', 'no-cache').send(f.body));
-  }
+  servePageFiles(app, SHARED_PAGE_DIR, PAGE_FILES);
 
   app.get('/favicon.ico', async (_req, reply) => reply.status(204).send());
 

@@ -1,7 +1,6 @@
 // The workbench page (/workbench) and its API (/api/workbench/...), for the `clinician` role with
 // the assistant's users and keys. A label is stored (with its provenance and audit entry) before
 // the answer; the server, not the page, decides whether the read showed the model's suggestions.
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
@@ -12,17 +11,12 @@ import { addLabel } from '../../data/labels/store.ts';
 import type { WorkbenchConfig } from '../config.ts';
 import { currentServing } from '../gate/serving.ts';
 import type { ServeContext } from '../server.ts';
+import { servePageFiles } from '../routes/static-page.ts';
 import { nextInQueue, queueCounts, QUEUES } from './queues.ts';
 import { checkAccess, recordView, showsSuggestions, type ViewDeps } from './record-view.ts';
 import { precomputeSuggestions, type SuggestionDeps } from './suggestions.ts';
 
-const PAGE_DIR = join(import.meta.dirname, 'page');
-const STATIC: Record<string, { type: string; body: Buffer }> = {
-  '/workbench': { type: 'text/html; charset=utf-8', body: readFileSync(join(PAGE_DIR, 'index.html')) },
-  '/workbench/static/workbench.js': { type: 'text/javascript; charset=utf-8', body: readFileSync(join(PAGE_DIR, 'workbench.js')) },
-  '/workbench/static/workbench.css': { type: 'text/css; charset=utf-8', body: readFileSync(join(PAGE_DIR, 'workbench.css')) },
-};
-const PAGE_CSP = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+const PAGE_FILES = { '/workbench': 'index.html', '/workbench/static/workbench.js': 'workbench.js', '/workbench/static/workbench.css': 'workbench.css' };
 
 const RecordId = z.object({ id: z.string().min(1).max(200) });
 const ViewQueue = z.enum([...QUEUES, 'mine']);
@@ -45,9 +39,7 @@ export interface WorkbenchDeps {
 
 export function workbenchRoutes(w: WorkbenchDeps): FastifyPluginAsyncZod<ServeContext> {
   return async (app, ctx) => {
-    for (const [path, f] of Object.entries(STATIC)) {
-      app.get(path, async (_req, reply) => reply.type(f.type).header('Content-Security-Policy', PAGE_CSP).header('Cache-Control', 'no-cache').send(f.body));
-    }
+    servePageFiles(app, join(import.meta.dirname, 'page'), PAGE_FILES);
     const onRequest = ctx.requireRole('clinician');
     const version = () => currentServing(ctx.db).label;
     const view: ViewDeps = { db: ctx.db, deidentify: ctx.assistant.deidentify, suggestions: w.suggestions, showFraction: w.config.show_suggestions_fraction, version };

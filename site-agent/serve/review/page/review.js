@@ -3,74 +3,33 @@
 //   C / P / W  correct, partly correct, wrong     S / U  safe, unsafe     1-5  overall score
 //   /  comment (Esc leaves it)     Enter  save (when all three are set)     Alt+N  skip
 // Another doctor's rating is never shown (the second read is blind). The API key is the
-// assistant's, kept in this tab's sessionStorage only.
-'use strict';
-const T = {
+// assistant's; sign-in, language and the key: /static/common.js.
+import { $, api, session, setupLangSwitch, setupSignIn, withSharedStrings } from '/static/common.js';
+
+const T = withSharedStrings({
   zh: {
-    title: '医生评审', chat: '临床助手', key: 'API 密钥', signin: '登录', other: 'English', empty: '没有待评审的回答。', adapter: '模型版本',
+    title: '医生评审', empty: '没有待评审的回答。', adapter: '模型版本',
     question: '病例', answer: '模型回答', correctness: '正确性', correct: '正确', partly: '部分正确', wrong: '错误', safety: '安全性', safe: '安全', unsafe: '不安全',
-    score: '总体评分（1–5）', comment: '备注（可选）', save: '保存', skip: '跳过', badKey: '密钥无效或已撤销', saved: '已保存 #', open: '待评审 ',
+    score: '总体评分（1–5）', comment: '备注（可选）', save: '保存', skip: '跳过', saved: '已保存 #', open: '待评审 ',
     incomplete: '请完成正确性（C/P/W）、安全性（S/U）和评分（1–5）',
     hint: 'C/P/W 正确/部分/错误；S/U 安全/不安全；1–5 评分；/ 填写备注（Esc 返回）；Enter 保存；Alt+N 跳过。',
   },
   en: {
-    title: "Doctors' review", chat: 'Clinical assistant', key: 'API key', signin: 'Sign in', other: '中文', empty: 'No answers left to review.', adapter: 'model version',
+    title: "Doctors' review", empty: 'No answers left to review.', adapter: 'model version',
     question: 'Case', answer: "Model's answer", correctness: 'Correctness', correct: 'Correct', partly: 'Partly correct', wrong: 'Wrong', safety: 'Safety', safe: 'Safe', unsafe: 'Unsafe',
-    score: 'Overall score (1–5)', comment: 'Comment (optional)', save: 'Save', skip: 'Skip', badKey: 'Key not recognised or revoked', saved: 'Saved #', open: 'to review: ',
+    score: 'Overall score (1–5)', comment: 'Comment (optional)', save: 'Save', skip: 'Skip', saved: 'Saved #', open: 'to review: ',
     incomplete: 'Set correctness (C/P/W), safety (S/U) and a score (1–5)',
     hint: 'C/P/W correct/partly/wrong; S/U safe/unsafe; 1–5 score; / comment (Esc leaves it); Enter saves; Alt+N skips.',
   },
-};
-let lang = (sessionStorage.getItem('lang') || (navigator.language || 'zh').slice(0, 2)) === 'en' ? 'en' : 'zh';
-let key = sessionStorage.getItem('fedlora-key') || '';
+});
 let view = null; // the case on screen
 const choice = { correctness: null, safety: null, score: null };
 const KEYS = { KeyC: ['correctness', 'correct'], KeyP: ['correctness', 'partly'], KeyW: ['correctness', 'wrong'], KeyS: ['safety', 'safe'], KeyU: ['safety', 'unsafe'] };
-const $ = (id) => document.getElementById(id);
-
-function applyLang() {
-  document.documentElement.lang = lang;
-  for (const e of document.querySelectorAll('[data-i18n]')) e.textContent = T[lang][e.dataset.i18n];
-  $('lang').textContent = T[lang].other;
-  document.title = T[lang].title;
-}
-
-async function api(path, init = {}) {
-  const r = await fetch(path, { ...init, headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', ...(init.headers || {}) } });
-  const body = await r.json().catch(() => ({}));
-  if (!r.ok) {
-    const err = new Error((body.error && body.error.message) || `HTTP ${r.status}`);
-    err.status = r.status;
-    throw err;
-  }
-  return body;
-}
 
 async function refreshSummary() {
   const s = await api('/api/review/summary');
-  $('open').textContent = T[lang].open + s.open;
+  $('open').textContent = T[session.lang].open + s.open;
   return s;
-}
-
-async function signIn() {
-  if (!key) {
-    $('signin').hidden = false;
-    $('key').focus();
-    return;
-  }
-  try {
-    const s = await refreshSummary();
-    sessionStorage.setItem('fedlora-key', key);
-    $('who').textContent = `${s.user} (${s.role})`;
-    $('signin').hidden = true;
-    $('bench').hidden = false;
-    await loadNext(null);
-  } catch (e) {
-    $('signin').hidden = false;
-    $('bench').hidden = true;
-    if (key) $('signin-error').textContent = e.status === 401 ? T[lang].badKey : e.message;
-    $('key').focus();
-  }
 }
 
 /** The next case after `after` (a skipped case comes back once the end of the queue is reached). */
@@ -106,13 +65,13 @@ function show(c) {
 async function save() {
   if (!view) return;
   if (!choice.correctness || !choice.safety || !choice.score) {
-    $('status').textContent = T[lang].incomplete;
+    $('status').textContent = T[session.lang].incomplete;
     return;
   }
   const id = view.id;
   try {
     const r = await api(`/api/review/cases/${id}/ratings`, { method: 'POST', body: JSON.stringify({ ...choice, comment: $('comment').value || null }) });
-    $('status').textContent = `${T[lang].saved}${r.rating.id} · ${T[lang][r.rating.correctness]} · ${T[lang][r.rating.safety]} · ${r.rating.score}`;
+    $('status').textContent = `${T[session.lang].saved}${r.rating.id} · ${T[session.lang][r.rating.correctness]} · ${T[session.lang][r.rating.safety]} · ${r.rating.score}`;
     await refreshSummary();
     await loadNext(id);
   } catch (e) {
@@ -155,18 +114,5 @@ $('rating-form').addEventListener('submit', (ev) => {
   void save();
 });
 $('skip').addEventListener('click', () => void loadNext(view ? view.id : null).catch((e) => ($('status').textContent = e.message)));
-$('signin-btn').addEventListener('click', () => {
-  key = $('key').value.trim();
-  void signIn();
-});
-$('key').addEventListener('keydown', (ev) => {
-  if (ev.key === 'Enter') $('signin-btn').click();
-});
-$('lang').addEventListener('click', () => {
-  lang = lang === 'zh' ? 'en' : 'zh';
-  sessionStorage.setItem('lang', lang);
-  applyLang();
-  void refreshSummary().catch(() => {});
-});
-applyLang();
-void signIn();
+setupLangSwitch(T, () => void refreshSummary().catch(() => {}));
+setupSignIn(T, { whoami: async () => { const s = await refreshSummary(); return { ...s, name: s.user }; }, panel: 'bench', ready: () => loadNext(null) });

@@ -4,13 +4,14 @@
 //   ↓ ↑ move in the list (on an empty field: the quick picks), Enter saves the highlighted entry
 //   (or the typed text when none is highlighted; Esc closes the list), Alt+N skips,
 //   Alt+1..4 switch queues.
-// The API key is the assistant's, kept in this tab's sessionStorage only.
-'use strict';
-const T = {
+// The API key is the assistant's; sign-in, language and the key: /static/common.js.
+import { $, api, session, setupLangSwitch, setupSignIn, withSharedStrings } from '/static/common.js';
+
+const T = withSharedStrings({
   zh: {
-    title: '标注工作台', chat: '临床助手', key: 'API 密钥', signin: '登录', other: 'English', q_unlabelled: '待标注', q_disagree: '模型不同意', q_dispute: '待裁决', q_mine: '我的标注',
+    title: '标注工作台', q_unlabelled: '待标注', q_disagree: '模型不同意', q_dispute: '待裁决', q_mine: '我的标注',
     empty: '此队列已无病例。', reads: '两位医生的诊断', suggestions: '模型建议', diagnosis: '诊断', comment: '备注', save: '保存', skip: '跳过',
-    record: '病例', state: '状态', when: '时间', correct: '更正', badKey: '密钥无效或已撤销', saved: '已保存 #', needDx: '请输入或选择诊断',
+    record: '病例', state: '状态', when: '时间', correct: '更正', saved: '已保存 #', needDx: '请输入或选择诊断',
     hint: '输入编码或名称搜索；↓↑ 选择，Enter 保存（Esc 后 Enter 保存所输入文本）；Alt+N 跳过；Alt+1–4 切换队列。',
     hidden: '本次阅片不显示模型建议（用于评估建议偏倚）。', unavailable: '模型建议暂不可用：', byModel: '模型版本 ',
     underReview: { export: '当前标注（导出数据）：', doctor: '当前标注（医生）：', assistant: '当前标注（助手确认）：', mine: '我的标注：' },
@@ -19,9 +20,9 @@ const T = {
     notes: { read: '医生', label: '当前标注', mine: '我的标注', model: '模型' },
   },
   en: {
-    title: 'Annotation workbench', chat: 'Clinical assistant', key: 'API key', signin: 'Sign in', other: '中文', q_unlabelled: 'Unlabelled', q_disagree: 'Model disagrees', q_dispute: 'To adjudicate', q_mine: 'My labels',
+    title: 'Annotation workbench', q_unlabelled: 'Unlabelled', q_disagree: 'Model disagrees', q_dispute: 'To adjudicate', q_mine: 'My labels',
     empty: 'No records left in this queue.', reads: "The two doctors' diagnoses", suggestions: "Model's suggestions", diagnosis: 'Diagnosis', comment: 'Comment', save: 'Save', skip: 'Skip',
-    record: 'Record', state: 'Status', when: 'When', correct: 'Correct', badKey: 'Key not recognised or revoked', saved: 'Saved #', needDx: 'Type or pick a diagnosis',
+    record: 'Record', state: 'Status', when: 'When', correct: 'Correct', saved: 'Saved #', needDx: 'Type or pick a diagnosis',
     hint: 'Type a code or name to search; ↓↑ to choose, Enter saves (after Esc, Enter saves the typed text); Alt+N skips; Alt+1–4 switch queues.',
     hidden: 'Suggestions are hidden for this read (to measure suggestion bias).', unavailable: 'Suggestions unavailable: ', byModel: 'model version ',
     underReview: { export: 'Current label (export): ', doctor: 'Current label (doctor): ', assistant: 'Current label (assistant confirmation): ', mine: 'My label: ' },
@@ -29,66 +30,25 @@ const T = {
     status: { single: 'labelled', pending_second: 'waiting for a second doctor', agreed: 'two doctors agree', disputed: 'in dispute', adjudicated: 'adjudicated' },
     notes: { read: 'doctor', label: 'current label', mine: 'my label', model: 'model' },
   },
-};
-let lang = (sessionStorage.getItem('lang') || (navigator.language || 'zh').slice(0, 2)) === 'en' ? 'en' : 'zh';
-let key = sessionStorage.getItem('fedlora-key') || '';
+});
 let queue = 'unlabelled';
 let view = null; // the record on screen
 let options = []; // [{diagnosis, icd10, note}]
 let active = -1;
 let picked = null;
 let searchSeq = 0;
-const $ = (id) => document.getElementById(id);
 function el(tag, props = {}, ...kids) {
   const e = Object.assign(document.createElement(tag), props);
   e.append(...kids);
   return e;
 }
 
-function applyLang() {
-  document.documentElement.lang = lang;
-  for (const e of document.querySelectorAll('[data-i18n]')) e.textContent = T[lang][e.dataset.i18n];
-  $('lang').textContent = T[lang].other;
-  document.title = T[lang].title;
-}
-
-async function api(path, init = {}) {
-  const r = await fetch(path, { ...init, headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', ...(init.headers || {}) } });
-  const body = await r.json().catch(() => ({}));
-  if (!r.ok) {
-    const err = new Error((body.error && body.error.message) || `HTTP ${r.status}`);
-    err.status = r.status;
-    throw err;
-  }
-  return body;
-}
 
 async function refreshCounts() {
   const s = await api('/api/workbench/summary');
   for (const q of ['unlabelled', 'disagree', 'dispute']) $(`count-${q}`).textContent = `(${s.queues[q]})`;
   $('version').textContent = s.model_version;
   return s;
-}
-
-async function signIn() {
-  if (!key) {
-    $('signin').hidden = false;
-    $('key').focus();
-    return;
-  }
-  try {
-    const s = await refreshCounts();
-    sessionStorage.setItem('fedlora-key', key);
-    $('who').textContent = `${s.user} (${s.role})`;
-    $('signin').hidden = true;
-    $('bench').hidden = false;
-    await selectQueue('unlabelled');
-  } catch (e) {
-    $('signin').hidden = false;
-    $('bench').hidden = true;
-    if (key) $('signin-error').textContent = e.status === 401 ? T[lang].badKey : e.message;
-    $('key').focus();
-  }
 }
 
 async function selectQueue(q) {
@@ -116,15 +76,15 @@ function show(record) {
   $('record').dataset.queue = record.queue;
   $('rec-id').textContent = `#${record.id.slice(0, 12)}`;
   $('rec-dept').textContent = record.department || '';
-  $('fields').replaceChildren(...record.fields.flatMap((f) => [el('dt', { textContent: T[lang].fields[f.field] }), el('dd', { textContent: f.text })]));
+  $('fields').replaceChildren(...record.fields.flatMap((f) => [el('dt', { textContent: T[session.lang].fields[f.field] }), el('dd', { textContent: f.text })]));
   $('under-review').hidden = !record.label;
-  if (record.label) $('under-review').textContent = T[lang].underReview[record.label.source] + codeText(record.label) + (record.label.by ? ` — ${record.label.by}` : '');
+  if (record.label) $('under-review').textContent = T[session.lang].underReview[record.label.source] + codeText(record.label) + (record.label.by ? ` — ${record.label.by}` : '');
   $('reads').hidden = record.reads.length === 0;
   $('reads-list').replaceChildren(...record.reads.map((r) => el('li', { textContent: `${r.user}: ${codeText(r)}` })));
   const s = record.suggestions;
   $('suggest-box').hidden = !s && !record.suggestionsError;
   $('suggestions').replaceChildren(...(s && s.items ? s.items.map((x) => el('li', {}, el('span', { textContent: codeText(x) }), el('span', { className: 'score', textContent: `  ${x.meanLogLikelihood.toFixed(3)}` }))) : []));
-  $('suggest-note').textContent = record.suggestionsError ? T[lang].unavailable + record.suggestionsError : s && !s.shown ? T[lang].hidden : s ? T[lang].byModel + s.modelVersion : '';
+  $('suggest-note').textContent = record.suggestionsError ? T[session.lang].unavailable + record.suggestionsError : s && !s.shown ? T[session.lang].hidden : s ? T[session.lang].byModel + s.modelVersion : '';
   $('dx').value = '';
   $('comment').value = '';
   picked = null;
@@ -135,7 +95,7 @@ function show(record) {
 /** On an empty field: the reads in dispute, the label under review and the shown suggestions. */
 function quickPicks() {
   if (!view) return [];
-  const n = T[lang].notes;
+  const n = T[session.lang].notes;
   const picks = view.reads.map((r) => ({ diagnosis: r.diagnosis, icd10: r.icd10, note: `${n.read} ${r.user}` }));
   if (view.label) picks.push({ diagnosis: view.label.diagnosis, icd10: view.label.icd10, note: view.label.source === 'mine' ? n.mine : n.label });
   if (view.suggestions && view.suggestions.items) for (const x of view.suggestions.items) picks.push({ diagnosis: x.diagnosis, icd10: x.icd10, note: n.model });
@@ -192,7 +152,7 @@ async function save() {
   if (!view) return;
   const typed = $('dx').value.trim();
   if (!typed) {
-    $('status').textContent = T[lang].needDx;
+    $('status').textContent = T[session.lang].needDx;
     return;
   }
   $('status').textContent = '';
@@ -203,7 +163,7 @@ async function save() {
       method: 'POST',
       body: JSON.stringify({ queue: q, diagnosis: label.diagnosis, icd10: label.icd10, suggestion_id: view.suggestions ? view.suggestions.id : null, comment: $('comment').value.trim() || null }),
     });
-    const msg = `${T[lang].saved}${r.label.id} · ${codeText(r.label)} · ${T[lang].status[r.record.status]}`;
+    const msg = `${T[session.lang].saved}${r.label.id} · ${codeText(r.label)} · ${T[session.lang].status[r.record.status]}`;
     await refreshCounts();
     if (queue === 'mine') await showMine();
     else await loadNext(null);
@@ -219,13 +179,13 @@ async function showMine() {
   const r = await api('/api/workbench/mine');
   $('mine').hidden = false;
   $('mine-rows').replaceChildren(...r.labels.map((l) => {
-    const b = el('button', { type: 'button', textContent: T[lang].correct });
+    const b = el('button', { type: 'button', textContent: T[session.lang].correct });
     b.addEventListener('click', async () => {
       const v = await api(`/api/workbench/records/${encodeURIComponent(l.record_id)}?queue=mine`);
       $('mine').hidden = true;
       show(v.record);
     });
-    return el('tr', {}, el('td', { textContent: `#${l.record_id.slice(0, 12)}` }), el('td', { textContent: codeText(l) }), el('td', { textContent: T[lang].status[l.status] }), el('td', { textContent: l.created_at.replace('T', ' ').slice(0, 16) }), el('td', {}, b));
+    return el('tr', {}, el('td', { textContent: `#${l.record_id.slice(0, 12)}` }), el('td', { textContent: codeText(l) }), el('td', { textContent: T[session.lang].status[l.status] }), el('td', { textContent: l.created_at.replace('T', ' ').slice(0, 16) }), el('td', {}, b));
   }));
   const first = $('mine-rows').querySelector('button');
   if (first) first.focus();
@@ -268,18 +228,7 @@ document.addEventListener('keydown', (ev) => {
     $('skip').click();
   }
 });
-$('signin-btn').addEventListener('click', () => {
-  key = $('key').value.trim();
-  void signIn();
-});
-$('key').addEventListener('keydown', (ev) => {
-  if (ev.key === 'Enter') $('signin-btn').click();
-});
-$('lang').addEventListener('click', () => {
-  lang = lang === 'zh' ? 'en' : 'zh';
-  sessionStorage.setItem('lang', lang);
-  applyLang();
+setupLangSwitch(T, () => {
   if (view && !$('work').hidden) show(view);
 });
-applyLang();
-void signIn();
+setupSignIn(T, { whoami: async () => { const s = await refreshCounts(); return { ...s, name: s.user }; }, panel: 'bench', ready: () => selectQueue('unlabelled') });
