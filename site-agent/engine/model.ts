@@ -98,7 +98,7 @@ export function buildDecoder(ckpt: Checkpoint, spec: DecoderSpec, weights?: Base
   const ext = (l: { file: string; offset: number; length: number }) => ({ kind: 'external' as const, ...l });
 
   // Quantized weight [rows, cols] as MatMulNBits initializers (+ its transposed copy for backward).
-  const scheme = weights?.scheme ?? { bits: 8, block: 32, accuracy: 4, backwardBlock: 32, backwardAccuracy: 4 }; // (unused when nothing is quantized)
+  const scheme = weights?.scheme ?? { bits: 8, block: 32, accuracy: 4, layerBackward: 'transposed', backwardBlock: 32, backwardAccuracy: 4 }; // (unused when nothing is quantized)
   const { bits, block, backwardBlock } = scheme;
   const qAttrs = (K: number, Nn: number) => ({ K, N: Nn, bits, block_size: block, accuracy_level: spec.quantAccuracy ?? scheme.accuracy });
   const quantInits = new Map<string, { data: string; scales: string }>();
@@ -114,12 +114,28 @@ export function buildDecoder(ckpt: Checkpoint, spec: DecoderSpec, weights?: Base
     if (hit) return hit;
     const q = quant.get(name)!;
     const fwd = quantInit(name, q.rows, q.cols, block, q);
+    let t: TransposedWeight | null = null;
     if (q.t) {
-      let t: TransposedWeight | null = null;
-      b.transposedWeights.set(fwd.data, () => (t ??= { ...quantInit(`${name}.t`, q.cols, q.rows, backwardBlock, q.t!), block: backwardBlock, accuracy: spec.quantAccuracy ?? scheme.backwardAccuracy }));
+      b.transposedWeights.set(fwd.data, () => (t ??= { kind: 'transposed', ...quantInit(`${name}.t`, q.cols, q.rows, backwardBlock, q.t!), block: backwardBlock, accuracy: spec.quantAccuracy ?? scheme.backwardAccuracy }));
+    } else if (scheme.layerBackward === 'dequantize') {
+      b.transposedWeights.set(fwd.data, () => (t ??= { kind: 'dequantize', dequantized: () => dequantizedWeight(name, q) }));
     }
     quantInits.set(name, fwd);
     return fwd;
+  };
+  // W [rows, cols] dequantized to float32 inside the graph, for one product in the backward pass:
+  // GatherBlockQuantized of every row, the same kernel and bytes as the quantized embedding. The
+  // row indices depend on an input (0 · position ids), so ONNX Runtime cannot fold the product
+  // into a float32 initializer at load, which would hold the whole model in float32.
+  let runtimeZero: string | null = null;
+  const dequantizedWeight = (name: string, q: { rows: number; cols: number; data: RawLocation; scales: RawLocation }): string => {
+    runtimeZero ??= b.op1('ReduceMax', [b.op1('Mul', [positionIds, b.constI([0], [])]), b.constI([0, 1])], { keepdims: 0 });
+    const rowIds = b.op1('Add', [b.constI(Array.from({ length: q.rows }, (_, i) => i)), runtimeZero]);
+    const blocks = Math.ceil(q.cols / block);
+    const data = b.initializer(`${name}.q.rows`, 'uint8', [q.rows, (blocks * block * bits) / 8], ext(q.data));
+    const scales = b.initializer(`${name}.s.rows`, 'float32', [q.rows, blocks], ext(q.scales));
+    const w = b.op1('GatherBlockQuantized', [data, rowIds, scales], { bits, block_size: block, gather_axis: 0, quantize_axis: 1 }); // [rows, padded]
+    return blocks * block === q.cols ? w : b.op1('Slice', [w, b.constI([0]), b.constI([q.cols]), b.constI([1])]);
   };
   /** x [N, in] · W^T for an HF Linear weight W [out, in] (+ bias). */
   const matmulW = (x: string, name: string, bias: string | null): string => {

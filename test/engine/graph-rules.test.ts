@@ -71,12 +71,13 @@ const CASES: Case[] = [
   { name: 'Slice two axes, negative end', op: 'Slice', inputs: [{ shape: [2, 4, 3] }], build: (b, [x]) => b.op1('Slice', [x, b.constI([0, 1]), b.constI([-1, 3]), b.constI([1, 2])]) },
   { name: 'MatMulNBits 4 bits (transposed copy)', op: 'MatMulNBits', inputs: [{ shape: [3, 32] }], build: (b, [x]) => matMulNBits(b, x, 4) },
   { name: 'MatMulNBits 8 bits, batched input', op: 'MatMulNBits', inputs: [{ shape: [2, 3, 32] }], build: (b, [x]) => matMulNBits(b, x, 8) },
+  { name: 'MatMulNBits 8 bits (dequantized W)', op: 'MatMulNBits', inputs: [{ shape: [3, 32] }], build: (b, [x]) => matMulNBits(b, x, 8, 'dequantize') },
 ];
 
 /** y = x · W^T through MatMulNBits (exact float arithmetic, accuracy_level 0) with W [16, 32] chosen so
  *  that both quantized copies (blocks of 16 along K for the forward, along N for W^T) hold it exactly:
  *  every block's largest magnitude is 8·s (4 bits) or 127·s (8 bits), all values are integers times s. */
-function matMulNBits(b: Builder, x: string, bits: 4 | 8): string {
+function matMulNBits(b: Builder, x: string, bits: 4 | 8, backward: 'transposed' | 'dequantize' = 'transposed'): string {
   const N = 16, K = 32, block = 16, s = 1 / 64; // a power of two: every product stays exact in float32
   const r = rng(bits);
   const top = bits === 4 ? -8 : 127;
@@ -90,11 +91,17 @@ function matMulNBits(b: Builder, x: string, bits: 4 | 8): string {
   const raw = (a: Uint8Array | Float32Array) => ({ kind: 'raw' as const, bytes: new Uint8Array(a.buffer, a.byteOffset, a.byteLength) });
   const data = b.initializer(`w${bits}.q`, 'uint8', [N, K / block, (block * bits) / 8], raw(q.data));
   const scales = b.initializer(`w${bits}.s`, 'float32', [N, K / block], raw(q.scales));
-  b.transposedWeights.set(data, () => ({
+  b.transposedWeights.set(data, () => (backward === 'transposed' ? {
+    kind: 'transposed',
     data: b.initializer(`w${bits}.t.q`, 'uint8', [K, N / block, (block * bits) / 8], raw(q.t!.data)),
     scales: b.initializer(`w${bits}.t.s`, 'float32', [K, N / block], raw(q.t!.scales)),
     block,
     accuracy: 0,
+  } : {
+    kind: 'dequantize',
+    dequantized: () => b.op1('GatherBlockQuantized', [
+      b.initializer(`w${bits}.q.rows`, 'uint8', [N, (K * bits) / 8], raw(q.data)), b.constI(Array.from({ length: N }, (_, i) => i)), scales,
+    ], { bits, block_size: block, gather_axis: 0, quantize_axis: 1 }),
   }));
   return b.op1('MatMulNBits', [x, data, scales], { K, N, bits, block_size: block, accuracy_level: 0 });
 }

@@ -135,7 +135,7 @@ describe('the prepared-weights cache', () => {
     expect(readdirSync(weights).length).toBe(2);
   });
 
-  it('quantizes every Linear weight, lm_head and the embedding, with W^T for the backward pass', () => {
+  it('quantizes every Linear weight, lm_head and the embedding; W^T only where the backward pass uses it', () => {
     const ckpt = model('names', { layers: 1 });
     const w = prepareBaseWeights(ckpt, 'int8', join(root, 'wnames'));
     expect([...w.quant.keys()].sort()).toEqual([
@@ -144,6 +144,10 @@ describe('the prepared-weights cache', () => {
     ]);
     expect(w.quant.get('model.embed_tokens.weight')!.t).toBeNull(); // untied: no gradient flows into the embedding's input
     expect(w.quant.get('lm_head.weight')!.t).not.toBeNull();
+    // int8 decoder layers pass the input gradient through their own dequantized blocks, int4's through W^T
+    expect(w.quant.get('model.layers.0.mlp.up_proj.weight')!.t).toBeNull();
+    const w4 = prepareBaseWeights(ckpt, 'int4', join(root, 'wnames'));
+    expect(w4.quant.get('model.layers.0.mlp.up_proj.weight')!.t).not.toBeNull();
     expect([...w.float.keys()].every((k) => k.endsWith('norm.weight') || k.endsWith('.bias'))).toBe(true);
   });
 

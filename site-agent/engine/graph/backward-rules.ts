@@ -184,14 +184,15 @@ export const BACKWARD_RULES: Record<string, BackwardRule> = {
     return [dx, null, null, null, null];
   },
 
-  // Y = A · dequant(B)^T with a frozen quantized B [N, K]: dA = g · dequant(B), computed as another
-  // MatMulNBits on B's transposed copy [K, N] (quantized along N, in blocks of its own size; see
-  // Builder.transposedWeights): the input gradient goes through a quantized W^T.
+  // Y = A · dequant(B)^T with a frozen quantized B [N, K]: dA = g · dequant(B), either as another
+  // MatMulNBits on B's transposed copy [K, N] (quantized along N, in blocks of its own size) or as a
+  // float32 MatMul with B dequantized for this product alone (see Builder.transposedWeights).
   MatMulNBits: (b, n, [g], needs) => {
     const [, w] = n.inputs;
     if (needs.slice(1).some(Boolean)) throw fail('FEDLORA_ERR_NO_BACKWARD_RULE', `MatMulNBits ${n.outputs[0]}: quantized weights are frozen; only the input has a gradient`);
     const t = b.transposedWeights.get(w)?.();
     if (!t) throw fail('FEDLORA_ERR_NO_BACKWARD_RULE', `MatMulNBits ${n.outputs[0]}: weight ${w} has no transposed copy for its input gradient`);
+    if (t.kind === 'dequantize') return [b.op1('MatMul', [g!, t.dequantized()]), null, null];
     const { K, N } = n.attrs as { K: number; N: number };
     return [b.op1('MatMulNBits', [g!, t.data, t.scales], { ...n.attrs, K: N, N: K, block_size: t.block, accuracy_level: t.accuracy }), null, null];
   },

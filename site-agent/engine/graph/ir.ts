@@ -43,14 +43,13 @@ export interface Graph {
 
 export const numel = (shape: number[]): number => shape.reduce((a, b) => a * b, 1);
 
-/** The transposed quantized copy of a MatMulNBits weight (its input gradient's weight). */
-export interface TransposedWeight {
-  data: string;
-  scales: string;
-  block: number;
-  /** MatMulNBits accuracy_level of the gradient's product. */
-  accuracy: number;
-}
+/** How a MatMulNBits weight W [N, K] passes its input gradient g · W:
+ *  - 'transposed': through a second quantized copy W^T [K, N] (its own block size and accuracy level);
+ *  - 'dequantize': W's own blocks dequantized to float32 for this product only (one weight at a
+ *    time, freed after it), so the gradient carries only W's rounding error. */
+export type TransposedWeight =
+  | { kind: 'transposed'; data: string; scales: string; block: number; /** MatMulNBits accuracy_level of the gradient's product. */ accuracy: number }
+  | { kind: 'dequantize'; /** W [N, K] dequantized to float32, built on first use. */ dequantized: () => string };
 
 export class Builder {
   readonly g: Graph;

@@ -33,19 +33,28 @@ export const WEIGHT_CACHE_VERSION = 'w1';
  *     trained-like model: 0.94 at 32, 0.91 at 64, 0.85 at 128);
  *   - the backward at level 4 quantizes the gradient per block, and gradients have outlier
  *     channels: int8's cosine is 0.990 with W^T in blocks of 128, 0.998 in blocks of 32.
- *  So int8 runs level 4 with W in blocks of 128 and W^T in blocks of 32, and int4 runs level 0 (exact
- *  arithmetic, least memory) with W in blocks of 32 and W^T in blocks of 128. */
+ *   - a quantized W^T at level 4 still cost int8 a LoRA-B gradient cosine of 0.96 against float32
+ *     on R1-Distill-Qwen-1.5B shapes with trained-like scales; dequantizing W's own int8 blocks
+ *     for the input gradient (a float32 MatMul, one weight at a time) leaves only W's rounding
+ *     error in the gradient, needs no second copy, and costs float32 speed in that product.
+ *  So int8 runs level 4 with W in blocks of 128 and its decoder layers' input gradients through the
+ *  dequantized W (lm_head's through W^T in blocks of 32: a vocabulary-sized float32 copy per
+ *  loss chunk would cost more than the copy), and int4 runs level 0 (exact arithmetic, least
+ *  memory) with W in blocks of 32 and W^T in blocks of 128. */
 export interface QuantScheme {
   bits: QuantBits;
   block: number;
   accuracy: 0 | 4;
+  /** How a decoder layer's weight passes the input gradient: its own blocks dequantized, or a
+   *  quantized transposed copy (lm_head and a tied embedding always use the copy). */
+  layerBackward: 'dequantize' | 'transposed';
   backwardBlock: number;
   backwardAccuracy: 0 | 4;
 }
 
 export const QUANT_SCHEMES: Record<Exclude<QuantMode, 'none'>, QuantScheme> = {
-  int8: { bits: 8, block: 128, accuracy: 4, backwardBlock: 32, backwardAccuracy: 4 },
-  int4: { bits: 4, block: 32, accuracy: 0, backwardBlock: 128, backwardAccuracy: 0 },
+  int8: { bits: 8, block: 128, accuracy: 4, layerBackward: 'dequantize', backwardBlock: 32, backwardAccuracy: 4 },
+  int4: { bits: 4, block: 32, accuracy: 0, layerBackward: 'transposed', backwardBlock: 128, backwardAccuracy: 0 },
 };
 
 /** Where a tensor's bytes are. */
@@ -87,8 +96,12 @@ function quantizedNames(ckpt: Checkpoint): string[] {
   return names;
 }
 
-/** The embedding needs W^T only when it is also the (tied) lm_head, whose input gradient flows. */
-const needsTranspose = (ckpt: Checkpoint, name: string) => name !== 'model.embed_tokens.weight' || ckpt.config.tieWordEmbeddings || !ckpt.tensors.has('lm_head.weight');
+const isLayerWeight = (name: string) => name.startsWith('model.layers.');
+
+/** Whether the cache holds W^T for `name`: the embedding needs it only when it is also the (tied)
+ *  lm_head, whose input gradient flows; a decoder layer's weight not when the scheme dequantizes it. */
+const needsTranspose = (ckpt: Checkpoint, name: string, scheme: QuantScheme) =>
+  isLayerWeight(name) ? scheme.layerBackward === 'transposed' : name !== 'model.embed_tokens.weight' || ckpt.config.tieWordEmbeddings || !ckpt.tensors.has('lm_head.weight');
 
 /** Rows [r0, r1) of a [rows, cols] checkpoint tensor as float32 (a bounded read, whatever the dtype). */
 function rowReader(t: TensorLocation): (r0: number, r1: number) => Float32Array {
@@ -114,7 +127,7 @@ function rowReader(t: TensorLocation): (r0: number, r1: number) => Float32Array 
 function cacheTag(mode: QuantMode): string {
   if (mode === 'none') return `f32-${WEIGHT_CACHE_VERSION}`;
   const s = QUANT_SCHEMES[mode];
-  return `${mode}-b${s.block}-t${s.backwardBlock}-${WEIGHT_CACHE_VERSION}`;
+  return `${mode}-b${s.block}-t${s.backwardBlock}${s.layerBackward === 'dequantize' ? '-dq' : ''}-${WEIGHT_CACHE_VERSION}`;
 }
 
 interface CacheMeta {
@@ -142,13 +155,14 @@ function cachePlan(ckpt: Checkpoint, mode: QuantMode): { specs: TensorSpec[]; pr
       },
     };
   }
-  const { bits, block, backwardBlock } = QUANT_SCHEMES[mode];
+  const scheme = QUANT_SCHEMES[mode];
+  const { bits, block, backwardBlock } = scheme;
   const specs: TensorSpec[] = [];
   for (const name of quantizedNames(ckpt)) {
     const [rows, cols] = ckpt.tensors.get(name)!.shape;
     const l = { rows, cols, bits, block }, lt = { rows: cols, cols: rows, bits, block: backwardBlock };
     specs.push({ name: `${name}.q`, dtype: 'U8', shape: [rows, rowBytes(l)] }, { name: `${name}.s`, dtype: 'F32', shape: [rows, blocksPerRow(l)] });
-    if (needsTranspose(ckpt, name)) specs.push({ name: `${name}.t.q`, dtype: 'U8', shape: [cols, rowBytes(lt)] }, { name: `${name}.t.s`, dtype: 'F32', shape: [cols, blocksPerRow(lt)] });
+    if (needsTranspose(ckpt, name, scheme)) specs.push({ name: `${name}.t.q`, dtype: 'U8', shape: [cols, rowBytes(lt)] }, { name: `${name}.t.s`, dtype: 'F32', shape: [cols, blocksPerRow(lt)] });
   }
   // one weight quantized at a time: its four tensors are written one after the other (sorted names)
   let current: { name: string; m: QuantizedMatrix } | null = null;
@@ -158,7 +172,7 @@ function cachePlan(ckpt: Checkpoint, mode: QuantMode): { specs: TensorSpec[]; pr
       const base = spec.name.replace(/(\.t)?\.[qs]$/, '');
       if (current?.name !== base) {
         const t = ckpt.tensors.get(base)!;
-        current = { name: base, m: quantizeMatrix(rowReader(t), t.shape[0], t.shape[1], bits, block, needsTranspose(ckpt, base) ? backwardBlock : null) };
+        current = { name: base, m: quantizeMatrix(rowReader(t), t.shape[0], t.shape[1], bits, block, needsTranspose(ckpt, base, scheme) ? backwardBlock : null) };
       }
       const m = current.m;
       const part = spec.name.endsWith('.t.q') ? m.t!.data : spec.name.endsWith('.t.s') ? m.t!.scales : spec.name.endsWith('.q') ? m.data : m.scales;
@@ -256,7 +270,7 @@ export function prepareBaseWeights(ckpt: Checkpoint, mode: QuantMode, root: stri
     const [rows, cols] = ckpt.tensors.get(name)!.shape;
     quant.set(name, {
       rows, cols, data: loc(`${name}.q`), scales: loc(`${name}.s`),
-      t: needsTranspose(ckpt, name) ? { data: loc(`${name}.t.q`), scales: loc(`${name}.t.s`) } : null,
+      t: needsTranspose(ckpt, name, QUANT_SCHEMES[mode]) ? { data: loc(`${name}.t.q`), scales: loc(`${name}.t.s`) } : null,
     });
   }
   const float = new Map([...ckpt.tensors].filter(([n]) => !quant.has(n)));
