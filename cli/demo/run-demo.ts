@@ -61,6 +61,10 @@ export interface DemoOptions {
   continuation: { rounds: number; records: number; replayFraction: number } | null;
   /** training.personal_steps at every hospital: its personalised adapter of each global version (0: none). */
   personalSteps: number;
+  /** Hospitals of smaller hardware: policy.max_lora_rank by hospital name, and the job's
+   *  lora.min_site_r. A hospital whose maximum is below it declines the rounds: min_sites counts
+   *  the others. Needs an aggregation that combines ranks (svd, or ffa with freezeA). */
+  siteRanks?: { minSiteR: number; maxLoraRank: Record<string, number> } | null;
   log: (line: string) => void;
 }
 
@@ -276,6 +280,8 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
       cfg.policy.allow_cross_eval = o.crossEval;
       cfg.policy.allowed_fields = profile.fields;
       if (profile.data) cfg.data = { ...(cfg.data ?? {}), ...profile.data };
+      const maxRank = o.siteRanks?.maxLoraRank[name];
+      if (maxRank !== undefined) cfg.policy.max_lora_rank = maxRank;
       cfg.training = { local_baseline: o.localBaseline, personal_steps: o.personalSteps, max_seq_len: 768, max_train_examples: null };
       cfg.evaluation = { ...profile.evaluation, ...(perDx > 0 ? { shared_sets: [{ name: 'consortium', file: sharedFile }] } : {}) };
       // A continued job reports its earlier and new held-out cases apart: held-out sets twice the
@@ -296,13 +302,18 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     // 5. The job: FedAvg (or the chosen strategy) over all sites, a few local steps per round;
     // with --sample-rate q each round Poisson-samples the N = sites hospitals (min_sites 1: a round
     // publishes whatever its sample sent, noise only when nobody was sampled).
+    // hospitals whose policy.max_lora_rank is below the job's min_site_r decline every round
+    const declining = Object.values(o.siteRanks?.maxLoraRank ?? {}).filter((k) => k < o.siteRanks!.minSiteR).length;
     const job: Record<string, unknown> = {
       name: `demo: ${o.sites} hospitals, ${o.rounds} rounds`,
       base_model: { id: `fedlora/tiny-${o.arch}`, manifest_sha256: manifestSha, config_path: join(out, 'model', 'config.json') },
-      lora: { r: profile.loraRank, alpha: profile.loraAlpha, target_modules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'], dropout: 0, freeze_a: o.freezeA, init_seed: o.seed },
+      lora: {
+        r: profile.loraRank, alpha: profile.loraAlpha, target_modules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'], dropout: 0, freeze_a: o.freezeA, init_seed: o.seed,
+        ...(o.siteRanks ? { min_site_r: o.siteRanks.minSiteR } : {}),
+      },
       rounds: o.rounds,
       train: { local_steps: o.localSteps, learning_rate: o.learningRate, optimizer: 'adamw', batch_tokens: profile.batchTokens, seed: o.seed, warmup_steps: 2, max_grad_norm: 1, replay_fraction: o.continuation?.replayFraction ?? 0 },
-      min_sites: sampleRate < 1 ? 1 : o.sites,
+      min_sites: sampleRate < 1 ? 1 : o.sites - declining,
       max_sites: o.sites,
       round_deadline_s: 900,
       aggregation: { name: o.aggregation, ...AGGREGATION_DEFAULTS[o.aggregation] },
