@@ -20,6 +20,7 @@ import * as apiTokenCmds from './commands/api-tokens.ts';
 import * as dbAtRestCmds from './commands/db-at-rest.ts';
 import * as examCmds from './commands/exam.ts';
 import * as reviewCmds from './commands/review.ts';
+import * as distillCmds from './commands/distill.ts';
 
 export function buildProgram(): Command {
   const program = new Command('fedlora')
@@ -37,7 +38,7 @@ export function buildProgram(): Command {
     audit: program.command('audit').description('tamper-evident audit log'),
     eval: program.command('eval').description('evaluations of models and adapters (the safety red-team suite)'),
   };
-  for (const mod of [modelCmds, dataCmds, deidCmds, privacyCmds, pkiCmds, federationCmds, siteAgentCmds, demoCmds, opsCmds, auditCmds, researcherCmds, serveCmds, gateCmds, apiTokenCmds, dbAtRestCmds, examCmds, reviewCmds]) mod.register(groups);
+  for (const mod of [modelCmds, dataCmds, deidCmds, privacyCmds, pkiCmds, federationCmds, siteAgentCmds, demoCmds, opsCmds, auditCmds, researcherCmds, serveCmds, gateCmds, apiTokenCmds, dbAtRestCmds, examCmds, reviewCmds, distillCmds]) mod.register(groups);
   return program;
 }
 

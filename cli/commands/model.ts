@@ -26,7 +26,7 @@ export function numFlag(v: string | undefined, flag: string, opts: { min?: numbe
   if (opts.min !== undefined && n < opts.min) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `${flag} ${v}: must be >= ${opts.min}`);
   return n;
 }
-function oneOf<T extends string>(v: string | undefined, flag: string, allowed: readonly T[]): T | undefined {
+export function oneOf<T extends string>(v: string | undefined, flag: string, allowed: readonly T[]): T | undefined {
   if (v === undefined) return undefined;
   if (!allowed.includes(v as T)) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `${flag} ${JSON.stringify(v)}: expected one of ${allowed.join(', ')}`);
   return v as T;
@@ -39,19 +39,19 @@ export function sizeFlag(v: string, flag: string): number {
   if (!(n > 0)) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `${flag} ${JSON.stringify(v)}: expected a size such as 5GB, 500MB or a byte count`);
   return n;
 }
-const QUANTIZE_HELP = 'frozen base weights: none (float32) | int8 | int4 (blockwise; prepared once per checkpoint and cached)';
-function quantizeFlag(v: string): QuantMode {
+export const QUANTIZE_HELP = 'frozen base weights: none (float32) | int8 | int4 (blockwise; prepared once per checkpoint and cached)';
+export function quantizeFlag(v: string): QuantMode {
   return oneOf(v.toLowerCase(), '--quantize', ['none', 'int8', 'int4'] as const)!;
 }
 /** Engine notes (e.g. the one-time weight preparation) go to stderr, never into a command's output. */
 const note = (msg: string) => process.stderr.write(`${msg}\n`);
-function targetsFlag(v: string): LoraTarget[] {
+export function targetsFlag(v: string): LoraTarget[] {
   const ts = v.split(',').map((s) => s.trim()).filter(Boolean);
   if (ts.length === 0) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', '--targets is empty');
   for (const t of ts) if (!ALL_TARGETS.includes(t as LoraTarget)) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `--targets: "${t}" is not one of ${ALL_TARGETS.join(', ')}`);
   return [...new Set(ts)] as LoraTarget[];
 }
-function modelDirFlag(v: string, flag = '--model'): string {
+export function modelDirFlag(v: string, flag = '--model'): string {
   const dir = resolve(v);
   if (!existsSync(dir)) throw fail('FEDLORA_ERR_MODEL_FILES', `${flag} ${dir}: folder does not exist`);
   if (!existsSync(join(dir, 'config.json'))) throw fail('FEDLORA_ERR_MODEL_FILES', `${flag} ${dir}: no config.json (not a Hugging Face model folder)`);

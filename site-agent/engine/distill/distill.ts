@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { fail } from '../../../shared/errors.ts';
 import type { AdapterWeights, LoraConfig } from '../../../shared/lora/types.ts';
 import { readCheckpoint } from '../checkpoint/read.ts';
+import { validateAdapterAgainst } from '../../../shared/lora/peft.ts';
 import { loadJsonlExamples } from '../data/jsonl.ts';
 import type { DistillHeadSpec } from '../model.ts';
 import { createTrainStepSession, graphCacheDir } from '../session.ts';
@@ -78,6 +79,7 @@ export async function distillLora(o: DistillOptions): Promise<DistillResult> {
     examples = (await loadJsonlExamples(o.data, loadTokenizer(student.dir), { maxSeqLen, vocabSize: student.config.vocabSize })).examples;
   }
   if (examples.length === 0) throw fail('FEDLORA_ERR_DATASET', `no training examples${o.data ? ` in ${o.data}` : ''}`);
+  if (o.teacherAdapter) validateAdapterAgainst(teacher.config, o.teacherAdapter.weights, o.teacherAdapter.lora, `teacher adapter (teacher ${teacher.dir})`);
   const vocab = Math.min(student.config.vocabSize, teacher.config.vocabSize);
   const session = { device: o.device, quantize: o.quantize, log: o.log };
   const store = await teacherLogits({
