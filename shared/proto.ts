@@ -52,7 +52,9 @@ export interface LoraSpec { r: number; alpha: number; targetModules: string[]; d
 export interface TrainSpec {
   localSteps: number; localEpochs: number; learningRate: number; optimizer: string; batchTokens: number; seed: number;
   proxMu: number; weightDecay: number; warmupSteps: number; maxGradNorm: number; replayFraction?: number; dataPeriod?: number;
+  distill?: DistillSpec | null;
 }
+export interface DistillSpec { teacher: string; topK: number; temperature: number; alpha: number }
 export interface AdapterRef { jobId: string; version: number; sha256: string; sizeBytes: number; manifestSha256: string }
 export interface PrivacySpec {
   dpEnabled: boolean; clipNorm: number; noiseMultiplier: number; epsilonAfterRound: number; delta: number;

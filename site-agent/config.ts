@@ -87,6 +87,9 @@ export const SiteConfigSchema = z
         /** Frozen base weights in float32, or blockwise int8/int4 (QLoRA-style; the site's own
          *  memory/accuracy choice, reported with its training metrics). Adapters stay float32. */
         quantize: z.enum(['none', 'int8', 'int4']).default('none'),
+        /** Where the teachers of distillation jobs are (train.distill.teacher names a folder here);
+         *  default: the folder that holds `path`. */
+        teachers_dir: z.string().min(1).optional(),
       })
       .strict(),
     trainer: TrainerSchema.default({ kind: 'engine' }),
@@ -192,5 +195,6 @@ export function loadSiteConfig(siteDir: string): SiteConfig {
   }
   const cfg = parseSiteConfig(raw, file, lineOf);
   if (!isAbsolute(cfg.model.path)) cfg.model.path = resolve(dirname(file), cfg.model.path);
+  if (cfg.model.teachers_dir !== undefined && !isAbsolute(cfg.model.teachers_dir)) cfg.model.teachers_dir = resolve(dirname(file), cfg.model.teachers_dir);
   return cfg;
 }

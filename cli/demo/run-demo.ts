@@ -65,6 +65,10 @@ export interface DemoOptions {
    *  lora.min_site_r. A hospital whose maximum is below it declines the rounds: min_sites counts
    *  the others. Needs an aggregation that combines ranks (svd, or ffa with freezeA). */
   siteRanks?: { minSiteR: number; maxLoraRank: Record<string, number> } | null;
+  /** A distillation job (train.distill): a larger tiny teacher (one more layer, other weights, the
+   *  same byte tokenizer) in the hospitals' teachers folder, except at the hospitals in `missingAt`,
+   *  which decline the rounds for want of it (min_sites counts the others). */
+  distill?: { topK: number; temperature: number; alpha: number; missingAt: string[] } | null;
   log: (line: string) => void;
 }
 
@@ -96,6 +100,8 @@ export const DEMO_DEFAULTS: Omit<DemoOptions, 'out' | 'log'> = {
 export const CHOICES = 4;
 /** LoRA rank of the demo job's diagnosis task (alpha the same: scale 1). */
 export const DEMO_LORA_RANK = 32;
+/** The distillation demo's teacher: a folder name in each hospital's model.teachers_dir. */
+export const DEMO_TEACHER = 'tiny-teacher';
 
 /** The two tasks' models, prompts, fields and evaluation. The diagnosis task: the hospitals train on
  *  the findings of the note (complaint and examination) with the diagnosis as the whole answer, and
@@ -230,6 +236,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     const profile = TASKS[task];
     initTinyModel({ arch: o.arch, out: join(out, 'model'), seed: o.seed, ...profile.model, tokenizer: 'byte', ...(o.lmHeadStd !== undefined ? { lmHeadStd: o.lmHeadStd } : {}) });
     const manifestSha = computeModelManifest(join(out, 'model')).sha256;
+    if (o.distill) initTinyModel({ arch: o.arch, out: join(out, 'teachers', DEMO_TEACHER), seed: o.seed + 1, ...profile.model, layers: profile.model.layers + 1, tokenizer: 'byte' });
 
     // 2. Synthetic hospitals: non-IID department mixes, planted identifiers for the de-identifier.
     // Unequal hospitals (diagnosis task): the last one is small (when there are two or more).
@@ -282,6 +289,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
       if (profile.data) cfg.data = { ...(cfg.data ?? {}), ...profile.data };
       const maxRank = o.siteRanks?.maxLoraRank[name];
       if (maxRank !== undefined) cfg.policy.max_lora_rank = maxRank;
+      if (o.distill) cfg.model.teachers_dir = join(out, o.distill.missingAt.includes(name) ? 'no-teachers' : 'teachers');
       cfg.training = { local_baseline: o.localBaseline, personal_steps: o.personalSteps, max_seq_len: 768, max_train_examples: null };
       cfg.evaluation = { ...profile.evaluation, ...(perDx > 0 ? { shared_sets: [{ name: 'consortium', file: sharedFile }] } : {}) };
       // A continued job reports its earlier and new held-out cases apart: held-out sets twice the
@@ -303,7 +311,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     // with --sample-rate q each round Poisson-samples the N = sites hospitals (min_sites 1: a round
     // publishes whatever its sample sent, noise only when nobody was sampled).
     // hospitals whose policy.max_lora_rank is below the job's min_site_r decline every round
-    const declining = Object.values(o.siteRanks?.maxLoraRank ?? {}).filter((k) => k < o.siteRanks!.minSiteR).length;
+    const declining = Object.values(o.siteRanks?.maxLoraRank ?? {}).filter((k) => k < o.siteRanks!.minSiteR).length + (o.distill?.missingAt.length ?? 0);
     const job: Record<string, unknown> = {
       name: `demo: ${o.sites} hospitals, ${o.rounds} rounds`,
       base_model: { id: `fedlora/tiny-${o.arch}`, manifest_sha256: manifestSha, config_path: join(out, 'model', 'config.json') },
@@ -312,7 +320,8 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
         ...(o.siteRanks ? { min_site_r: o.siteRanks.minSiteR } : {}),
       },
       rounds: o.rounds,
-      train: { local_steps: o.localSteps, learning_rate: o.learningRate, optimizer: 'adamw', batch_tokens: profile.batchTokens, seed: o.seed, warmup_steps: 2, max_grad_norm: 1, replay_fraction: o.continuation?.replayFraction ?? 0 },
+      train: { local_steps: o.localSteps, learning_rate: o.learningRate, optimizer: 'adamw', batch_tokens: profile.batchTokens, seed: o.seed, warmup_steps: 2, max_grad_norm: 1, replay_fraction: o.continuation?.replayFraction ?? 0,
+        ...(o.distill ? { distill: { teacher: DEMO_TEACHER, top_k: o.distill.topK, temperature: o.distill.temperature, alpha: o.distill.alpha } } : {}) },
       min_sites: sampleRate < 1 ? 1 : o.sites - declining,
       max_sites: o.sites,
       round_deadline_s: 900,

@@ -55,6 +55,16 @@ export const JobSpecSchema = z.object({
      *  job's adapter): the share of each site's training set drawn from records earlier periods
      *  trained on, the rest being the new records (replay against forgetting). */
     replay_fraction: z.number().min(0).lt(1).default(0),
+    /** Knowledge distillation: each site trains the student (base_model) on (1-alpha)·CE +
+     *  alpha·T²·KL to this teacher's top-k next-token distribution. The teacher is named here and
+     *  resolved by each site in its own model folder (site config model.teachers_dir); a site
+     *  without it declines the round. The students' adapters are federated as usual. */
+    distill: z.object({
+      teacher: z.string().min(1),
+      top_k: z.number().int().min(1).max(4096).default(32),
+      temperature: z.number().positive().default(2),
+      alpha: z.number().min(0).max(1).default(0.5),
+    }).strict().optional(),
   }).strict(),
   min_sites: z.number().int().min(1).default(1),
   max_sites: z.number().int().min(1).default(1000),

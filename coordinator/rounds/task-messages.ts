@@ -33,6 +33,7 @@ export function taskMessage(d: TaskMessageDeps, t: TaskRow): Task {
       batchTokens: spec.train.batch_tokens, seed: (spec.train.seed + t.round) % Number.MAX_SAFE_INTEGER, proxMu: plan.config.proxMu ?? (Number(spec.aggregation.mu ?? 0) || 0),
       weightDecay: spec.train.weight_decay, warmupSteps: spec.train.warmup_steps, maxGradNorm: spec.train.max_grad_norm,
       replayFraction: spec.train.replay_fraction, dataPeriod,
+      ...(spec.train.distill ? { distill: { teacher: spec.train.distill.teacher, topK: spec.train.distill.top_k, temperature: spec.train.distill.temperature, alpha: spec.train.distill.alpha } } : {}),
     },
     globalAdapter: { jobId: t.job_id, version: g.version, sha256: g.sha256, sizeBytes: g.size, manifestSha256: g.manifest_sha256 },
     privacy: {

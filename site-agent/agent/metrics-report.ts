@@ -64,7 +64,7 @@ export async function reportMetrics(deps: ReportDeps, task: TaskRef, phase: stri
 /** The training summary of a round (kept with its outbox entry, so a resumed upload reports it too). */
 export async function reportTraining(
   deps: ReportDeps,
-  e: TaskRef & { info: Pick<OutboxEntry['info'], 'trainLoss' | 'tokensPerSecond' | 'numExamples' | 'peakRssBytes' | 'weightBits' | 'loraRank'> },
+  e: TaskRef & { info: Pick<OutboxEntry['info'], 'trainLoss' | 'tokensPerSecond' | 'numExamples' | 'peakRssBytes' | 'weightBits' | 'loraRank' | 'trainKl'> },
 ): Promise<void> {
   await reportMetrics(deps, e, 'train', [
     { kind: 'global', name: 'train_loss', value: e.info.trainLoss ?? NaN, count: e.info.numExamples },
@@ -74,5 +74,7 @@ export async function reportTraining(
     ...(e.info.weightBits !== undefined ? [{ kind: 'global' as const, name: 'train_weight_bits', value: e.info.weightBits, count: 1 }] : []),
     // the LoRA rank it trained when below the job's (policy.max_lora_rank)
     ...(e.info.loraRank !== undefined ? [{ kind: 'global' as const, name: 'train_lora_rank', value: e.info.loraRank, count: 1 }] : []),
+    // distillation jobs: the KL to the teacher's top-k at the last local step
+    ...(e.info.trainKl !== undefined ? [{ kind: 'global' as const, name: 'train_kl', value: e.info.trainKl, count: e.info.numExamples }] : []),
   ]);
 }

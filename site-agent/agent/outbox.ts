@@ -31,6 +31,8 @@ export interface OutboxInfo {
   weightBits?: number;
   /** The LoRA rank the site trained, when below the job's (policy.max_lora_rank). */
   loraRank?: number;
+  /** Distillation jobs: the KL to the teacher at the last step. */
+  trainKl?: number;
 }
 
 export interface OutboxEntry {

@@ -1,7 +1,8 @@
 // What one local training at the site is asked to do: the job's settings from the task, the
 // site's model and limits from its config. Used for the round's training, the local-only
 // baseline and the personalised adapter.
-import { join } from 'node:path';
+import { isAbsolute, join } from 'node:path';
+import { teachersDir } from './distill-teacher.ts';
 import type { AdapterWeights, LoraConfig } from '../../shared/lora/types.ts';
 import type { TaskDeps } from './task-context.ts';
 import type { LocalTrainRequest } from './trainers.ts';
@@ -38,6 +39,7 @@ export function localTrainRequest(deps: TaskDeps, t: TrainingOf, run: 'global' |
       maxGradNorm: task.train.maxGradNorm,
     },
     initAdapter,
+    ...(task.train.distill?.teacher ? { distill: { teacherDir: isAbsolute(task.train.distill.teacher) ? task.train.distill.teacher : join(teachersDir(deps.config), task.train.distill.teacher), topK: task.train.distill.topK, temperature: task.train.distill.temperature, alpha: task.train.distill.alpha } } : {}),
     trainFile: t.trainFile,
     maxSeqLen: deps.config.training.max_seq_len,
     signal: deps.signal,

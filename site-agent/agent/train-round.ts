@@ -9,6 +9,7 @@
 //   resume-recorded-update  a task sent again whose update is in the outbox: resume it or skip
 //   site-policy             the site's own policy first: nothing is computed for a task it refuses
 //   verify-base-model       the local base model is the job's, byte for byte
+//   distill-teacher         a distillation job's teacher, found at the site (else declined)
 //   fetch-global-adapter    download and verify; "on global adapter verified" hooks run there
 //   data-period             the job's data period: new records, earlier ones to replay and keep testing
 //   evaluate-global         held-out metrics of the adapter this round starts from
@@ -40,6 +41,7 @@ import { checkBaseModel, loraOfTask, taskLogFields, type AgentState, type TaskDe
 import type { LocalTrainRequest, LocalTrainResult } from './trainers.ts';
 import { localTrainRequest } from './train-request.ts';
 import { personalise } from './personal.ts';
+import { resolveTeacher } from './distill-teacher.ts';
 import { assertFinite, buildUpdateTensors, encodeUpdate, type PayloadKind } from './update-payload.ts';
 import type { WireTask } from './wire.ts';
 
@@ -74,6 +76,7 @@ export const TRAIN_ROUND: readonly RoundStep[] = [
   { name: 'resume-recorded-update', run: resumeRecordedUpdate },
   { name: 'site-policy', run: admitBySitePolicy },
   { name: 'verify-base-model', run: verifyBaseModel },
+  { name: 'distill-teacher', run: findDistillTeacher },
   { name: 'fetch-global-adapter', state: 'training', run: fetchGlobalAdapter },
   { name: 'data-period', run: enterRoundDataPeriod },
   { name: 'evaluate-global', state: 'evaluating', run: evaluateGlobal },
@@ -156,6 +159,16 @@ export async function admitBySitePolicy(deps: TaskDeps, round: TrainRound): Prom
   return 'stop';
 }
 
+/** A distillation job's teacher must be at this site with the student's tokenizer, else the round is declined. */
+export async function findDistillTeacher(deps: TaskDeps, round: TrainRound): Promise<StepResult> {
+  const t = await resolveTeacher(deps.config, round.task);
+  if (!t || t.ok) return;
+  deps.log.warn({ ...round.log, reason: t.reason }, 'task declined: distillation teacher');
+  deps.audit.append(deps.siteId, 'task_declined', `${round.task.jobId}/${round.task.round}`, { task_id: round.task.taskId, code: t.code, reason: t.reason });
+  await deps.wire.declineTask(round.task.taskId, t.reason, t.code);
+  return 'stop';
+}
+
 /** The base model must be the job's, byte for byte (manifest of file hashes). */
 export async function verifyBaseModel(deps: TaskDeps, round: TrainRound): Promise<StepResult> {
   await checkBaseModel(deps, round.task);
@@ -207,6 +220,7 @@ function trainRequest(deps: TaskDeps, round: TrainRound, run: 'global' | 'local'
 export async function trainFromGlobal(deps: TaskDeps, round: TrainRound): Promise<StepResult> {
   const result = await deps.trainer.train(trainRequest(deps, round, 'global', startOf(round, 'train')));
   assertFinite(result.adapter, `local training of round ${round.task.round}`);
+  if (result.distill) deps.log.info({ ...round.log, kl_first: result.distill.klPerStep[0], kl_last: result.distill.klPerStep.at(-1), teacher_store_reused: result.distill.teacherStoreReused }, 'distilled from the teacher');
   round.trained = result;
 }
 
@@ -256,7 +270,7 @@ export function recordInOutbox(deps: TaskDeps, round: TrainRound): StepResult {
     bytes,
     {
       trainLoss: finalLoss, tokensPerSecond: trained.tokensPerSecond, numExamples: trained.numExamples, payloadKind: update.kind, tensors: update.tensors.size, l2Norm: update.l2Norm,
-      peakRssBytes: trained.peakRssBytes, weightBits: trained.weightBits, ...(loraRank ? { loraRank } : {}),
+      peakRssBytes: trained.peakRssBytes, weightBits: trained.weightBits, ...(loraRank ? { loraRank } : {}), ...(trained.distill ? { trainKl: trained.distill.klPerStep.at(-1) } : {}),
     },
   );
 }
@@ -294,7 +308,7 @@ export async function reportRoundTraining(deps: TaskDeps, round: TrainRound): Pr
   const t = need(round, 'trained', 'report-training');
   await reportTraining(deps, {
     ...round.task,
-    info: { trainLoss: t.lossPerStep.at(-1) ?? null, tokensPerSecond: t.tokensPerSecond, numExamples: t.numExamples, peakRssBytes: t.peakRssBytes, weightBits: t.weightBits, loraRank: round.siteRank?.lora.r },
+    info: { trainLoss: t.lossPerStep.at(-1) ?? null, tokensPerSecond: t.tokensPerSecond, numExamples: t.numExamples, peakRssBytes: t.peakRssBytes, weightBits: t.weightBits, loraRank: round.siteRank?.lora.r, trainKl: t.distill?.klPerStep.at(-1) },
   });
 }
 

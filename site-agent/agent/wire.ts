@@ -26,6 +26,8 @@ export interface WireTask {
     replayFraction?: number;
     /** The job's data period this round belongs to (0 or absent: its first rounds). */
     dataPeriod?: number;
+    /** Knowledge distillation from a teacher the site resolves itself (absent or null: none). */
+    distill?: { teacher: string; topK: number; temperature: number; alpha: number } | null;
   };
   globalAdapter: { jobId: string; version: number; sha256: string; sizeBytes: number | string; manifestSha256: string };
   privacy: {

@@ -175,6 +175,8 @@ export interface FederationTrainRequest {
     maxGradNorm: number;
   };
   initAdapter: AdapterWeights | null;
+  /** Train on (1-alpha)·CE + alpha·T²·KL to this teacher's stored top-k (distill/distill.ts). */
+  distill?: { teacherDir: string; topK: number; temperature: number; alpha: number };
   trainFile: string;
   maxSeqLen: number;
   /** The site's choice of base-weight precision (site config model.quantize) and recomputation. */
@@ -193,6 +195,8 @@ export interface FederationTrainResult {
   peakRssBytes?: number;
   /** Bits of the frozen base weights during training: 32, 8 or 4 (when known). */
   weightBits?: number;
+  /** Distillation rounds: KL to the teacher per local step, and whether its stored top-k were reused. */
+  distill?: { klPerStep: number[]; teacherStoreReused: boolean };
 }
 
 export const WEIGHT_BITS: Record<QuantMode, number> = { none: 32, int8: 8, int4: 4 };
@@ -200,7 +204,11 @@ export const WEIGHT_BITS: Record<QuantMode, number> = { none: 32, int8: 8, int4:
 /** One round of local training from the global adapter. An abort rejects (the round's update is not sent). */
 export async function trainForFederation(req: FederationTrainRequest): Promise<FederationTrainResult> {
   const t = req.train;
-  const r = await trainLora({
+  const run = (o: TrainOptions) => (req.distill
+    ? distillLora({ ...o, teacher: req.distill.teacherDir, student: req.modelDir, data: req.trainFile, topK: req.distill.topK, temperature: req.distill.temperature, alpha: req.distill.alpha })
+      .then((d) => ({ adapter: d.adapter, interrupted: d.interrupted, metrics: d.metrics.train, distill: { klPerStep: d.metrics.klPerStep, teacherStoreReused: d.metrics.teacherStore.reused } }))
+    : trainLora(o).then((x) => ({ ...x, distill: undefined })));
+  const r = await run({
     model: req.modelDir, data: req.trainFile, maxSeqLen: req.maxSeqLen, initialAdapter: req.initAdapter, lora: req.lora,
     optimizer: t.optimizer, lr: t.learningRate, weightDecay: t.weightDecay, warmupSteps: t.warmupSteps,
     steps: t.steps > 0 ? t.steps : undefined, epochs: t.steps > 0 ? undefined : t.epochs > 0 ? t.epochs : 1,
@@ -210,6 +218,6 @@ export async function trainForFederation(req: FederationTrainRequest): Promise<F
   if (r.interrupted) throw fail('FEDLORA_ERR_TRAINING', `local training was cancelled after step ${r.metrics.steps}`);
   return {
     adapter: r.adapter, numExamples: r.metrics.examples, lossPerStep: r.metrics.lossPerStep, tokensPerSecond: r.metrics.tokensPerSecond,
-    peakRssBytes: r.metrics.peakRssBytes, weightBits: WEIGHT_BITS[r.metrics.quantize],
+    peakRssBytes: r.metrics.peakRssBytes, weightBits: WEIGHT_BITS[r.metrics.quantize], ...(r.distill ? { distill: r.distill } : {}),
   };
 }
