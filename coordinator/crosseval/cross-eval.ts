@@ -20,11 +20,12 @@ import { createHash } from 'node:crypto';
 import { fail } from '../../shared/errors.ts';
 import type { Task, UpdateHeader, Chunk } from '../../shared/proto.ts';
 import { decodeSafetensorsF32 } from '../../shared/safetensors.ts';
-import { flatten, layoutOf } from '../../shared/tensors.ts';
+import { flatten, layoutOf, type AdapterLayout } from '../../shared/tensors.ts';
+import { alphaAtRank, rankOfLayout } from '../../shared/lora/rank.ts';
 import { verifyUpdateSignature } from '../../shared/update-signature.ts';
 import { readManifestSigner } from '../../certs/ca.ts';
 import { pkiDirOf } from '../enrollment.ts';
-import { parseJobSpec } from '../jobs/spec.ts';
+import { parseJobSpec, type JobSpec } from '../jobs/spec.ts';
 import { crossEvalRequestsIn, markCrossEvalDispatched, setCrossEvalStatus, type CrossEvalRequestRow } from '../metrics/cross-eval-requests.ts';
 import { publishVersion, type Signer } from '../publish/publisher.ts';
 import type { RoundEngine } from '../rounds/index.ts';
@@ -170,7 +171,7 @@ export class CrossEvalDispatcher {
     const layout = layoutOf(tensors);
     const now = this.engine.now();
     publishVersion(this.engine.store, this.engine.dataDir, this.signer(), {
-      jobId: u.jobId, spec, version: u.version, round: u.version, flat: flatten(tensors, layout), layout, contributingSites: 1, numExamples, createdMs: now, ownerSite: u.siteId,
+      jobId: u.jobId, spec: specAtSiteRank(spec, layout, u.siteId), version: u.version, round: u.version, flat: flatten(tensors, layout), layout, contributingSites: 1, numExamples, createdMs: now, ownerSite: u.siteId,
     });
     this.engine.store.tx(() => {
       setSideTaskStatus(this.engine.store.db, u.taskId, 'done', now);
@@ -209,3 +210,13 @@ export class LocalAdapterUpload {
   }
 }
 
+
+/** A site that trains a lower rank (lora.min_site_r) keeps its local-only adapter at that rank:
+ *  published with its own r and the alpha of the job's scaling, so peers load and score it as is. */
+function specAtSiteRank(spec: JobSpec, layout: AdapterLayout, siteId: string): JobSpec {
+  const k = rankOfLayout(layout, `local adapter of ${siteId}`) ?? spec.lora.r;
+  if (k === spec.lora.r) return spec;
+  const min = spec.lora.min_site_r ?? spec.lora.r;
+  if (k < min || k > spec.lora.r) throw fail('FEDLORA_ERR_SHAPE', `local adapter of ${siteId} has LoRA rank ${k}; the job accepts ranks ${min}..${spec.lora.r} (lora.min_site_r..lora.r)`);
+  return { ...spec, lora: { ...spec.lora, r: k, alpha: alphaAtRank({ r: spec.lora.r, alpha: spec.lora.alpha, useRslora: spec.lora.use_rslora }, k) } };
+}

@@ -14,11 +14,16 @@ import type { AdapterWeights, LoraConfig } from './types.ts';
 
 const FACTOR = /\.lora_([AB])\.weight$/;
 
+/** The alpha that gives rank k the scaling alpha has at rank r (file comment). */
+export function alphaAtRank(lora: Pick<LoraConfig, 'r' | 'alpha' | 'useRslora'>, k: number): number {
+  if (!Number.isInteger(k) || k < 1 || k > lora.r) throw fail('FEDLORA_ERR_SHAPE', `LoRA rank ${k} must be an integer in 1..${lora.r} (the job's rank)`);
+  return k === lora.r ? lora.alpha : lora.useRslora ? lora.alpha * Math.sqrt(k / lora.r) : (lora.alpha * k) / lora.r;
+}
+
 /** The job's LoRA settings at rank k with the job's scaling (file comment). */
 export function loraAtRank(lora: LoraConfig, k: number): LoraConfig {
-  if (!Number.isInteger(k) || k < 1 || k > lora.r) throw fail('FEDLORA_ERR_SHAPE', `LoRA rank ${k} must be an integer in 1..${lora.r} (the job's rank)`);
-  if (k === lora.r) return lora;
-  return { ...lora, r: k, alpha: lora.useRslora ? lora.alpha * Math.sqrt(k / lora.r) : (lora.alpha * k) / lora.r };
+  const alpha = alphaAtRank(lora, k);
+  return k === lora.r ? lora : { ...lora, r: k, alpha };
 }
 
 /** `layout` with every LoRA factor at rank k (other tensors unchanged). */

@@ -13,6 +13,8 @@ import type { AuditLog } from '../../shared/audit.ts';
 import { fail } from '../../shared/errors.ts';
 import { TASK_DONE_PHASE } from '../../shared/proto.ts';
 import { readPeftAdapter } from '../../shared/lora/peft.ts';
+import { loraAtRank, rankOfLayout } from '../../shared/lora/rank.ts';
+import { layoutOf } from '../../shared/tensors.ts';
 import { encodeSafetensors } from '../../shared/safetensors.ts';
 import { signUpdate } from '../../shared/update-signature.ts';
 import type { AdapterWeights } from '../../shared/lora/types.ts';
@@ -90,7 +92,8 @@ export async function handleCrossEval(ctx: CrossEvalContext, task: CrossEvalTask
   const lora = loraOfTask(task);
   const done: string[] = [];
   const report = async (owner: string, weights: AdapterWeights, version: number) => {
-    const m = await ctx.ws.evaluate(weights, lora);
+    // a peer that trains a lower rank (lora.min_site_r) sent its adapter at that rank
+    const m = await ctx.ws.evaluate(weights, loraAtRank(lora, rankOfLayout(layoutOf(weights), `adapter of ${owner}`) ?? lora.r));
     const metrics = m.filter((x) => Number.isFinite(x.value)).map((x) => wireMetric(reportedFigure('cross', x, version), version, owner));
     await ctx.wire.reportMetrics({ taskId: task.taskId, jobId: task.jobId, round: task.round, phase: 'cross_eval', metrics });
     done.push(owner);

@@ -10,6 +10,7 @@ import { reportTaskDone } from './cross-eval.ts';
 import { fetchVerifiedGlobal } from './global-adapter.ts';
 import { reportedFigure, reportMetrics, type ReportDeps } from './metrics-report.ts';
 import { loraOfTask, type TaskDeps } from './task-context.ts';
+import { siteRankStart } from './site-rank.ts';
 import { personalise } from './personal.ts';
 import type { WireTask } from './wire.ts';
 
@@ -54,8 +55,11 @@ export async function runEvaluateTask(deps: TaskDeps, task: WireTask): Promise<v
   deps.workspace.enterDataPeriod(task, { record: false });
   await evaluateAndReport(deps, task, 'global', global, lora, task.globalAdapter.version);
   const workDir = deps.workspace.taskDir(task.taskId);
-  const personal = await personalise(deps, { task, lora, workDir, trainFile: (await deps.workspace.trainingData()).trainFile }, global, task.globalAdapter.version);
-  if (personal) await evaluateAndReport(deps, task, 'personal', personal, lora, task.globalAdapter.version);
+  // personalised at the rank this site trains (policy.max_lora_rank), from the global at that rank
+  const at = deps.config.training.personal_steps > 0 ? siteRankStart(deps, task, lora, global) : null;
+  const personalLora = at?.lora ?? lora;
+  const personal = await personalise(deps, { task, lora: personalLora, workDir, trainFile: (await deps.workspace.trainingData()).trainFile }, at?.start ?? global, task.globalAdapter.version);
+  if (personal) await evaluateAndReport(deps, task, 'personal', personal, personalLora, task.globalAdapter.version);
   rmSync(workDir, { recursive: true, force: true });
   if (task.evaluateBase) await evaluateAndReport(deps, task, 'base', null, lora, task.globalAdapter.version);
   await reportTaskDone(deps.wire, task);

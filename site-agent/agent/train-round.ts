@@ -27,7 +27,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { existsSync, rmSync } from 'node:fs';
 import { fail } from '../../shared/errors.ts';
 import type { AdapterWeights, LoraConfig } from '../../shared/lora/types.ts';
-import { adapterWeightsAtRank, layoutAtRank, loraAtRank, padToRank, rankOfLayout } from '../../shared/lora/rank.ts';
+import { layoutAtRank, padToRank, rankOfLayout } from '../../shared/lora/rank.ts';
 import { flatten, l2norm, layoutOf, unflatten } from '../../shared/tensors.ts';
 import { signUpdate } from '../../shared/update-signature.ts';
 import { evaluateAndReport } from './evaluate-task.ts';
@@ -42,6 +42,7 @@ import type { LocalTrainRequest, LocalTrainResult } from './trainers.ts';
 import { localTrainRequest } from './train-request.ts';
 import { personalise } from './personal.ts';
 import { resolveTeacher } from './distill-teacher.ts';
+import { siteRankStart } from './site-rank.ts';
 import { assertFinite, buildUpdateTensors, encodeUpdate, type PayloadKind } from './update-payload.ts';
 import type { WireTask } from './wire.ts';
 
@@ -190,17 +191,12 @@ export async function evaluateGlobal(deps: TaskDeps, round: TrainRound): Promise
   await evaluateAndReport(deps, round.task, 'global', need(round, 'global', 'evaluate-global'), round.lora, v);
 }
 
-/** A site below the job's rank trains from the global adapter's best rank-k factors (with a
- *  frozen A: A's first k rows and the B that best keeps each product). Each site re-compresses
- *  the one published version itself rather than downloading a version per rank: the coordinator
- *  publishes and signs one adapter per round, and the re-compression is a few small QRs. */
+/** Below the job's rank: the global re-compressed to the site's (site-rank.ts). */
 export function startAtSiteRank(deps: TaskDeps, round: TrainRound): StepResult {
-  const rank = siteLoraRank(deps.config.policy, round.task.lora);
-  if (!rank.ok || rank.r === round.lora.r) return;
-  const lora = loraAtRank(round.lora, rank.r);
-  const start = adapterWeightsAtRank(need(round, 'global', 'site-rank'), rank.r, { frozenA: lora.freezeA, initial: deps.workspace.initialAdapter(round.lora) });
-  round.siteRank = { lora, start };
-  deps.log.info({ ...round.log, job_rank: round.lora.r, site_rank: rank.r }, 'training a lower LoRA rank (policy.max_lora_rank)');
+  const at = siteRankStart(deps, round.task, round.lora, need(round, 'global', 'site-rank'));
+  if (!at) return;
+  round.siteRank = at;
+  deps.log.info({ ...round.log, job_rank: round.lora.r, site_rank: at.lora.r }, 'training a lower LoRA rank (policy.max_lora_rank)');
 }
 
 /** The LoRA settings and start of this site's training: its own rank's, else the job's. */

@@ -7,10 +7,18 @@
 //     its metadata (lora_r 1); the training report carries train_lora_rank 1;
 //   * ffa (frozen A): training starts from A's first row and the B that best keeps the product;
 //     the upload is the rank-1 B delta;
-//   * below the job's min_site_r the task is declined with the reason, before anything is fetched.
+//   * below the job's min_site_r the task is declined with the reason, before anything is fetched;
+//   * the final EVALUATE task personalises at the site's rank; a cross-evaluation scores a
+//     peer's rank-1 local-only adapter with rank-1 settings of the job's scaling.
 import { afterEach, describe, expect, it } from 'vitest';
 import { TEST_TIMEOUT_MS } from '../runner/limits.ts';
 import { TRAIN_ROUND, runTrainRound } from '../../site-agent/agent/train-round.ts';
+import { runEvaluateTask } from '../../site-agent/agent/evaluate-task.ts';
+import { handleCrossEval } from '../../site-agent/agent/cross-eval.ts';
+import { writePeftAdapter } from '../../shared/lora/peft.ts';
+import { adapterWeightsAtRank } from '../../shared/lora/rank.ts';
+import type { LoraConfig } from '../../shared/lora/types.ts';
+import { JOB } from '../site-agent/site-fixture.ts';
 import type { LocalTrainRequest, Trainer } from '../../site-agent/agent/trainers.ts';
 import { decodeSafetensorsF32, parseSafetensorsHeader } from '../../shared/safetensors.ts';
 import type { AdapterWeights } from '../../shared/lora/types.ts';
@@ -112,5 +120,39 @@ describe('a site training below the job\'s rank', () => {
     expect(requests).toHaveLength(0);
     expect(f.coordinator.fetches).toHaveLength(0);
     expect(f.coordinator.uploads).toHaveLength(0);
+  }, TEST_TIMEOUT_MS);
+
+  it('the final EVALUATE task personalises at the site\'s rank, from the global re-compressed to it', async () => {
+    const f = await siteFixture({
+      policy: { min_sites_per_aggregation: 1, allowed_fields: ['department', 'chiefComplaint', 'diagnosis'], max_lora_rank: 1 },
+      training: { local_baseline: false, personal_steps: 2, max_seq_len: 1024, max_train_examples: 8 },
+    });
+    fixtures.push(f);
+    const { trainer, requests } = shiftingTrainer();
+    await runEvaluateTask(f.deps({ trainer }), f.task({ kind: 'TASK_KIND_EVALUATE', aggregation: 'svd', lora: { ...f.task().lora, minSiteR: 1 } }));
+    expect(requests.map((r) => [r.workDir.split('/').at(-1), r.lora.r, r.lora.alpha])).toEqual([['personal', 1, 2]]);
+    for (const [k, t] of requests[0].initAdapter!) expect(k.includes('.lora_A.') ? t.shape[0] : t.shape[1]).toBe(1);
+    expect(f.coordinator.metrics.filter((m) => m.phase === 'eval').map((m) => m.metrics[0].kind)).toEqual(['global', 'personal']);
+  }, TEST_TIMEOUT_MS);
+
+  it('scores a peer\'s lower-rank local-only adapter with that rank\'s settings', async () => {
+    const f = await smallSite();
+    const peer = adapterWeightsAtRank(f.coordinator.global, 1, { frozenA: false });
+    const seen: LoraConfig[] = [];
+    const task = f.task({ kind: 'TASK_KIND_CROSS_EVAL', lora: { ...f.task().lora, minSiteR: 1 } });
+    const ctx = {
+      siteId: 'hospital-fixture', config: f.config, audit: { append: () => undefined }, log: f.log, privateKeyPem: '', workDir: f.dir,
+      ws: { loadLocalBaseline: () => null, evaluate: async (_w: AdapterWeights, lora: LoraConfig) => (seen.push(lora), []) },
+      wire: {
+        ...f.coordinator.wire,
+        fetchAdapter: async (_req: { jobId: string; version: number }, dir: string) => {
+          writePeftAdapter(dir, peer, { r: 1, alpha: 2, targets: ['q_proj', 'v_proj'], dropout: 0, useRslora: false, baseModel: 'fedlora/tiny-llama' });
+          return { adapterFile: '', adapterConfigJson: Buffer.alloc(0), manifestJson: Buffer.from(JSON.stringify({ adapter_sha256: 'x', owner_site: 'hospital-small' })), signature: Buffer.alloc(0) };
+        },
+      },
+    };
+    const done = await handleCrossEval(ctx as unknown as Parameters<typeof handleCrossEval>[0], { ...task, peerAdapters: [{ jobId: JOB, version: 1, sha256: '', sizeBytes: 0, manifestSha256: '' }], peerSites: ['hospital-small'] });
+    expect(done.owners).toEqual(['hospital-small']);
+    expect(seen.map((l) => [l.r, l.alpha])).toEqual([[1, 2]]);
   }, TEST_TIMEOUT_MS);
 });
