@@ -25,7 +25,7 @@ export function checkUpdate(v: Float32Array, u: UpdateRef, ctx: RoundContext, la
 
 export function checkUpdates(updates: UpdateRef[], ctx: RoundContext, strategy: string, o: { siteRanks?: boolean } = {}): void {
   const other = o.siteRanks ? undefined : updates.find((u) => u.layout && u.layout !== ctx.layout);
-  if (other) throw fail('FEDLORA_ERR_AGGREGATION', `${strategy}: site ${other.siteId} trained a lower LoRA rank; only svd (and ffa, with the site padding B) combine sites of different ranks`);
+  if (other) throw fail('FEDLORA_ERR_AGGREGATION', `${strategy}: site ${other.siteId} trained a lower LoRA rank; only svd takes such factors as they are (ffa gets B deltas padded to the job's rank)`);
   if (updates.length === 0) throw fail('FEDLORA_ERR_AGGREGATION', `${strategy}: round ${ctx.round} has no updates to aggregate`);
   if (ctx.global.length !== ctx.layout.total) throw fail('FEDLORA_ERR_SHAPE', `${strategy}: global adapter has ${ctx.global.length} elements, layout has ${ctx.layout.total}`);
   const seen = new Set<string>();
