@@ -1,12 +1,19 @@
 // report.json's comparison: where the global adapter beats local-only training and where it does
 // not, after the last round, per hospital, on its own held-out items and on the consortium-wide
 // balanced test set (every specialty equally, so a hospital's rare specialties count as much as
-// its own), and for the consortium as a whole. Each figure comes with its 95% bootstrap interval;
-// a side "wins" only when its interval lies wholly above the other's (a conservative reading: the
-// two intervals come from the same items, so a real but small difference may show as overlap).
+// its own), and for the consortium as a whole. Both adapters are scored on the same items, so
+// the verdict reads the paired difference each site reports (accuracy_minus_local: global −
+// local-only, the items resampled once for both; site-agent/agent/paired-comparison.ts) and its
+// 95% interval: global better when the interval lies above 0, local-only better when below. The
+// consortium's difference is the sites' pooled (count-weighted, stratified bootstrap). Where a
+// site sent no paired difference (an older agent), the rule falls back to the separate
+// intervals: a side wins only when its interval lies wholly above the other's.
 import { withInterval, type Estimate } from './report-figures.ts';
 
 export type Verdict = 'global better' | 'local-only better' | 'no clear difference';
+
+/** The site's paired difference of the comparison metric (global − local-only, same items). */
+export const pairedMetricOf = (metric: string): string => `${metric}_minus_local`;
 
 export interface ComparisonRow {
   site: string;
@@ -19,7 +26,24 @@ export interface ComparisonRow {
   local: Estimate | null;
   /** global − local (null when either is missing). */
   difference: number | null;
+  /** The paired difference global − local-only with its 95% interval (null: not reported). */
+  paired: Estimate | null;
+  /** The global adapter's interval lies above chance (null: no interval or no chance level). */
+  global_above_chance: boolean | null;
   verdict: Verdict | null;
+  /** What the verdict read: the paired difference's interval, or (without one) the two separate intervals. */
+  basis: 'paired difference' | 'separate intervals' | null;
+}
+
+export interface ConsortiumRow {
+  eval_set: string;
+  global: Estimate | null;
+  local: Estimate | null;
+  difference: number | null;
+  paired: Estimate | null;
+  global_above_chance: boolean | null;
+  verdict: Verdict | null;
+  basis: ComparisonRow['basis'];
 }
 
 export interface Comparison {
@@ -30,17 +54,35 @@ export interface Comparison {
   rule: string;
   rows: ComparisonRow[];
   /** The consortium figures (all hospitals, weighted by count) per eval set. */
-  consortium: { eval_set: string; global: Estimate | null; local: Estimate | null; difference: number | null; verdict: Verdict | null }[];
+  consortium: ConsortiumRow[];
 }
 
-export const COMPARISON_RULE = 'global better / local-only better when its 95% interval lies wholly above the other\'s; otherwise no clear difference';
+export const COMPARISON_RULE = 'global better / local-only better when the 95% interval of the paired difference global − local-only (the same items, resampled together) lies above / below 0; otherwise no clear difference (without a paired difference: when one side\'s 95% interval lies wholly above the other\'s)';
 
+/** The conservative reading of two separate intervals (no paired difference reported). */
 export function verdictOf(g: Estimate | null | undefined, l: Estimate | null | undefined): Verdict | null {
   if (!g || !l || g.ci_low === null || g.ci_high === null || l.ci_low === null || l.ci_high === null) return null;
   if (g.ci_low > l.ci_high) return 'global better';
   if (l.ci_low > g.ci_high) return 'local-only better';
   return 'no clear difference';
 }
+
+/** The verdict of a paired difference global − local-only: its interval excludes 0, or not. */
+export function pairedVerdict(d: Estimate | null | undefined): Verdict | null {
+  if (!d || d.ci_low === null || d.ci_high === null) return null;
+  if (d.ci_low > 0) return 'global better';
+  if (d.ci_high < 0) return 'local-only better';
+  return 'no clear difference';
+}
+
+function judge(g: Estimate | null, l: Estimate | null, paired: Estimate | null): Pick<ComparisonRow, 'verdict' | 'basis'> {
+  const p = pairedVerdict(paired);
+  if (p) return { verdict: p, basis: 'paired difference' };
+  const s = verdictOf(g, l);
+  return { verdict: s, basis: s ? 'separate intervals' : null };
+}
+
+const aboveChance = (g: Estimate | null, chance: number | null) => (g && g.ci_low !== null && chance !== null ? g.ci_low > chance : null);
 
 type Figures = Record<string, { global: Record<string, Estimate>; local: Record<string, Estimate> }>;
 
@@ -49,16 +91,18 @@ export function buildComparison(o: {
   sets: { eval_set: string; figures: Figures; consortium: { global: Record<string, Estimate>; local: Record<string, Estimate> } }[];
 }): Comparison {
   const diff = (g: Estimate | null, l: Estimate | null) => (g && l ? g.value - l.value : null);
+  const pm = pairedMetricOf(o.metric);
   const rows: ComparisonRow[] = [];
   for (const set of o.sets) {
     for (const s of o.sites) {
-      const g = set.figures[s.site]?.global[o.metric] ?? null, l = set.figures[s.site]?.local[o.metric] ?? null;
-      rows.push({ site: s.site, note: s.note, eval_set: set.eval_set, metric: o.metric, global: g, local: l, difference: diff(g, l), verdict: verdictOf(g, l) });
+      const f = set.figures[s.site];
+      const g = f?.global[o.metric] ?? null, l = f?.local[o.metric] ?? null, paired = f?.global[pm] ?? null;
+      rows.push({ site: s.site, note: s.note, eval_set: set.eval_set, metric: o.metric, global: g, local: l, difference: diff(g, l), paired, global_above_chance: aboveChance(g, o.chance), ...judge(g, l, paired) });
     }
   }
   const consortium = o.sets.map((set) => {
-    const g = set.consortium.global[o.metric] ?? null, l = set.consortium.local[o.metric] ?? null;
-    return { eval_set: set.eval_set, global: g, local: l, difference: diff(g, l), verdict: verdictOf(g, l) };
+    const g = set.consortium.global[o.metric] ?? null, l = set.consortium.local[o.metric] ?? null, paired = set.consortium.global[pm] ?? null;
+    return { eval_set: set.eval_set, global: g, local: l, difference: diff(g, l), paired, global_above_chance: aboveChance(g, o.chance), ...judge(g, l, paired) };
   });
   return { round: o.round, metric: o.metric, chance: o.chance, rule: COMPARISON_RULE, rows, consortium };
 }
@@ -67,10 +111,12 @@ export function printComparison(c: Comparison, log: (l: string) => void): void {
   log(`where the global adapter beats local-only training (${c.metric} after round ${c.round}, 95% intervals${c.chance !== null ? `; chance ${c.chance.toFixed(2)}` : ''}):`);
   log(`  (${c.rule})`);
   const sign = (d: number | null) => (d === null ? '-' : `${d >= 0 ? '+' : ''}${d.toFixed(3)}`);
-  for (const r of c.rows) {
-    log(`  ${r.site} (${r.note}), ${r.eval_set}: global ${withInterval(r.global ?? undefined)} vs local-only ${withInterval(r.local ?? undefined)} (${sign(r.difference)}) → ${r.verdict ?? 'not reported'}`);
-  }
-  for (const r of c.consortium) {
-    log(`  consortium, ${r.eval_set}: global ${withInterval(r.global ?? undefined)} vs local-only ${withInterval(r.local ?? undefined)} (${sign(r.difference)}) → ${r.verdict ?? 'not reported'}`);
-  }
+  const signed = (e: Estimate) => `${sign(e.value)}${e.ci_low !== null && e.ci_high !== null ? ` [${sign(e.ci_low)}, ${sign(e.ci_high)}]` : ''}`;
+  const chance = (r: { global_above_chance: boolean | null }) => (r.global_above_chance === null ? '' : r.global_above_chance ? ', above chance' : ', not clearly above chance');
+  const line = (who: string, r: ConsortiumRow) => {
+    const d = r.paired ? `paired difference ${signed(r.paired)}` : `difference ${sign(r.difference)}`;
+    log(`  ${who}, ${r.eval_set}: global ${withInterval(r.global ?? undefined)}${chance(r)} vs local-only ${withInterval(r.local ?? undefined)}; ${d} → ${r.verdict ?? 'not reported'}`);
+  };
+  for (const r of c.rows) line(`${r.site} (${r.note})`, r);
+  for (const r of c.consortium) line('consortium', r);
 }

@@ -11,7 +11,7 @@
 // cases' loss and accuracy against the version that period started from.
 import { api, type ApiTarget } from '../../coordinator/http/client.ts';
 import { consortiumFigures, diagnosisRecall, siteFigures, subsetFigures, withInterval, type ApiMetricRow, type ApiSummaryRow, type ConsortiumFigure, type DiagnosisRecall, type Estimate } from './report-figures.ts';
-import { buildComparison, printComparison, type Comparison } from './comparison.ts';
+import { buildComparison, pairedMetricOf, printComparison, type Comparison } from './comparison.ts';
 
 interface RoundView {
   round: number;
@@ -219,11 +219,14 @@ export function printReport(rep: DemoReport, log: (l: string) => void): void {
   const sets = Object.keys(rep.rounds.at(-1)?.shared ?? {});
   if (rep.rounds.some((r) => rep.sites.some((s) => r.heldout[s.site]?.global.accuracy !== undefined))) {
     log('');
-    log('multiple-choice accuracy, 95% intervals: global adapter / local-only adapter, per round');
+    const chance = rep.comparison?.chance ?? null;
+    log(`multiple-choice accuracy${chance !== null ? ` (chance ${chance.toFixed(2)})` : ''}, 95% intervals: global adapter / local-only adapter, per round; Δ = paired difference global − local-only on the same items`);
+    const delta = (e: Estimate | undefined) => (e ? ` (Δ ${withInterval(e)})` : '');
+    const paired = pairedMetricOf('accuracy');
     for (const r of rep.rounds) {
       for (const s of rep.sites) {
-        const own = `own held-out ${acc(estimateOf(r, s.site, 'global'))} / ${acc(estimateOf(r, s.site, 'local'))}`;
-        const sh = sets.map((e) => `${e} ${acc(r.shared[e]?.sites[s.site]?.global.accuracy)} / ${acc(r.shared[e]?.sites[s.site]?.local.accuracy)}`);
+        const own = `own held-out ${acc(estimateOf(r, s.site, 'global'))} / ${acc(estimateOf(r, s.site, 'local'))}${delta(estimateOf(r, s.site, 'global', paired))}`;
+        const sh = sets.map((e) => `${e} ${acc(r.shared[e]?.sites[s.site]?.global.accuracy)} / ${acc(r.shared[e]?.sites[s.site]?.local.accuracy)}${delta(r.shared[e]?.sites[s.site]?.global[paired])}`);
         log(`round ${r.round} ${s.site}: ${[own, ...sh].join(' | ')}`);
       }
     }

@@ -13,10 +13,14 @@ import { loraOfTask, type TaskDeps } from './task-context.ts';
 import { siteRankStart } from './site-rank.ts';
 import { personalise } from './personal.ts';
 import type { WireTask } from './wire.ts';
+import { figureOptionsOf, type ItemOutcomes } from './evaluation.ts';
+import { pairedVsLocal } from './paired-comparison.ts';
 
 /** Held-out metrics of `adapter` (and, for the job's adapters, its figures on the consortium-wide
  *  sets), reported with kind `global` | `local` | `base`; a global
- *  adapter's metrics belong to the round that produced it (its version). */
+ *  adapter's metrics belong to the round that produced it (its version). A local-only adapter's
+ *  per-item outcomes are kept at the site; a global version's evaluation adds its paired
+ *  difference to the local-only adapter of its round (paired-comparison.ts). */
 export async function evaluateAndReport(
   deps: TaskDeps,
   task: WireTask,
@@ -26,9 +30,18 @@ export async function evaluateAndReport(
   version: number,
 ): Promise<void> {
   deps.status.state = 'evaluating';
-  const m = await deps.workspace.evaluate(adapter, lora);
+  const own = await deps.workspace.evaluateWithOutcomes(adapter, lora);
+  const m = own.metrics;
   const shared = kind === 'base' ? [] : await deps.workspace.evaluateShared(adapter, lora);
-  const figures = [...m.map((f) => reportedFigure(kind, f, version)), ...shared.flatMap((s) => s.metrics.map((f) => reportedFigure(kind, f, version, s.evalSet)))];
+  const outcomes = [own.outcomes, ...shared.map((s) => s.outcomes)].filter((x): x is ItemOutcomes => x !== null);
+  if (kind === 'local') deps.workspace.saveLocalOutcomes(task.jobId, task.round, outcomes);
+  // The global version against the local-only adapter of its round, item by item (paired).
+  const paired = kind === 'global' ? pairedVsLocal(outcomes, deps.workspace.localOutcomes(task.jobId, version), figureOptionsOf(deps.config.evaluation)) : [];
+  const figures = [
+    ...m.map((f) => reportedFigure(kind, f, version)),
+    ...shared.flatMap((s) => s.metrics.map((f) => reportedFigure(kind, f, version, s.evalSet))),
+    ...paired.map((p) => reportedFigure(kind, p.figure, version, p.evalSet)),
+  ];
   await reportMetrics(deps, { ...task, round: kind === 'global' || kind === 'personal' ? version : task.round }, 'eval', figures);
   // After the report: the coordinator has the numbers before the gate's safety suite runs. The
   // gate compares whole-set figures (with their intervals, without the replicates).

@@ -110,6 +110,26 @@ function drawLabel(part: string, items: unknown[]): string {
   return `${part}:${createHash('sha256').update(JSON.stringify(items)).digest('hex').slice(0, 16)}`;
 }
 
+/** Per-item correctness of a plan's multiple-choice items (1 right, 0 not; the same rule as
+ *  accuracy) and the label of their bootstrap draws: what a paired comparison of two adapters on
+ *  the same items needs (paired-comparison.ts). It stays at the site; null when no item was scored. */
+export interface ItemOutcomes {
+  /** '' the held-out set, shared:<name> a consortium-wide set. */
+  evalSet: string;
+  draws: string;
+  correct: number[];
+}
+
+export function choiceOutcomes(plan: EvalPlan, s: EvalScores, evalSet: string): ItemOutcomes | null {
+  const c = s.choices;
+  if (!plan.choices.length || !c) return null;
+  return {
+    evalSet,
+    draws: drawLabel('choices', plan.choices.map((x) => x.item.prompt)),
+    correct: plan.choices.map((x, i) => (x.item.options[c.predicted[i]] === x.item.label ? 1 : 0)),
+  };
+}
+
 /** The figures of a scored plan, in the order they are reported (eval/metrics/ defines each). */
 export function siteMetrics(plan: EvalPlan, s: EvalScores, evaluator: string, o: FigureOptions): SiteMetric[] {
   const missing = (part: string) => fail('FEDLORA_ERR_INTERNAL', `evaluator ${evaluator} returned no ${part} scores for a planned part`);

@@ -3,7 +3,7 @@
 // built from the site store, and the local-only baseline adapter. Nothing in here is ever sent
 // as is; evaluation itself is the site's evaluator's (evaluation.ts).
 
-import { mkdirSync, existsSync, writeFileSync, renameSync } from 'node:fs';
+import { mkdirSync, existsSync, writeFileSync, renameSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type Database from 'better-sqlite3-multiple-ciphers';
 import type { SiteConfig } from '../config.ts';
@@ -18,7 +18,7 @@ import type { WireTask } from './wire.ts';
 import { fail } from '../../shared/errors.ts';
 import { readSharedSet, sharedChoiceItems } from '../data/dataset/shared-set.ts';
 import type { ChoiceItem } from '../data/types.ts';
-import { figureOptionsOf, planEvaluation, siteMetrics, type EvalSet, type Evaluator, type SiteMetric } from './evaluation.ts';
+import { choiceOutcomes, figureOptionsOf, planEvaluation, siteMetrics, type EvalSet, type Evaluator, type ItemOutcomes, type SiteMetric } from './evaluation.ts';
 
 export type { SiteMetric };
 
@@ -135,13 +135,18 @@ export class SiteWorkspace implements SiteModel {
   /** Held-out metrics of an adapter (null = the base model), by the site's evaluator.
    *  Only these aggregates leave the site. */
   async evaluate(adapter: AdapterWeights | null, lora: LoraConfig): Promise<SiteMetric[]> {
+    return (await this.evaluateWithOutcomes(adapter, lora)).metrics;
+  }
+
+  /** evaluate(), with the per-item multiple-choice outcomes a paired comparison needs (kept here). */
+  async evaluateWithOutcomes(adapter: AdapterWeights | null, lora: LoraConfig): Promise<{ metrics: SiteMetric[]; outcomes: ItemOutcomes | null }> {
     if (!this.data) await this.trainingData();
     // quantized weights are cached per checkpoint manifest: the checkpoint read without hashing gets it now
     const c = this.checkpoint();
     if (!c.manifestSha256) this.ckpt = { ...c, manifestSha256: await this.modelManifestSha256() };
     const plan = planEvaluation(this.data!.eval, this.cfg.evaluation, this.log);
     const scores = await this.evaluator.score({ plan, adapter, lora });
-    return siteMetrics(plan, scores, this.evaluator.kind, figureOptionsOf(this.cfg.evaluation));
+    return { metrics: siteMetrics(plan, scores, this.evaluator.kind, figureOptionsOf(this.cfg.evaluation)), outcomes: choiceOutcomes(plan, scores, '') };
   }
 
   /** The site's own copy of an exam (site.yaml evaluation.exams; a relative path is under the site dir), or null. */
@@ -152,17 +157,35 @@ export class SiteWorkspace implements SiteModel {
 
   /** Multiple-choice figures of an adapter on each consortium-wide set (evaluation.shared_sets),
    *  by the site's evaluator; a set smaller than evaluation.min_items is withheld (nothing reported). */
-  async evaluateShared(adapter: AdapterWeights | null, lora: LoraConfig): Promise<{ evalSet: string; metrics: SiteMetric[] }[]> {
+  async evaluateShared(adapter: AdapterWeights | null, lora: LoraConfig): Promise<{ evalSet: string; metrics: SiteMetric[]; outcomes: ItemOutcomes | null }[]> {
     if (!this.data) await this.trainingData();
-    const out: { evalSet: string; metrics: SiteMetric[] }[] = [];
+    const out: { evalSet: string; metrics: SiteMetric[]; outcomes: ItemOutcomes | null }[] = [];
     for (const set of this.data!.shared) {
       if (set.choices.length < this.cfg.evaluation.min_items) continue;
       const plan = { heldOut: [], choices: set.choices, generate: [], heldOutItems: 0 };
       const scores = await this.evaluator.score({ plan, adapter, lora });
       const metrics = siteMetrics(plan, scores, this.evaluator.kind, figureOptionsOf(this.cfg.evaluation)).filter((m) => m.name !== 'heldout_items');
-      out.push({ evalSet: set.evalSet, metrics });
+      out.push({ evalSet: set.evalSet, metrics, outcomes: choiceOutcomes(plan, scores, set.evalSet) });
     }
     return out;
+  }
+
+  /** The local-only adapter's per-item outcomes of a round (kept at the site, never sent): the
+   *  global version of that round is compared with them on the same items. Only the newest round is kept. */
+  saveLocalOutcomes(jobId: string, round: number, sets: ItemOutcomes[]): void {
+    const dir = join(this.siteDir, 'local-baseline', safe(jobId));
+    mkdirSync(dir, { recursive: true });
+    const file = join(dir, 'item-outcomes.json');
+    writeFileSync(file + '.tmp', JSON.stringify({ round, sets }));
+    renameSync(file + '.tmp', file);
+  }
+
+  /** The local-only outcomes of `round` (none when that round's were not kept). */
+  localOutcomes(jobId: string, round: number): ItemOutcomes[] {
+    const file = join(this.siteDir, 'local-baseline', safe(jobId), 'item-outcomes.json');
+    if (!existsSync(file)) return [];
+    const kept = JSON.parse(readFileSync(file, 'utf8')) as { round: number; sets: ItemOutcomes[] };
+    return kept.round === round ? kept.sets : [];
   }
 
   loadLocalBaseline(jobId: string): AdapterWeights | null {

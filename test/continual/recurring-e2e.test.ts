@@ -21,7 +21,7 @@ const out = join(mkdtempSync(join(tmpdir(), 'fedlora-periods-e2e-')), 'o');
 
 beforeAll(async () => {
   demo = await runDemo({
-    ...DEMO_DEFAULTS, sites: 2, rounds: 1, records: 80, localSteps: 3, crossEval: false, assistant: false, smallSite: null, sharedPerDiagnosis: 0,
+    ...DEMO_DEFAULTS, sites: 2, rounds: 1, records: 80, localSteps: 3, learningRate: 0.01, skew: 0.8, crossEval: false, assistant: false, smallSite: null, sharedPerDiagnosis: 0,
     continuation: { rounds: 2, records: 80, replayFraction: REPLAY }, personalSteps: 2, out, log: () => {},
   });
 }, 12.5 * TEST_TIMEOUT_MS);

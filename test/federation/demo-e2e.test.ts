@@ -16,8 +16,14 @@ let demo: DemoResult;
 const out = join(mkdtempSync(join(tmpdir(), 'fedlora-demo-')), 'run');
 const lines: string[] = [];
 
+// The test's own small settings (not the demo's defaults, tuned for a few minutes' run).
+const SMALL_SITE = 30, SHARED_PER_DIAGNOSIS = 3;
+
 beforeAll(async () => {
-  demo = await runDemo({ ...DEMO_DEFAULTS, sites: 3, rounds: 2, records: 80, localSteps: 15, out, log: (l) => lines.push(l) });
+  demo = await runDemo({
+    ...DEMO_DEFAULTS, sites: 3, rounds: 2, records: 80, localSteps: 15, learningRate: 0.01, skew: 0.8, smallSite: SMALL_SITE, sharedPerDiagnosis: SHARED_PER_DIAGNOSIS,
+    out, log: (l) => lines.push(l),
+  });
 }, 600_000);
 
 afterAll(async () => {
@@ -98,11 +104,11 @@ describe('fedlora demo: three hospitals, two rounds', () => {
 
   it('makes one hospital small and scores every hospital on the same consortium-wide balanced set', () => {
     const counts = readdirSync(join(out, 'data')).filter((d) => d.startsWith('site-')).sort().map((d) => JSON.parse(readFileSync(join(out, 'data', d, 'manifest.json'), 'utf8')).records);
-    expect(counts).toEqual([80, 80, DEMO_DEFAULTS.smallSite]);
+    expect(counts).toEqual([80, 80, SMALL_SITE]);
     const shared = readFileSync(join(out, 'data', 'consortium-test.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { diagnosis: string });
     const perDx = new Map<string, number>();
     for (const c of shared) perDx.set(c.diagnosis, (perDx.get(c.diagnosis) ?? 0) + 1);
-    expect([...perDx.values()].every((n) => n === DEMO_DEFAULTS.sharedPerDiagnosis)).toBe(true);
+    expect([...perDx.values()].every((n) => n === SHARED_PER_DIAGNOSIS)).toBe(true);
     for (const r of demo.report.rounds) {
       const set = r.shared['shared:consortium'];
       for (const s of demo.report.sites) {
@@ -131,13 +137,21 @@ describe('fedlora demo: three hospitals, two rounds', () => {
     for (const r of [...c.rows, ...c.consortium]) {
       for (const e of [r.global!, r.local!]) expect(e.ci_low! <= e.value && e.value <= e.ci_high!).toBe(true);
       expect(r.difference).toBeCloseTo(r.global!.value - r.local!.value, 12);
-      const expected = r.global!.ci_low! > r.local!.ci_high! ? 'global better' : r.local!.ci_low! > r.global!.ci_high! ? 'local-only better' : 'no clear difference';
-      expect(r.verdict).toBe(expected);
+      // every hospital trains a local-only baseline: the verdict reads the paired difference of the same items
+      const d = r.paired!;
+      expect(r.basis).toBe('paired difference');
+      expect(d.value).toBeCloseTo(r.difference!, 6);
+      expect(d.ci_low! <= d.value && d.value <= d.ci_high!).toBe(true);
+      expect(r.verdict).toBe(d.ci_low! > 0 ? 'global better' : d.ci_high! < 0 ? 'local-only better' : 'no clear difference');
+      expect(r.global_above_chance).toBe(r.global!.ci_low! > 1 / CHOICES);
     }
+    for (const r of c.rows) expect(r.paired!.count).toBe(r.global!.count);
     expect(c.rows.find((r) => r.site === 'hospital-3')!.note).toContain('the small one');
     const text = lines.join('\n');
     expect(text).toContain('where the global adapter beats local-only training');
-    for (const r of c.rows) expect(text).toContain(`${r.site} (${r.note}), ${r.eval_set}: global`);
+    for (const r of c.rows) expect(text).toContain(`${r.site} (${r.note}), ${r.eval_set}: global ${r.global!.value.toFixed(3)} [`);
+    expect(text).toContain('chance 0.25');
+    expect(text).toMatch(/paired difference [+-]\d\.\d{3} \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\] → (global better|local-only better|no clear difference)/);
     expect(JSON.parse(readFileSync(demo.reportFile, 'utf8')).comparison.rows).toHaveLength(6);
   });
 

@@ -10,7 +10,7 @@ import { generateSites } from '../../site-agent/data/synth/generate.ts';
 import { DIAGNOSES } from '../../site-agent/data/synth/catalog.ts';
 import { readSharedSet, sharedChoiceItems } from '../../site-agent/data/dataset/shared-set.ts';
 import { parseDataConfig } from '../../site-agent/data/index.ts';
-import { verdictOf } from '../../cli/demo/comparison.ts';
+import { buildComparison, pairedVerdict, verdictOf } from '../../cli/demo/comparison.ts';
 import { globalColumn } from '../../coordinator/crosseval/global-column.ts';
 import type { MetricRow } from '../../coordinator/store/store.ts';
 
@@ -70,6 +70,34 @@ describe('comparison and the global column', () => {
     expect(verdictOf(e(0.5, 0.4, 0.65), e(0.8, 0.7, 0.9))).toBe('local-only better');
     expect(verdictOf(e(0.8, 0.6, 0.9), e(0.7, 0.55, 0.85))).toBe('no clear difference');
     expect(verdictOf(e(0.8, 0.6, 0.9), null)).toBeNull();
+  });
+
+  it('reads the paired difference global − local-only: better when its interval excludes 0', () => {
+    expect(pairedVerdict(e(0.1, 0.02, 0.18))).toBe('global better');
+    expect(pairedVerdict(e(-0.1, -0.2, -0.01))).toBe('local-only better');
+    expect(pairedVerdict(e(0.05, -0.01, 0.12))).toBe('no clear difference');
+    expect(pairedVerdict(e(0.05, 0, 0.12))).toBe('no clear difference');
+    expect(pairedVerdict({ value: 0.1, ci_low: null, ci_high: null, count: 30 })).toBeNull();
+    expect(pairedVerdict(null)).toBeNull();
+  });
+
+  it('builds each row from the site\'s paired difference where there is one, else from the separate intervals; states chance', () => {
+    // overlapping separate intervals, the paired difference above 0 (a lead on the same items)
+    const fig = (paired: boolean) => ({
+      global: { accuracy: e(0.6, 0.5, 0.7), ...(paired ? { accuracy_minus_local: e(0.1, 0.03, 0.17) } : {}) },
+      local: { accuracy: e(0.5, 0.4, 0.6) },
+    });
+    const c = buildComparison({
+      round: 3, metric: 'accuracy', chance: 0.25, sites: [{ site: 'a', note: 'mostly X' }, { site: 'b', note: 'small' }],
+      sets: [{ eval_set: 'held-out', figures: { a: fig(true), b: fig(false) }, consortium: { global: { accuracy: e(0.2, 0.1, 0.3), accuracy_minus_local: e(-0.2, -0.3, -0.1) }, local: { accuracy: e(0.4, 0.3, 0.5) } } }],
+    });
+    expect(c.chance).toBe(0.25);
+    expect(c.rule).toContain('paired difference');
+    const [a, b] = c.rows;
+    expect(a).toMatchObject({ site: 'a', verdict: 'global better', basis: 'paired difference', global_above_chance: true, paired: { value: 0.1, ci_low: 0.03, ci_high: 0.17 } });
+    expect(a.difference).toBeCloseTo(0.1, 12);
+    expect(b).toMatchObject({ site: 'b', verdict: 'no clear difference', basis: 'separate intervals', paired: null });
+    expect(c.consortium[0]).toMatchObject({ verdict: 'local-only better', basis: 'paired difference', global_above_chance: false });
   });
 
   it('takes each data site\'s newest whole-set global figure of the matrix\'s version', () => {

@@ -105,7 +105,7 @@ describe("doctors' review: what leaves the site", () => {
     // The evaluator's figures are beside the point here: an evaluation that yields none.
     const deps = {
       siteId: 'site-a', reviewEgress: reviewEgress(db, 5), audit: new AuditLog(db, 'site_audit'), wire: { reportMetrics: async (r: MetricsReport) => void sent.push(r) },
-      status: { state: 'idle' }, workspace: { evaluate: async () => [], evaluateShared: async () => [], globalDir: () => join(dir, 'global') },
+      status: { state: 'idle' }, config: { evaluation: { min_items: 5, bootstrap: { resamples: 100, seed: 1 } } }, workspace: { evaluateWithOutcomes: async () => ({ metrics: [], outcomes: null }), evaluateShared: async () => [], saveLocalOutcomes: () => undefined, localOutcomes: () => [], globalDir: () => join(dir, 'global') },
     } as unknown as TaskDeps;
     const task = { taskId: 'job-e.r2.a1.site-a', jobId: 'job-e', round: 2, globalAdapter: { jobId: 'job-e', version: 1, sha256: 'a'.repeat(64) } } as unknown as WireTask;
     const lora: LoraConfig = { r: 2, alpha: 4, targets: ['q_proj'], dropout: 0, useRslora: false, freezeA: false, initSeed: 1 };
