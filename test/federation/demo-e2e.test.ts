@@ -11,6 +11,7 @@ import { runDemo, DEMO_DEFAULTS, CHOICES, type DemoResult } from '../../cli/demo
 import { AuditLog } from '../../shared/audit.ts';
 import { openSiteDb } from '../../site-agent/site-db.ts';
 import { decodeSafetensorsF32 } from '../../shared/safetensors.ts';
+import { TEST_TIMEOUT_MS } from '../runner/limits.ts';
 
 let demo: DemoResult;
 const out = join(mkdtempSync(join(tmpdir(), 'fedlora-demo-')), 'run');
@@ -24,7 +25,7 @@ beforeAll(async () => {
     ...DEMO_DEFAULTS, sites: 3, rounds: 2, records: 80, localSteps: 15, learningRate: 0.01, skew: 0.8, smallSite: SMALL_SITE, sharedPerDiagnosis: SHARED_PER_DIAGNOSIS,
     out, log: (l) => lines.push(l),
   });
-}, 600_000);
+}, 5 * TEST_TIMEOUT_MS);
 
 afterAll(async () => {
   await demo?.stop();
