@@ -6,15 +6,12 @@
 // kappa as computed by hand.
 import { describe, it, expect, afterAll, beforeAll } from 'vitest';
 import { execFile } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import YAML from 'yaml';
 import type { Browser, Page } from 'playwright-core';
 import { AuditLog } from '../../shared/audit.ts';
 import { sha256FileSync } from '../../shared/hash.ts';
-import { generateSites, ingestIntoSite } from '../../site-agent/data/index.ts';
-import { toCsv } from '../../site-agent/data/synth/generate.ts';
+import { generateSites } from '../../site-agent/data/index.ts';
 import { initLoraAdapter, readCheckpoint, writePeftAdapter } from '../../site-agent/engine/index.ts';
 import { recordCandidate } from '../../site-agent/serve/gate/policy.ts';
 import type { Rating } from '../../site-agent/serve/review/ratings.ts';
@@ -23,6 +20,7 @@ import { startServe, type RunningServe } from '../../site-agent/serve/run.ts';
 import { addUser } from '../../site-agent/serve/users.ts';
 import { launchChromium } from '../runner/browser.ts';
 import { makeSite, rmDir } from './helpers.ts';
+import { ingestRecords, signedInPage } from './serve-fixture.ts';
 
 const run = promisify(execFile);
 const BIN = join(import.meta.dirname, '..', '..', 'cli', 'bin.mjs');
@@ -34,11 +32,7 @@ let browser: Browser | null = null;
 const keys: Record<string, string> = { 'dr.li': site.keys.clinician };
 
 beforeAll(async () => {
-  const cfgFile = join(site.siteDir, 'site.yaml');
-  writeFileSync(cfgFile, YAML.stringify({ ...YAML.parse(readFileSync(cfgFile, 'utf8')), data: { required: ['patientId', 'chiefComplaint'] } }));
-  const csv = join(site.dir, 'records.csv');
-  writeFileSync(csv, toCsv(synth.records));
-  expect((await ingestIntoSite(site.siteDir, [csv], { format: 'csv' })).accepted).toBe(40);
+  expect(await ingestRecords(site, synth.records)).toBe(40);
   // The candidate: a received global adapter (small random LoRA B) awaiting approval.
   const w = initLoraAdapter(readCheckpoint(site.modelDir).config, { r: 4, alpha: 8, targets: ['q_proj', 'v_proj'], dropout: 0, useRslora: false, freezeA: false, initSeed: 3 });
   let s = 7;
@@ -58,15 +52,7 @@ afterAll(async () => {
 });
 
 async function signedIn(user: string, locale: string, errors: string[]): Promise<Page> {
-  const page = await browser!.newPage({ locale });
-  page.setDefaultTimeout(0); // waits end with the work (the test's own timeout scales with the machine's load)
-  page.on('pageerror', (e) => errors.push(e.message));
-  page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
-  await page.goto(`${srv!.url}/review`);
-  await page.focus('#key');
-  await page.keyboard.type(keys[user]);
-  await page.keyboard.press('Enter');
-  await page.waitForSelector('#bench:not([hidden])');
+  const page = await signedInPage(browser!, `${srv!.url}/review`, keys[user], { locale, errors });
   expect(await page.textContent('#who')).toBe(`${user} (clinician)`);
   return page;
 }

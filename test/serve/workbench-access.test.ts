@@ -3,27 +3,20 @@
 // queue; a reader cannot adjudicate their own dispute; a code outside the site's list is a 400
 // naming it; the page itself carries a strict Content-Security-Policy.
 import { describe, it, expect, afterAll, beforeAll } from 'vitest';
-import { readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import YAML from 'yaml';
-import { generateSites, ingestIntoSite } from '../../site-agent/data/index.ts';
-import { toCsv } from '../../site-agent/data/synth/generate.ts';
+import { generateSites } from '../../site-agent/data/index.ts';
 import { openSiteDb } from '../../site-agent/site-db.ts';
 import { startServe, type RunningServe } from '../../site-agent/serve/run.ts';
 import { addUser } from '../../site-agent/serve/users.ts';
 import { makeSite, rmDir } from './helpers.ts';
+import { ingestRecords } from './serve-fixture.ts';
 
 const site = makeSite('workbench-access', { workbench: { double_read_fraction: 1, suggestions: { enabled: false, top_k: 5, candidates: 8, precompute_per_pass: 0 } } });
 let srv: RunningServe | null = null;
 let wang = '';
 
 beforeAll(async () => {
-  const cfgFile = join(site.siteDir, 'site.yaml');
-  writeFileSync(cfgFile, YAML.stringify({ ...YAML.parse(readFileSync(cfgFile, 'utf8')), data: { required: ['patientId', 'chiefComplaint'] } }));
   const [synth] = generateSites({ sites: 1, records: 2, lang: 'zh', skew: 0, seed: 4 });
-  const csv = join(site.dir, 'records.csv');
-  writeFileSync(csv, toCsv(synth.records.map((r) => ({ ...r, diagnosis: '', icd10: '' }))));
-  expect((await ingestIntoSite(site.siteDir, [csv], { format: 'csv' })).accepted).toBe(2);
+  expect(await ingestRecords(site, synth.records.map((r) => ({ ...r, diagnosis: '', icd10: '' })))).toBe(2);
   const db = openSiteDb(site.siteDir);
   wang = addUser(db, 'dr.wang', 'clinician').key;
   db.close();

@@ -3,17 +3,14 @@
 // queue is exactly the records whose label is not the ranking's top, and a doctor opening such a
 // record sees that stored ranking (not a new one). Ranking labels nothing.
 import { describe, it, expect, afterAll, beforeAll } from 'vitest';
-import { readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import YAML from 'yaml';
-import { generateSites, ingestIntoSite } from '../../site-agent/data/index.ts';
-import { toCsv } from '../../site-agent/data/synth/generate.ts';
+import { generateSites } from '../../site-agent/data/index.ts';
 import { dxKey } from '../../site-agent/data/labels/keys.ts';
 import { openSiteDb } from '../../site-agent/site-db.ts';
 import { startServe, type RunningServe } from '../../site-agent/serve/run.ts';
 import type { Suggestion } from '../../site-agent/serve/workbench/suggestions.ts';
 import { makeSite, rmDir } from './helpers.ts';
+import { ingestRecords } from './serve-fixture.ts';
 
 const CANDIDATES = 8;
 const site = makeSite('workbench-ranking', { workbench: { suggestions: { enabled: true, top_k: 3, candidates: CANDIDATES, precompute_per_pass: 2 } } });
@@ -21,11 +18,7 @@ const [synth] = generateSites({ sites: 1, records: 6, lang: 'zh', skew: 0, seed:
 let srv: RunningServe | null = null;
 
 beforeAll(async () => {
-  const cfgFile = join(site.siteDir, 'site.yaml');
-  writeFileSync(cfgFile, YAML.stringify({ ...YAML.parse(readFileSync(cfgFile, 'utf8')), data: { required: ['patientId', 'chiefComplaint'] } }));
-  const csv = join(site.dir, 'records.csv');
-  writeFileSync(csv, toCsv(synth.records));
-  expect((await ingestIntoSite(site.siteDir, [csv], { format: 'csv' })).accepted).toBe(6);
+  expect(await ingestRecords(site, synth.records)).toBe(6);
   srv = await startServe(site.siteDir, { port: 0 });
 });
 afterAll(async () => {

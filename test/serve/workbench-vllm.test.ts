@@ -3,13 +3,10 @@
 // engine's own scores of the same prompt with that adapter (and differs from the base model's),
 // and no scoring request reaches vLLM.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import YAML from 'yaml';
 import { initLoraAdapter, readCheckpoint, writePeftAdapter } from '../../site-agent/engine/index.ts';
 import { loadSiteConfig } from '../../site-agent/config.ts';
-import { generateSites, ingestIntoSite } from '../../site-agent/data/index.ts';
-import { toCsv } from '../../site-agent/data/synth/generate.ts';
+import { generateSites } from '../../site-agent/data/index.ts';
 import type { CaseRecord } from '../../site-agent/data/types.ts';
 import { openSiteDb } from '../../site-agent/site-db.ts';
 import { createEngineBackend } from '../../site-agent/serve/backend/engine-backend.ts';
@@ -18,6 +15,7 @@ import { startServe, type RunningServe } from '../../site-agent/serve/run.ts';
 import { suggestionPrompt, type Suggestion } from '../../site-agent/serve/workbench/suggestions.ts';
 import { startVllmStandIn, type StandIn } from './vllm-stand-in.ts';
 import { makeSite, rmDir, type TestSite } from './helpers.ts';
+import { ingestRecords } from './serve-fixture.ts';
 
 let site: TestSite;
 let vllm: StandIn;
@@ -27,12 +25,8 @@ let adapterDir: string;
 beforeAll(async () => {
   vllm = await startVllmStandIn(['ok']);
   site = makeSite('workbench-vllm', { backend: 'vllm', vllm_url: vllm.url, workbench: { suggestions: { enabled: true, top_k: 4, candidates: 6, precompute_per_pass: 4 } } });
-  const cfgFile = join(site.siteDir, 'site.yaml');
-  writeFileSync(cfgFile, YAML.stringify({ ...YAML.parse(readFileSync(cfgFile, 'utf8')), data: { required: ['patientId', 'chiefComplaint'] } }));
   const [synth] = generateSites({ sites: 1, records: 3, lang: 'en', skew: 0, seed: 7 });
-  const csv = join(site.dir, 'records.csv');
-  writeFileSync(csv, toCsv(synth.records.map((r) => ({ ...r, diagnosis: '', icd10: '' }))));
-  expect((await ingestIntoSite(site.siteDir, [csv], { format: 'csv' })).accepted).toBe(3);
+  expect(await ingestRecords(site, synth.records.map((r) => ({ ...r, diagnosis: '', icd10: '' })))).toBe(3);
   // An adapter with a non-zero B (initLoraAdapter's B is zero), so it changes the scores.
   const settings = { r: 2, alpha: 4, targets: ['q_proj', 'v_proj'] as ('q_proj' | 'v_proj')[], dropout: 0, useRslora: false, freezeA: false, initSeed: 3 };
   const lora = initLoraAdapter(readCheckpoint(site.modelDir).config, settings);

@@ -7,14 +7,11 @@
 // `fedlora site data report` prints the doctors' kappa.
 import { describe, it, expect, afterAll, beforeAll } from 'vitest';
 import { execFile } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import YAML from 'yaml';
 import type { Browser, Page } from 'playwright-core';
 import { AuditLog } from '../../shared/audit.ts';
-import { generateSites, ingestIntoSite } from '../../site-agent/data/index.ts';
-import { toCsv } from '../../site-agent/data/synth/generate.ts';
+import { generateSites } from '../../site-agent/data/index.ts';
 import { dxKey } from '../../site-agent/data/labels/keys.ts';
 import type { LabelEntry } from '../../site-agent/data/labels/store.ts';
 import { openSiteDb } from '../../site-agent/site-db.ts';
@@ -23,6 +20,7 @@ import { addUser } from '../../site-agent/serve/users.ts';
 import { showsSuggestions } from '../../site-agent/serve/workbench/record-view.ts';
 import { launchChromium } from '../runner/browser.ts';
 import { makeSite, rmDir } from './helpers.ts';
+import { ingestRecords, signedInPage } from './serve-fixture.ts';
 
 const run = promisify(execFile);
 const BIN = join(import.meta.dirname, '..', '..', 'cli', 'bin.mjs');
@@ -35,12 +33,7 @@ const keys: Record<string, string> = {};
 
 beforeAll(async () => {
   // Records 0-4 come without a diagnosis (the unlabelled queue), 5-9 with the export's.
-  const cfgFile = join(site.siteDir, 'site.yaml');
-  writeFileSync(cfgFile, YAML.stringify({ ...YAML.parse(readFileSync(cfgFile, 'utf8')), data: { required: ['patientId', 'chiefComplaint'] } }));
-  const csv = join(site.dir, 'records.csv');
-  writeFileSync(csv, toCsv(synth.records.map((r, i) => (i < 5 ? { ...r, diagnosis: '', icd10: '' } : r))));
-  const ingested = await ingestIntoSite(site.siteDir, [csv], { format: 'csv' });
-  expect(ingested.accepted).toBe(10);
+  expect(await ingestRecords(site, synth.records.map((r, i) => (i < 5 ? { ...r, diagnosis: '', icd10: '' } : r)))).toBe(10);
   const db = openSiteDb(site.siteDir);
   for (const name of ['dr.wang', 'dr.zhao']) keys[name] = addUser(db, name, 'clinician').key;
   db.close();
@@ -55,15 +48,7 @@ afterAll(async () => {
 });
 
 async function signedIn(user: string, errors: string[]): Promise<Page> {
-  const page = await browser!.newPage({ locale: 'zh-CN' });
-  page.setDefaultTimeout(0); // waits end with the work (the test's own timeout scales with the machine's load)
-  page.on('pageerror', (e) => errors.push(e.message));
-  page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
-  await page.goto(`${srv!.url}/workbench`);
-  await page.focus('#key');
-  await page.keyboard.type(keys[user]);
-  await page.keyboard.press('Enter');
-  await page.waitForSelector('#bench:not([hidden])');
+  const page = await signedInPage(browser!, `${srv!.url}/workbench`, keys[user], { locale: 'zh-CN', errors });
   expect(await page.textContent('#who')).toBe(`${user} (clinician)`);
   return page;
 }
