@@ -1,29 +1,15 @@
 // The data commands end to end through the real `fedlora` entry point (tsx, commander).
 import { describe, it, expect, afterAll } from 'vitest';
-import { spawn } from 'node:child_process';
 import { writeFileSync, readFileSync, existsSync, mkdirSync, statSync } from 'node:fs';
 import { buildByteTokenizer } from '../../site-agent/engine/index.ts';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
+import { runFedlora } from '../runner/fedlora-cli.ts';
 import { tempDir } from './helpers.ts';
 
-const BIN = resolve(__dirname, '../../cli/bin.mjs');
 const t = tempDir();
 afterAll(t.cleanup);
 
-// Asynchronous, so the test worker's event loop keeps running while the command does (a
-// synchronous spawn on a loaded machine blocks it long enough to time out the runner's calls);
-// the deadline is the suite's (vitest.config.ts, scaled to the machine).
-function fedlora(...args: string[]): Promise<{ code: number | null; out: string; err: string }> {
-  return new Promise((done, fail) => {
-    const p = spawn(process.execPath, [BIN, ...args], { cwd: t.dir });
-    let out = '';
-    let err = '';
-    p.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
-    p.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
-    p.on('error', fail);
-    p.on('close', (code) => done({ code, out, err }));
-  });
-}
+const fedlora = (...args: string[]) => runFedlora(args, { cwd: t.dir });
 
 describe('fedlora data CLI', () => {
   const synth = join(t.dir, 'synth');

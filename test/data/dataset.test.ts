@@ -6,7 +6,7 @@ import {
   openSiteDataStore, ingestFiles, defaultDataConfig, parseDataConfig, generateSites, buildDatasets, writeDatasetFiles, assignSplits,
 } from '../../site-agent/data/index.ts';
 import { toCsv } from '../../site-agent/data/synth/generate.ts';
-import { tempDir, stubDeid } from './helpers.ts';
+import { patientsPerStratum, tempDir, stubDeid } from './helpers.ts';
 
 const t = tempDir();
 afterAll(t.cleanup);
@@ -46,9 +46,7 @@ describe('dataset building', () => {
     expect(after.size).toBeGreaterThan(before.size);
 
     // Every diagnosis's patients are split close to 80/10/10 (the unit is the patient).
-    const rows = store.db.prepare('SELECT s.stratum AS stratum, s.split AS split, count(DISTINCT r.patient_key) AS n FROM data_splits s JOIN data_records r ON r.id = s.record_id GROUP BY s.stratum, s.split').all() as { stratum: string; split: string; n: number }[];
-    const strata = new Map<string, Record<string, number>>();
-    for (const r of rows) strata.set(r.stratum, { ...(strata.get(r.stratum) ?? {}), [r.split]: r.n });
+    const strata = patientsPerStratum(store);
     expect(strata.size).toBeGreaterThanOrEqual(10);
     for (const [, c] of strata) {
       const total = (c.train ?? 0) + (c.validation ?? 0) + (c.test ?? 0);

@@ -1,9 +1,11 @@
 // Shared helpers of the data pipeline tests: temp site dirs and a stand-in de-identifier for
-// tests that are about ingest mechanics (the real one is exercised in the deid and CLI tests).
+// tests that are about ingest mechanics (the real one is exercised in the deid and CLI tests), and
+// the split tests' count of patients per diagnosis stratum and split.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Deidentifier } from '../../site-agent/data/deid-bridge.ts';
+import type { SiteDataStore } from '../../site-agent/data/index.ts';
 import { shiftDate } from '../../site-agent/data/deid/index.ts';
 import type { PhiSpan } from '../../site-agent/data/types.ts';
 
@@ -27,4 +29,12 @@ export function stubDeid(key: Buffer): Deidentifier & { calls: number } {
     shiftDate: (iso: string, pk: string) => shiftDate(iso, key, pk),
   };
   return d;
+}
+
+/** Distinct patients in each split (train / validation / test) of each diagnosis stratum. */
+export function patientsPerStratum(store: SiteDataStore): Map<string, Record<string, number>> {
+  const rows = store.db.prepare('SELECT s.stratum AS stratum, s.split AS split, count(DISTINCT r.patient_key) AS n FROM data_splits s JOIN data_records r ON r.id = s.record_id GROUP BY s.stratum, s.split').all() as { stratum: string; split: string; n: number }[];
+  const strata = new Map<string, Record<string, number>>();
+  for (const r of rows) strata.set(r.stratum, { ...(strata.get(r.stratum) ?? {}), [r.split]: r.n });
+  return strata;
 }

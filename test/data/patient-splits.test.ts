@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { openSiteDataStore, ingestFiles, defaultDataConfig, generateSites, buildDatasets, assignSplits, dataReport, formatReport, type SiteDataStore } from '../../site-agent/data/index.ts';
 import { toCsv, type SynthRecord } from '../../site-agent/data/synth/generate.ts';
-import { tempDir, stubDeid } from './helpers.ts';
+import { patientsPerStratum, tempDir, stubDeid } from './helpers.ts';
 
 const t = tempDir();
 afterAll(t.cleanup);
@@ -70,9 +70,7 @@ describe('patient-grouped splits', () => {
     const [site] = generateSites({ sites: 1, records: 600, seed: 21, lang: 'en', skew: 0 });
     await ingest(store, 'strata', site.records); // about a quarter of the cases are revisits
     assignSplits(store, cfg.split);
-    const rows = store.db.prepare('SELECT s.stratum AS stratum, s.split AS split, count(DISTINCT r.patient_key) AS n FROM data_splits s JOIN data_records r ON r.id = s.record_id GROUP BY s.stratum, s.split').all() as { stratum: string; split: string; n: number }[];
-    const strata = new Map<string, Record<string, number>>();
-    for (const r of rows) strata.set(r.stratum, { ...(strata.get(r.stratum) ?? {}), [r.split]: r.n });
+    const strata = patientsPerStratum(store);
     expect(strata.size).toBeGreaterThanOrEqual(10);
     for (const [, c] of strata) {
       const total = (c.train ?? 0) + (c.validation ?? 0) + (c.test ?? 0);
