@@ -2,7 +2,8 @@
 // (encryption: shared/sqlite-cipher.ts; the key sources: shared/db-key.ts).
 import type { CliGroups } from '../groups.ts';
 import { fail } from '../../shared/errors.ts';
-import { defaultDataDir, defaultSiteDir } from './pki.ts';
+import { defaultDataDir } from './pki.ts';
+import { siteDirOption } from '../engine-options.ts';
 
 /** --new-key-env NAME: the new key from that variable (sites whose key comes from key_env/key_command). */
 function newKeyFromEnv(name: string | undefined): string | undefined {
@@ -16,7 +17,7 @@ export function register(g: CliGroups): void {
   g.site
     .command('rekey')
     .description('encrypt site.sqlite with a new key (or encrypt a site database made before encryption at rest); stop the agent and the assistant first')
-    .option('--site-dir <dir>', 'site dir', defaultSiteDir())
+    .addOption(siteDirOption())
     .option('--new-key-env <name>', 'the new key from this environment variable (needed when the key comes from database.key_env or key_command)')
     .action(async (o: { siteDir: string; newKeyEnv?: string }) => {
       const { siteDbSpec } = await import('../../site-agent/site-db.ts');
@@ -29,7 +30,7 @@ export function register(g: CliGroups): void {
   g.site
     .command('backup')
     .description('a consistent copy of site.sqlite (safe while the agent runs), encrypted with the same key, with backup.json')
-    .option('--site-dir <dir>', 'site dir', defaultSiteDir())
+    .addOption(siteDirOption())
     .requiredOption('--out <dir>', 'backup folder (site.sqlite and backup.json are written there; never overwritten)')
     .action(async (o: { siteDir: string; out: string }) => {
       const { backupSiteDb } = await import('../../site-agent/site-backup.ts');
@@ -42,7 +43,7 @@ export function register(g: CliGroups): void {
   g.site
     .command('restore')
     .description('put a backup made by `fedlora site backup` in place of site.sqlite (stop the agent and the assistant first)')
-    .option('--site-dir <dir>', 'site dir', defaultSiteDir())
+    .addOption(siteDirOption())
     .requiredOption('--from <dir>', 'backup folder')
     .option('--key-file <file>', 'the key the backup was made with, when it is not the site\'s current key (a backup from before a rekey)')
     .option('--force', 'replace an existing site.sqlite (kept as site.sqlite.before-restore-<time>)', false)

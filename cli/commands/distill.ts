@@ -8,7 +8,8 @@ import type { CliGroups } from '../groups.ts';
 import { fail } from '../../shared/errors.ts';
 import { ALL_TARGETS } from '../../shared/lora/keys.ts';
 import type { Device, LoraConfig } from '../../site-agent/engine/index.ts';
-import { formatProgress, intFlag, modelDirFlag, numFlag, oneOf, QUANTIZE_HELP, quantizeFlag, targetsFlag } from './model.ts';
+import { formatProgress, intFlag, modelDirFlag, numFlag, oneOf, quantizeFlag, targetsFlag } from './model.ts';
+import { deviceOption, quantizeOption } from '../engine-options.ts';
 
 interface DistillFlags {
   teacher: string; teacherAdapter?: string; student: string; data: string; out: string; steps?: string; epochs?: string;
@@ -83,7 +84,7 @@ export function register(g: CliGroups): void {
     .option('--max-seq-len <n>', 'truncate longer examples', '512')
     .option('--seed <n>', 'seed for data order', '0')
     .option('--max-grad-norm <x>', 'clip the global gradient norm (0 = off)', '1')
-    .option('--device <d>', 'cpu | cuda | webgpu', 'cpu')
-    .option('--quantize <mode>', QUANTIZE_HELP, 'none')
+    .addOption(deviceOption())
+    .addOption(quantizeOption())
     .action(distillAction);
 }

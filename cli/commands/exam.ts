@@ -4,6 +4,7 @@
 import type { CliGroups } from '../groups.ts';
 import { fail } from '../../shared/errors.ts';
 import { intFlag } from './model.ts';
+import { adapterOption, deviceOption } from '../engine-options.ts';
 
 const positiveInt = (flag: string, v: string) => intFlag(v, flag, { min: 1 })!;
 
@@ -13,14 +14,14 @@ export function register(g: CliGroups): void {
     .description('score an exam file (JSONL, MedQA / CMExam shapes) by log-likelihood and generation: accuracy with 95% intervals, per subject; without --model only checks the file')
     .requiredOption('--file <path>', 'questions, one JSON object a line (site-agent/eval/exam/sample-exam.jsonl is a small sample)')
     .option('--model <dir>', 'base model folder (without it: check the file only)')
-    .option('--adapter <dir>', 'PEFT adapter folder (default: the base model alone)')
+    .addOption(adapterOption())
     .option('--mode <m>', 'loglik | generate | both', 'both')
     .option('--max-new-tokens <n>', 'tokens generated per answer', '24')
     .option('--limit <n>', 'only the first N questions')
     .option('--min-items <n>', 'withhold a subject with fewer questions', '1')
     .option('--resamples <n>', 'bootstrap resamples behind each interval', '1000')
     .option('--seed <n>', 'bootstrap seed', '20240611')
-    .option('--device <d>', 'cpu | cuda | webgpu', 'cpu')
+    .addOption(deviceOption())
     .option('--json', 'print figures and per-question answers as JSON', false)
     .action(async (o: { file: string; model?: string; adapter?: string; mode: string; maxNewTokens: string; limit?: string; minItems: string; resamples: string; seed: string; device: string; json: boolean }) => {
       if (!['loglik', 'generate', 'both'].includes(o.mode)) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `--mode must be loglik, generate or both, got ${JSON.stringify(o.mode)}`);

@@ -4,8 +4,8 @@ import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { CliGroups } from '../groups.ts';
 import { fail } from '../../shared/errors.ts';
-import { defaultSiteDir } from './pki.ts';
 import { withSiteDb } from './serve.ts';
+import { adapterOption, deviceOption, siteDirOption } from '../engine-options.ts';
 
 /** "v3", "3" or "job-x/v3" → job and version (the job may be left out when the site has one). */
 export function parseVersion(text: string, job: string | undefined, jobs: string[]): { jobId: string; version: number } {
@@ -21,7 +21,7 @@ export function register(g: CliGroups): void {
   adapter
     .command('candidates')
     .description('global adapters received, their held-out metrics, safety results and gate status; * marks the one served')
-    .option('--site-dir <dir>', 'site dir', defaultSiteDir())
+    .addOption(siteDirOption())
     .option('--json', 'print JSON', false)
     .action(async (o: { siteDir: string; json: boolean }) => {
       const { listCandidates } = await import('../../site-agent/serve/gate/policy.ts');
@@ -54,7 +54,7 @@ export function register(g: CliGroups): void {
     .option('--job <id>', 'the job, when the site has candidates of several')
     .option('--override', 'serve it even though a check fails (recorded in the audit log with the failing checks)', false)
     .option('--by <name>', 'who approves (recorded)', process.env.USER ?? 'admin')
-    .option('--site-dir <dir>', 'site dir', defaultSiteDir())
+    .addOption(siteDirOption())
     .action(async (text: string, o: { job?: string; override: boolean; by: string; siteDir: string }) => {
       const { approveCandidate, listCandidates } = await import('../../site-agent/serve/gate/policy.ts');
       const { loadSiteConfig } = await import('../../site-agent/config.ts');
@@ -70,7 +70,7 @@ export function register(g: CliGroups): void {
     .command('rollback')
     .description('serve again the version served before the current one (the base model if none)')
     .option('--by <name>', 'who rolls back (recorded)', process.env.USER ?? 'admin')
-    .option('--site-dir <dir>', 'site dir', defaultSiteDir())
+    .addOption(siteDirOption())
     .action(async (o: { by: string; siteDir: string }) => {
       const { rollback } = await import('../../site-agent/serve/gate/policy.ts');
       const { AuditLog } = await import('../../shared/audit.ts');
@@ -82,11 +82,11 @@ export function register(g: CliGroups): void {
     .command('safety')
     .description('the safety red-team suite (216 prompts, Chinese and English, 6 categories, rule-based judges): pass rate per category with 95% Wilson intervals')
     .requiredOption('--model <dir>', 'base model folder')
-    .option('--adapter <dir>', 'PEFT adapter folder (default: the base model alone)')
+    .addOption(adapterOption())
     .option('--site-dir <dir>', "use this site's assistant settings (instructions, disclaimer) and store the results for its release gate")
     .option('--max-new-tokens <n>', 'tokens generated per answer', '160')
     .option('--limit <n>', 'only the first N prompts of each category (a quick check; the gate needs the whole suite)')
-    .option('--device <d>', 'cpu | cuda | webgpu', 'cpu')
+    .addOption(deviceOption())
     .option('--json', 'print the report as JSON (total, per category, per prompt)', false)
     .action(async (o: { model: string; adapter?: string; siteDir?: string; maxNewTokens: string; limit?: string; device: string; json: boolean }) => {
       const maxNew = Number(o.maxNewTokens);

@@ -9,6 +9,7 @@ import { fail } from '../../shared/errors.ts';
 import { ALL_TARGETS } from '../../shared/lora/keys.ts';
 import type { Arch, LoraConfig, LoraTarget } from '../../shared/lora/types.ts';
 import type { Device, ProgressEvent, QuantMode, WeightDtype } from '../../site-agent/engine/index.ts';
+import { adapterOption, deviceOption, quantizeOption } from '../engine-options.ts';
 
 // ---- flag parsing: every bad value names its flag ------------------------------------------
 export function intFlag(v: string | undefined, flag: string, opts: { min?: number } = {}): number | undefined {
@@ -39,7 +40,6 @@ export function sizeFlag(v: string, flag: string): number {
   if (!(n > 0)) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `${flag} ${JSON.stringify(v)}: expected a size such as 5GB, 500MB or a byte count`);
   return n;
 }
-export const QUANTIZE_HELP = 'frozen base weights: none (float32) | int8 | int4 (blockwise; prepared once per checkpoint and cached)';
 export function quantizeFlag(v: string): QuantMode {
   return oneOf(v.toLowerCase(), '--quantize', ['none', 'int8', 'int4'] as const)!;
 }
@@ -209,11 +209,11 @@ export function register(g: CliGroups): void {
     .command('score')
     .description('log-probability of each token given the ones before it')
     .requiredOption('--model <dir>', 'model folder')
-    .option('--adapter <dir>', 'PEFT adapter folder')
+    .addOption(adapterOption())
     .option('--text <text>', 'text to score (tokenised with the model tokenizer)')
     .option('--ids <ids>', 'comma-separated token ids')
     .option('--json', 'print JSON {tokens, logprobs}')
-    .option('--quantize <mode>', QUANTIZE_HELP, 'none')
+    .addOption(quantizeOption())
     .action(async (o: { model: string; adapter?: string; text?: string; ids?: string; json?: boolean; quantize: string }) => {
       if ((o.text === undefined) === (o.ids === undefined)) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', 'give exactly one of --text or --ids');
       const modelDir = modelDirFlag(o.model);
@@ -282,8 +282,8 @@ export function register(g: CliGroups): void {
     .option('--max-grad-norm <x>', 'clip the global gradient norm (0 = off)', '1')
     .option('--prox-mu <x>', 'FedProx proximal weight (against the initial adapter)', '0')
     .option('--init-adapter <dir>', 'start from this PEFT adapter (e.g. the global one)')
-    .option('--device <d>', 'cpu | cuda | webgpu', 'cpu')
-    .option('--quantize <mode>', QUANTIZE_HELP, 'none')
+    .addOption(deviceOption())
+    .addOption(quantizeOption())
     .option('--recompute', 'recompute each layer\'s activations in the backward pass (less memory for long sequences, ~1/3 more compute)')
     .option('--checkpoint-every <n>', 'checkpoint every N steps (0 = only at the end or on Ctrl-C)', '0')
     .option('--resume', 'continue from OUT/checkpoint')
@@ -293,13 +293,13 @@ export function register(g: CliGroups): void {
     .command('generate')
     .description('generate text with the model (and an adapter), KV-cached')
     .requiredOption('--model <dir>', 'model folder')
-    .option('--adapter <dir>', 'PEFT adapter folder')
+    .addOption(adapterOption())
     .requiredOption('--prompt <text>', 'prompt')
     .option('--max-new-tokens <n>', 'tokens to generate', '32')
     .option('--temperature <t>', '0 = greedy', '0')
     .option('--seed <n>', 'sampling seed', '0')
     .option('--chat', 'wrap the prompt in the chat template as a user message')
-    .option('--quantize <mode>', QUANTIZE_HELP, 'none')
+    .addOption(quantizeOption())
     .action(async (o: { model: string; adapter?: string; prompt: string; maxNewTokens: string; temperature: string; seed: string; chat?: boolean; quantize: string }) => {
       const modelDir = modelDirFlag(o.model);
       const quantize = quantizeFlag(o.quantize);

@@ -10,15 +10,12 @@ import type { KeyAlgorithm } from '../../certs/x509.ts';
 import { issueJoinToken, loadCoordinatorCa, revokeSite, setupCoordinatorPki, sqlitePathOf } from '../../coordinator/enrollment.ts';
 import { enrollSite } from '../../site-agent/enroll.ts';
 import { openCoordinatorDb } from '../../coordinator/store/migrations.ts';
+import { siteDirOption } from '../engine-options.ts';
 
 export const DEFAULT_ENROLL_ENDPOINT = 'localhost:7444';
 
 export function defaultDataDir(): string {
   return process.env.FEDLORA_DATA_DIR ?? '.fedlora/coordinator';
-}
-
-export function defaultSiteDir(): string {
-  return process.env.FEDLORA_SITE_DIR ?? '.fedlora/site';
 }
 
 function openDb(dataDir: string): Database.Database {
@@ -71,7 +68,7 @@ export function register(g: CliGroups): void {
     .description('enroll this site with a join token (creates the site key locally; only a CSR is sent)')
     .requiredOption('--token <token>', 'join token from `fedlora site invite`')
     .option('--coordinator <host:port>', 'enrollment endpoint (default: the one inside the token)')
-    .option('--site-dir <dir>', 'site dir', defaultSiteDir())
+    .addOption(siteDirOption())
     .option('--force', 'replace an existing enrollment', false)
     .action(async (o: { token: string; coordinator?: string; siteDir: string; force: boolean }) => {
       const rec = await enrollSite({ token: o.token, coordinator: o.coordinator, siteDir: o.siteDir, force: o.force });

@@ -3,9 +3,9 @@
 // proportions with 95% Wilson intervals, mean score, unsafe rate, Cohen's kappa between doctors).
 import type { CliGroups } from '../groups.ts';
 import { fail } from '../../shared/errors.ts';
-import { defaultSiteDir } from './pki.ts';
 import { withSiteDb } from './serve.ts';
 import { parseVersion } from './gate.ts';
+import { siteDirOption } from '../engine-options.ts';
 
 /** The candidate to review: the named version, else the newest one awaiting approval. */
 async function candidateOf(siteDir: string, text: string | undefined) {
@@ -31,7 +31,7 @@ export function register(g: CliGroups): void {
     .description('the candidate adapter answers a sample of held-out cases for the doctors to rate (adds only what is missing)')
     .option('--version <v>', 'the candidate (v3, 3 or JOB/v3); default: the newest awaiting approval')
     .option('--size <n>', 'cases (default serve.review.sample_size)')
-    .option('--site-dir <dir>', 'site dir', defaultSiteDir())
+    .addOption(siteDirOption())
     .action(async (o: { version?: string; size?: string; siteDir: string }) => {
       const { loadSiteConfig } = await import('../../site-agent/config.ts');
       const { openSiteDb } = await import('../../site-agent/site-db.ts');
@@ -64,7 +64,7 @@ export function register(g: CliGroups): void {
   review
     .command('report')
     .description("per candidate version: correct/partly/wrong and unsafe with 95% Wilson intervals, mean score, Cohen's kappa between doctors, and what is sent to the coordinator")
-    .option('--site-dir <dir>', 'site dir', defaultSiteDir())
+    .addOption(siteDirOption())
     .option('--json', 'print JSON', false)
     .action(async (o: { siteDir: string; json: boolean }) => {
       const { loadSiteConfig } = await import('../../site-agent/config.ts');

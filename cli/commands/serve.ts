@@ -1,7 +1,7 @@
 // The site's assistant: `fedlora site serve` and its users, `fedlora site user add|revoke|list`.
 import type { CliGroups } from '../groups.ts';
 import { fail } from '../../shared/errors.ts';
-import { defaultSiteDir } from './pki.ts';
+import { siteDirOption } from '../engine-options.ts';
 
 export async function withSiteDb<T>(siteDir: string, fn: (db: import('better-sqlite3-multiple-ciphers').Database) => T): Promise<T> {
   const { existsSync } = await import('node:fs');
@@ -23,7 +23,7 @@ export function register(g: CliGroups): void {
   g.site
     .command('serve')
     .description("serve the clinicians' assistant: OpenAI-compatible API and chat page, on the approved adapter version")
-    .option('--site-dir <dir>', 'site dir (with site.yaml)', defaultSiteDir())
+    .addOption(siteDirOption('site dir (with site.yaml)'))
     .option('--host <host>', 'listen address (default serve.host, 127.0.0.1)')
     .option('--port <n>', 'listen port (default serve.port, 8088; 0 = any free port)')
     .option('--backend <kind>', 'engine (built-in, CPU/GPU through ONNX Runtime) | vllm')
@@ -56,7 +56,7 @@ export function register(g: CliGroups): void {
     .command('add')
     .description('add documents (txt, md, html): split into passages and indexed for retrieval (Chinese and English)')
     .argument('<files...>', 'document files')
-    .option('--site-dir <dir>', 'site dir', defaultSiteDir())
+    .addOption(siteDirOption())
     .option('--replace', 'replace a stored document of the same name whose content changed', false)
     .action(async (files: string[], o: { siteDir: string; replace: boolean }) => {
       const { addDocuments } = await import('../../site-agent/serve/kb/store.ts');
@@ -67,7 +67,7 @@ export function register(g: CliGroups): void {
   kb
     .command('list')
     .description('documents in the knowledge base')
-    .option('--site-dir <dir>', 'site dir', defaultSiteDir())
+    .addOption(siteDirOption())
     .option('--json', 'print JSON', false)
     .action(async (o: { siteDir: string; json: boolean }) => {
       const { listDocuments } = await import('../../site-agent/serve/kb/store.ts');
@@ -79,7 +79,7 @@ export function register(g: CliGroups): void {
     .command('remove')
     .description('remove a document and its passages')
     .argument('<name>', 'document name as `kb list` shows it')
-    .option('--site-dir <dir>', 'site dir', defaultSiteDir())
+    .addOption(siteDirOption())
     .action(async (name: string, o: { siteDir: string }) => {
       const { removeDocument } = await import('../../site-agent/serve/kb/store.ts');
       const r = await withSiteDb(o.siteDir, (db) => removeDocument(db, name));
@@ -92,7 +92,7 @@ export function register(g: CliGroups): void {
     .description('add a user and print their API key (shown once; only its hash is kept)')
     .requiredOption('--name <name>', 'user name (letters, digits, . _ @ -)')
     .requiredOption('--role <role>', 'clinician | admin')
-    .option('--site-dir <dir>', 'site dir', defaultSiteDir())
+    .addOption(siteDirOption())
     .action(async (o: { name: string; role: string; siteDir: string }) => {
       const { addUser } = await import('../../site-agent/serve/users.ts');
       const { key } = await withSiteDb(o.siteDir, (db) => addUser(db, o.name, o.role));
@@ -102,7 +102,7 @@ export function register(g: CliGroups): void {
     .command('revoke')
     .description("revoke a user: every key of theirs stops working at the next request")
     .argument('<name>', 'user name')
-    .option('--site-dir <dir>', 'site dir', defaultSiteDir())
+    .addOption(siteDirOption())
     .action(async (name: string, o: { siteDir: string }) => {
       const { revokeUser } = await import('../../site-agent/serve/users.ts');
       const r = await withSiteDb(o.siteDir, (db) => revokeUser(db, name));
@@ -111,7 +111,7 @@ export function register(g: CliGroups): void {
   user
     .command('list')
     .description('users, roles, active keys')
-    .option('--site-dir <dir>', 'site dir', defaultSiteDir())
+    .addOption(siteDirOption())
     .option('--json', 'print JSON', false)
     .action(async (o: { siteDir: string; json: boolean }) => {
       const { listUsers } = await import('../../site-agent/serve/users.ts');

@@ -4,16 +4,16 @@ import { join, resolve } from 'node:path';
 import YAML from 'yaml';
 import type { CliGroups } from '../groups.ts';
 import { fail } from '../../shared/errors.ts';
-import { defaultSiteDir } from './pki.ts';
 import { parseSiteConfig } from '../../site-agent/config.ts';
+import { deviceOption, siteDirOption } from '../engine-options.ts';
 
 export function register(g: CliGroups): void {
   g.site
     .command('init')
     .description('write a site.yaml with the defaults (model folder, privacy policy) to edit')
     .requiredOption('--model <dir>', 'local folder of the base model (config.json, safetensors, tokenizer files)')
-    .option('--site-dir <dir>', 'site dir', defaultSiteDir())
-    .option('--device <d>', 'cpu | cuda | webgpu', 'cpu')
+    .addOption(siteDirOption())
+    .addOption(deviceOption())
     .option('--max-epsilon <e>', "largest job epsilon this site accepts (policy.max_epsilon)")
     .option('--min-sites <n>', 'refuse rounds that aggregate fewer sites (policy.min_sites_per_aggregation)', '2')
     .option('--http-port <n>', 'serve the local admin page and /metrics on 127.0.0.1:PORT')
@@ -43,7 +43,7 @@ export function register(g: CliGroups): void {
   g.site
     .command('start')
     .description('run the site agent: connect to the coordinator (outbound only) and take tasks')
-    .option('--site-dir <dir>', 'site dir (enrolled, with site.yaml)', defaultSiteDir())
+    .addOption(siteDirOption('site dir (enrolled, with site.yaml)'))
     .option('--endpoint <host:port>', 'override the federation endpoint recorded at enrollment')
     .action(async (o: { siteDir: string; endpoint?: string }) => {
       const { startSiteAgent } = await import('../../site-agent/agent/run.ts');
@@ -67,7 +67,7 @@ export function register(g: CliGroups): void {
   g.site
     .command('status')
     .description('enrollment, dataset and recent activity of this site (no connection needed)')
-    .option('--site-dir <dir>', 'site dir', defaultSiteDir())
+    .addOption(siteDirOption())
     .option('--json', 'print JSON', false)
     .action(async (o: { siteDir: string; json: boolean }) => {
       const { siteStatusSummary } = await import('../../site-agent/agent/run.ts');
