@@ -81,7 +81,7 @@ async function runArm(o: AuditOptions, arm: 'no_dp' | 'dp', dir: string) {
   const d = await runDemo({
     ...DEMO_DEFAULTS,
     sites: o.sites, rounds: o.rounds, records: o.records, localSteps: o.localSteps, learningRate: o.learningRate, lmHeadStd: o.lmHeadStd, seed: o.seed,
-    out: dir, crossEval: false, assistant: false, localBaseline: false,
+    out: dir, crossEval: false, assistant: false, localBaseline: false, personalSteps: 0,
     // the canary measurements were made with this mix (the demo's default skew is tuned for the diagnosis task)
     skew: 0.8,
     // A budget the job cannot reach: the audit measures the ε of the settings, the ledger reports it.

@@ -23,7 +23,7 @@ const SMALL_SITE = 30, SHARED_PER_DIAGNOSIS = 3;
 beforeAll(async () => {
   demo = await runDemo({
     ...DEMO_DEFAULTS, sites: 3, rounds: 2, records: 80, localSteps: 15, learningRate: 0.01, skew: 0.8, smallSite: SMALL_SITE, sharedPerDiagnosis: SHARED_PER_DIAGNOSIS,
-    out, log: (l) => lines.push(l),
+    personalSteps: 0, out, log: (l) => lines.push(l),
   });
 }, 5 * TEST_TIMEOUT_MS);
 

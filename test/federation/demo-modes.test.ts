@@ -10,7 +10,7 @@ import { decodeSafetensorsF32 } from '../../shared/safetensors.ts';
 import { computeEpsilon } from '../../coordinator/privacy/rdp.ts';
 import { TEST_TIMEOUT_MS } from '../runner/limits.ts';
 
-const quick = { ...DEMO_DEFAULTS, sites: 2, rounds: 1, records: 50, localSteps: 2, learningRate: 0.01, skew: 0.8, smallSite: 30, crossEval: false, sharedPerDiagnosis: 0 };
+const quick = { ...DEMO_DEFAULTS, sites: 2, rounds: 1, records: 50, localSteps: 2, learningRate: 0.01, skew: 0.8, smallSite: 30, crossEval: false, sharedPerDiagnosis: 0, personalSteps: 0 };
 
 const auth = (d: { adminToken: string }) => ({ headers: { authorization: `Bearer ${d.adminToken}` } });
 
