@@ -51,6 +51,32 @@ export function parseAnchor(text: string, where: string): AuditAnchor {
 const GENESIS = '0'.repeat(64);
 
 /** Canonical JSON: keys sorted at every level, so the hash does not depend on insertion order. */
+/** The audit table `table` with its append-only triggers, for a database's migration list
+ *  (coordinator.sqlite: audit_log, site.sqlite: site_audit). */
+export function auditTableSql(table: string): string {
+  return `
+CREATE TABLE IF NOT EXISTS ${table} (
+  seq INTEGER PRIMARY KEY,
+  ts TEXT NOT NULL,
+  actor TEXT NOT NULL,
+  action TEXT NOT NULL,
+  subject TEXT NOT NULL,
+  details TEXT NOT NULL,
+  prev_hash TEXT NOT NULL,
+  hash TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS ${table}_no_update BEFORE UPDATE ON ${table}
+  BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS ${table}_no_delete BEFORE DELETE ON ${table}
+  BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+`;
+}
+
+/** <table>_base: where the chain of `table` starts after retention removed its oldest entries (prune). */
+export function auditBaseTableSql(table: string): string {
+  return `CREATE TABLE IF NOT EXISTS ${table}_base (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, hash TEXT NOT NULL, removed INTEGER NOT NULL, pruned_at TEXT NOT NULL);`;
+}
+
 export function canonicalJson(v: unknown): string {
   if (v === null || typeof v !== 'object') return JSON.stringify(v ?? null);
   if (Array.isArray(v)) return '[' + v.map(canonicalJson).join(',') + ']';

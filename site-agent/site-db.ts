@@ -9,12 +9,12 @@
 // with the key the site config's `database:` section names (default: secrets/db.key, made 0600
 // with the database).
 import type Database from 'better-sqlite3-multiple-ciphers';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { runMigrations } from '../shared/sqlite-migrations.ts';
-import { openCipherDb, type CipherDbSpec } from '../shared/sqlite-cipher.ts';
+import { auditBaseTableSql, auditTableSql } from '../shared/audit.ts';
+import { openMigratedDb, runMigrations } from '../shared/sqlite-migrations.ts';
+import type { CipherDbSpec } from '../shared/sqlite-cipher.ts';
 import { keySourceOf, readDatabaseSection } from '../shared/db-key.ts';
-import { fail, isFedloraError } from '../shared/errors.ts';
 import { SITE_CONFIG_NAMES, SiteDatabaseSchema } from './config.ts';
 
 export const SITE_MIGRATIONS: string[] = [
@@ -119,21 +119,8 @@ CREATE TABLE IF NOT EXISTS site_outbox (
 );
 CREATE INDEX IF NOT EXISTS site_outbox_task ON site_outbox (task_id);
 CREATE INDEX IF NOT EXISTS site_outbox_state ON site_outbox (state);
-CREATE TABLE IF NOT EXISTS site_audit (
-  seq INTEGER PRIMARY KEY,
-  ts TEXT NOT NULL,
-  actor TEXT NOT NULL,
-  action TEXT NOT NULL,
-  subject TEXT NOT NULL,
-  details TEXT NOT NULL,
-  prev_hash TEXT NOT NULL,
-  hash TEXT NOT NULL
-);
-CREATE TRIGGER IF NOT EXISTS site_audit_no_update BEFORE UPDATE ON site_audit
-  BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS site_audit_no_delete BEFORE DELETE ON site_audit
-  BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
-CREATE TABLE IF NOT EXISTS site_audit_base (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, hash TEXT NOT NULL, removed INTEGER NOT NULL, pruned_at TEXT NOT NULL);
+${auditTableSql('site_audit')}
+${auditBaseTableSql('site_audit')}
 CREATE TABLE IF NOT EXISTS serve_users (
   name TEXT PRIMARY KEY,
   role TEXT NOT NULL CHECK (role IN ('clinician','admin')),
@@ -455,18 +442,5 @@ export function siteDbSpec(siteDir: string): CipherDbSpec {
  *  with its schema up to date. synchronous=FULL: the agent acknowledges nothing it has not
  *  committed. `readonly`: an existing file as it is (no migrations), for status and checks. */
 export function openSiteDb(siteDir: string, o: { readonly?: boolean } = {}): Database.Database {
-  const spec = siteDbSpec(siteDir);
-  let db: Database.Database;
-  try {
-    if (!o.readonly) mkdirSync(resolve(siteDir), { recursive: true });
-    db = openCipherDb(spec, { readonly: o.readonly });
-  } catch (e) {
-    throw isFedloraError(e) ? e : fail('FEDLORA_ERR_IO', `${spec.file}: cannot open site database (${(e as Error).message})`);
-  }
-  db.pragma('busy_timeout = 5000');
-  if (o.readonly) return db;
-  db.pragma('journal_mode = WAL');
-  db.pragma('synchronous = FULL');
-  migrateSiteDb(db);
-  return db;
+  return openMigratedDb(siteDbSpec(siteDir), SITE_MIGRATIONS, { readonly: o.readonly, what: 'site database' });
 }

@@ -7,12 +7,11 @@
 // coordinator.yaml beside it says `database: { encryption: sqlcipher }` (SQLCipher with the key
 // of its key_file / key_env / key_command, shared/sqlite-cipher.ts).
 import type Database from 'better-sqlite3-multiple-ciphers';
-import { mkdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { runMigrations } from '../../shared/sqlite-migrations.ts';
-import { openCipherDb, type CipherDbSpec } from '../../shared/sqlite-cipher.ts';
+import { auditBaseTableSql, auditTableSql } from '../../shared/audit.ts';
+import { openMigratedDb, runMigrations } from '../../shared/sqlite-migrations.ts';
+import type { CipherDbSpec } from '../../shared/sqlite-cipher.ts';
 import { keySourceOf, readDatabaseSection } from '../../shared/db-key.ts';
-import { fail, isFedloraError } from '../../shared/errors.ts';
 import { CoordinatorDatabaseSchema } from '../config.ts';
 
 export const MIGRATIONS: string[] = [
@@ -156,24 +155,11 @@ export const MIGRATIONS: string[] = [
   ALTER TABLE sites ADD COLUMN training_tokens_per_s REAL;
   ALTER TABLE sites ADD COLUMN training_tokens_at_ms INTEGER;
   `,
-  // 4: security. The tamper-evident audit log (same schema and append-only triggers as
-  //    shared/audit.ts's AuditLog, which also creates it IF NOT EXISTS on unmigrated files), and
+  // 4: security. The tamper-evident audit log (shared/audit.ts: its schema and append-only
+  //    triggers, the same for site.sqlite's site_audit), and
   //    an index to find an update by its signature (a reused signature = a replayed update).
   `
-  CREATE TABLE IF NOT EXISTS audit_log (
-    seq INTEGER PRIMARY KEY,
-    ts TEXT NOT NULL,
-    actor TEXT NOT NULL,
-    action TEXT NOT NULL,
-    subject TEXT NOT NULL,
-    details TEXT NOT NULL,
-    prev_hash TEXT NOT NULL,
-    hash TEXT NOT NULL
-  );
-  CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
-    BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
-  CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
-    BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+  ${auditTableSql('audit_log')}
   CREATE INDEX IF NOT EXISTS audit_log_action ON audit_log(action, seq);
   CREATE INDEX IF NOT EXISTS updates_signature ON updates(signature);
   `,
@@ -284,7 +270,7 @@ export const MIGRATIONS: string[] = [
   // 8: where the audit chain starts after retention (shared/audit.ts's AuditLog.prune), as
   //    site.sqlite has it for site_audit.
   `
-  CREATE TABLE IF NOT EXISTS audit_log_base (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, hash TEXT NOT NULL, removed INTEGER NOT NULL, pruned_at TEXT NOT NULL);
+  ${auditBaseTableSql('audit_log')}
   `,
   // 9: access control of the HTTP API. Bearer tokens with a role, stored as sha256 only, with
   //    expiry and revocation (coordinator/http/api-tokens.ts; `fedlora coordinator token`); an
@@ -362,24 +348,7 @@ export function coordinatorDbSpec(file: string): CipherDbSpec {
  *  synchronous=FULL so a commit that acknowledged something survives a power cut. `readonly`:
  *  an existing file as it is (no migrations), for checks. */
 export function openCoordinatorDb(file: string, o: { readonly?: boolean } = {}): Database.Database {
-  const spec = coordinatorDbSpec(file);
-  let db: Database.Database;
-  try {
-    if (!o.readonly) mkdirSync(dirname(file), { recursive: true });
-    db = openCipherDb(spec, { readonly: o.readonly });
-  } catch (e) {
-    throw isFedloraError(e) ? e : fail('FEDLORA_ERR_IO', `${spec.file}: cannot open the coordinator database (${(e as Error).message})`);
-  }
-  if (o.readonly) {
-    db.pragma('busy_timeout = 5000');
-    return db;
-  }
-  db.pragma('journal_mode = WAL');
-  db.pragma('synchronous = FULL');
-  db.pragma('foreign_keys = ON');
-  db.pragma('busy_timeout = 5000');
-  migrate(db);
-  return db;
+  return openMigratedDb(coordinatorDbSpec(file), MIGRATIONS, { readonly: o.readonly, what: 'the coordinator database', foreignKeys: true });
 }
 
 /** Bring the schema up to date; returns the version before and after. */
