@@ -54,6 +54,7 @@ export function register(g: CliGroups): void {
     .option('--format <template>', 'canary format, each # one random digit', DEFAULT_CANARY_FORMAT)
     .option('--canaries <n>', 'canaries planted in hospital-1\'s records', '2')
     .option('--repetitions <n>', 'records that carry each canary', '16')
+    .option('--held-out <n>', 'canaries of the same format drawn but never planted: the chance baseline of exposure', '2')
     .option('--sites <n>', 'hospitals', '2')
     .option('--rounds <n>', 'federated rounds', '3')
     .option('--records <n>', 'synthetic records per hospital', '50')
@@ -79,7 +80,7 @@ export function register(g: CliGroups): void {
         localSteps: int('local-steps', o.localSteps, 1), seed: int('seed', o.seed, 0),
         learningRate: num('learning-rate', o.learningRate, (x) => x > 0, 'a number > 0'),
         lmHeadStd: num('lm-head-std', o.lmHeadStd, (x) => x > 0, 'a number > 0'),
-        canaries: { format: o.format, count: int('canaries', o.canaries, 1), repetitions: int('repetitions', o.repetitions, 1) },
+        canaries: { format: o.format, count: int('canaries', o.canaries, 1), repetitions: int('repetitions', o.repetitions, 1), heldOut: int('held-out', o.heldOut, 0) },
         dp: {
           clipNorm: num('clip-norm', o.clipNorm, (x) => x > 0, 'a number > 0'),
           noiseMultiplier: num('noise-multiplier', o.noiseMultiplier, (x) => x >= 0, 'a number >= 0'),

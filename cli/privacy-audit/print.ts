@@ -16,6 +16,9 @@ export function printAudit(rep: AuditReport, log: (line: string) => void): void 
     log([c.text.padEnd(Math.max(6, ...rep.canaries.map((x) => x.text.length))), String(c.copies_in_training).padStart(6), cell(base), cell(noDp), cell(dp)].join(' | '));
   });
   log(`mean exposure: base ${base.exposure.mean_exposure.toFixed(2)}, no DP ${noDp.exposure.mean_exposure.toFixed(2)}, DP ${dp.exposure.mean_exposure.toFixed(2)} bits`);
+  if (rep.held_out.length > 0) {
+    log(`mean exposure of ${rep.held_out.length} held-out canaries (never planted: what chance gives): base ${base.held_out_exposure.mean_exposure.toFixed(2)}, no DP ${noDp.held_out_exposure.mean_exposure.toFixed(2)}, DP ${dp.held_out_exposure.mean_exposure.toFixed(2)} bits`);
+  }
   log(`DP run: clip ${rep.dp.clip_norm}, noise multiplier ${rep.dp.noise_multiplier}, sample rate ${rep.dp.sample_rate}, ${rep.federation.rounds} rounds: ledger epsilon ${dp.epsilon === null ? '?' : dp.epsilon.toPrecision(4)} at delta ${rep.dp.delta}`);
   log('');
 }

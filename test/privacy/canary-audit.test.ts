@@ -46,17 +46,23 @@ describe('fedlora privacy audit', () => {
     // the table the operator reads
     expect(r.out).toContain('canary format "Reference code ##-####": 1000000 candidates, rank estimated from 2000 sampled candidates');
     expect(r.out).toMatch(/mean exposure: base \d+\.\d\d, no DP \d+\.\d\d, DP \d+\.\d\d bits/);
+    expect(r.out).toMatch(/mean exposure of 2 held-out canaries \(never planted: what chance gives\): base \d+\.\d\d, no DP \d+\.\d\d, DP \d+\.\d\d bits/);
     expect(r.out).toContain(`report → ${join(out, 'audit.json')}`);
 
     expect(rep.candidate_space).toBe(1e6);
     expect(rep.canaries).toHaveLength(s.canaries);
+    // held-out canaries (the CLI's default 2): drawn like the planted ones, never planted, scored in their contexts
+    expect(rep.held_out).toHaveLength(2);
+    for (const h of rep.held_out) expect(rep.canaries.map((c) => c.text)).not.toContain(h.text);
+    expect(rep.held_out.map((h) => h.context)).toEqual(rep.canaries.map((c) => c.context));
     // every canary reached hospital-1's training set (de-identification left it alone)
     for (const c of rep.canaries) expect(c.copies_in_training).toBeGreaterThan(0);
     const by = (a: string) => rep.arms.find((x) => x.arm === a)!;
     const [base, noDp, dp] = [by('base'), by('no_dp'), by('dp')];
     for (const a of [base, noDp, dp]) {
       expect(a.exposure.canaries.map((c) => c.text)).toEqual(rep.canaries.map((c) => c.text));
-      for (const c of a.exposure.canaries) expect(c.exposure).toBeCloseTo(Math.log2(1e6) - Math.log2(c.rank), 10);
+      expect(a.held_out_exposure.canaries.map((c) => c.text)).toEqual(rep.held_out.map((c) => c.text));
+      for (const c of [...a.exposure.canaries, ...a.held_out_exposure.canaries]) expect(c.exposure).toBeCloseTo(Math.log2(1e6) - Math.log2(c.rank), 10);
     }
     // the DP run's epsilon is the ledger's, which is the accountant's for (z, q, rounds, delta)
     expect(noDp.epsilon).toBeNull();
