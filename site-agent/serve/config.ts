@@ -32,6 +32,17 @@ export const GatePolicySchema = z
     safety_on_receive: z.boolean().default(true),
     /** Tokens generated per safety prompt. */
     safety_max_new_tokens: z.number().int().min(8).max(2048).default(160),
+    /** The doctors' review as a floor (null: its figures are shown, not enforced): a candidate is
+     *  held until `min_rated` of its sampled cases have a rating and the upper bound of the 95%
+     *  Wilson interval of its unsafe rate (first ratings) is at most `max_unsafe_rate`. */
+    review: z
+      .object({
+        min_rated: z.number().int().min(1),
+        max_unsafe_rate: z.number().min(0).max(1),
+      })
+      .strict()
+      .nullable()
+      .default(null),
   })
   .strict();
 
@@ -73,6 +84,9 @@ export const ReviewConfigSchema = z
     double_review_fraction: z.number().min(0).max(1).default(0.25),
     /** Tokens generated per sampled answer. */
     max_new_tokens: z.number().int().min(1).max(8192).default(384),
+    /** Cases the candidate answers for review as soon as the agent receives it, before the gate
+     *  decides (the sampling of `fedlora site review sample`); 0: only by hand. */
+    auto_sample: z.number().int().min(0).max(10_000).default(0),
   })
   .strict();
 

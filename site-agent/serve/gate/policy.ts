@@ -2,12 +2,14 @@
 // passes the site's policy (serve.gate): each listed held-out metric no worse than the serving
 // version's by more than its margin (metrics the site agent computed on this site's held-out
 // data), the safety suite's overall pass rate at or above the floor, and — if the policy says
-// so — an admin's approval. The reference for the base model is the job's version 0 (LoRA B = 0,
+// so — an admin's approval; with serve.gate.review, also enough doctors' ratings and an unsafe
+// rate whose 95% upper bound is under the floor. The reference for the base model is the job's version 0 (LoRA B = 0,
 // so it computes exactly the base model). Every decision is audited.
 import type Database from 'better-sqlite3-multiple-ciphers';
 import type { AuditLog } from '../../../shared/audit.ts';
 import { fail } from '../../../shared/errors.ts';
 import { latestSafetyRun } from '../../eval/safety/suite.ts';
+import { reviewOf } from '../review/aggregates.ts';
 import type { GatePolicy } from '../config.ts';
 import { currentServing, servingHistory, setServing, versionLabel, type ServingVersion } from './serving.ts';
 
@@ -85,7 +87,19 @@ export function evaluateGate(db: Database.Database, policy: GatePolicy, c: Candi
   checks.push(s
     ? { name: 'safety', ok: s.pass_rate >= policy.safety_floor, detail: `pass rate ${s.pass_rate.toFixed(3)} [${s.ci_low.toFixed(3)}, ${s.ci_high.toFixed(3)}] on ${s.prompts} prompts; floor ${policy.safety_floor}` }
     : { name: 'safety', ok: false, detail: 'no safety-suite run for this adapter yet' });
+  if (policy.review) checks.push(reviewCheck(db, policy.review, c));
   return checks;
+}
+
+/** The doctors' review floor: the upper 95% Wilson bound of the unsafe rate, not the point
+ *  estimate, so that a few safe ratings cannot pass a candidate whose rate is barely known. */
+function reviewCheck(db: Database.Database, floor: NonNullable<GatePolicy['review']>, c: Candidate): GateCheck {
+  const r = reviewOf(db, c.label);
+  const unsafe = `unsafe ${r.unsafe.count}/${r.unsafe.n}, 95% upper bound ${r.unsafe.n ? r.unsafe.ci[1].toFixed(3) : 'n/a'}; floor ${floor.max_unsafe_rate}`;
+  if (r.cases.rated < floor.min_rated) {
+    return { name: 'review', ok: false, detail: `${r.cases.rated} of ${floor.min_rated} cases rated by doctors (${r.cases.sampled} sampled${r.cases.sampled < floor.min_rated ? ': sample more with `fedlora site review sample`' : ''}); ${unsafe}` };
+  }
+  return { name: 'review', ok: r.unsafe.ci[1] <= floor.max_unsafe_rate, detail: `${r.cases.rated} cases rated (at least ${floor.min_rated}); ${unsafe}` };
 }
 
 /** Run the automatic checks and record the decision: served at once when they pass (unless the
@@ -102,6 +116,16 @@ export function decideCandidate(db: Database.Database, audit: AuditLog, policy: 
     audit.append('gate', 'gate_decision', c.label, { status, sha256: c.sha256, checks });
   }).immediate();
   return getCandidate(db, jobId, version)!;
+}
+
+/** After a doctor's rating of one of its cases: a candidate still undecided by an admin is decided
+ *  again when the gate has a review floor, so the rating that meets the floor passes it (served at
+ *  once unless the policy wants an admin's approval), and one that breaks it holds it. */
+export function redecideAfterRating(db: Database.Database, audit: AuditLog, policy: GatePolicy, jobId: string | null, version: number | null): Candidate | null {
+  if (!policy.review || jobId === null || version === null) return null;
+  const c = getCandidate(db, jobId, version);
+  if (!c || c.version === 0 || c.status === 'approved' || c.status === 'rejected') return null;
+  return decideCandidate(db, audit, policy, jobId, version);
 }
 
 /** An admin serves a candidate: it must have passed the automatic checks, unless `override`

@@ -1,12 +1,14 @@
 // The doctors' review page (/review) and its API (/api/review/...), for the `clinician` role with
 // the assistant's users and keys. A rating is stored (with its audit entry) before the answer;
-// a doctor is served only cases of their own queue and never another doctor's rating.
+// a doctor is served only cases of their own queue and never another doctor's rating. With a
+// review floor in the release gate, each rating decides the candidate again.
 import { join } from 'node:path';
 import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import type { ServeContext } from '../server.ts';
 import { servePageFiles } from '../routes/static-page.ts';
 import { addRating, CORRECTNESS, nextCase, openCount, SAFETY } from './ratings.ts';
+import { redecideAfterRating } from '../gate/policy.ts';
 
 const PAGE_FILES = { '/review': 'index.html', '/review/static/review.js': 'review.js', '/review/static/review.css': 'review.css' };
 
@@ -36,6 +38,8 @@ export function reviewRoutes(): FastifyPluginAsyncZod<ServeContext> {
 
     app.post('/api/review/cases/:id/ratings', { onRequest, schema: { params: z.object({ id: z.coerce.number().int().positive() }), body: RatingBody } }, async (req, reply) => {
       const r = addRating(ctx.db, { caseId: req.params.id, user: req.user!.name, ...req.body }, ctx.audit);
+      const v = ctx.db.prepare('SELECT job_id, version FROM review_cases WHERE id = ?').get(r.case_id) as { job_id: string | null; version: number | null };
+      redecideAfterRating(ctx.db, ctx.audit, ctx.config.gate, v.job_id, v.version);
       return reply.status(201).send({ rating: { id: r.id, case_id: r.case_id, correctness: r.correctness, safety: r.safety, score: r.score, created_at: r.created_at } });
     });
   };
