@@ -7,12 +7,12 @@
 //   * with a frozen A (FFA), a lower-rank site's zero-padded B delta moves the global product by
 //     exactly its own B_k A_k change, and its start is the projection onto its A rows.
 import { describe, expect, it } from 'vitest';
-import { execFileSync } from 'node:child_process';
 import { createLoraSvd } from '../../coordinator/strategies/lora-svd.ts';
 import { createFfa } from '../../coordinator/strategies/lora-ffa.ts';
 import { adapterAtRank } from '../../shared/lora/recompress.ts';
 import type { UpdateRef } from '../../coordinator/strategies/types.ts';
 import { PYTHON, requireTool, TORCH } from '../runner/reference-tools.ts';
+import { runProcessOk } from '../runner/run-process.ts';
 import { ctxOf, loraLayout, rng } from '../strategies/helpers.ts';
 
 const OUT = 7, IN = 6, MODULES = 2;
@@ -53,10 +53,10 @@ function siteFactors(r: number, seed: number, rowSpace?: number[][]): Float32Arr
 const ref = (siteId: string, v: Float32Array, r: number, numExamples: number): UpdateRef => ({ siteId, numExamples, layout: loraLayout(MODULES, r, IN, OUT), load: async () => Float32Array.from(v) });
 
 /** numpy's best rank-k approximation of a dense matrix, and its singular values. */
-function numpyTruncated(w: Dense, k: number): { approx: Dense; s: number[] } {
-  requireTool(TORCH);
+async function numpyTruncated(w: Dense, k: number): Promise<{ approx: Dense; s: number[] }> {
+  await requireTool(TORCH);
   const code = 'import json,sys,numpy as n\nw,k=json.load(sys.stdin)\nu,s,vt=n.linalg.svd(n.array(w,dtype=n.float64),full_matrices=False)\nprint(json.dumps({"approx":((u[:,:k]*s[:k])@vt[:k]).tolist(),"s":s.tolist()}))';
-  return JSON.parse(execFileSync(PYTHON, ['-c', code], { input: JSON.stringify([w, k]), encoding: 'utf8' }));
+  return JSON.parse(await runProcessOk(PYTHON, ['-c', code], { input: JSON.stringify([w, k]) }));
 }
 
 describe('svd aggregation of sites with different ranks', () => {
@@ -86,7 +86,7 @@ describe('svd aggregation of sites with different ranks', () => {
     for (let l = 0; l < MODULES; l++) {
       const dense = zeros(OUT, IN);
       vs.forEach((v, k) => addScaled(dense, product(v, loraLayout(MODULES, ranks[k], IN, OUT), l), p[k]));
-      const ref4 = numpyTruncated(dense, 4);
+      const ref4 = await numpyTruncated(dense, 4);
       expect(ref4.s[5]).toBeGreaterThan(1e-3); // the sum really has rank 6
       expect(maxDiff(product(res.global, job, l), ref4.approx)).toBeLessThan(1e-5 * frob(dense));
       tail += ref4.s.slice(4).reduce((a, x) => a + x * x, 0);
@@ -109,11 +109,11 @@ describe('a published adapter at a site\'s lower rank', () => {
   const full = loraLayout(MODULES, 4, IN, OUT);
   const low = loraLayout(MODULES, 2, IN, OUT);
 
-  it('is the best rank-2 approximation of its product (re-compressed, A trained)', () => {
+  it('is the best rank-2 approximation of its product (re-compressed, A trained)', async () => {
     const v = siteFactors(4, 5);
     const at2 = adapterAtRank(v, full, low, { frozenA: false });
     for (let l = 0; l < MODULES; l++) {
-      const ref2 = numpyTruncated(product(v, full, l), 2);
+      const ref2 = await numpyTruncated(product(v, full, l), 2);
       expect(maxDiff(product(at2, low, l), ref2.approx)).toBeLessThan(1e-5 * frob(product(v, full, l)));
     }
   });

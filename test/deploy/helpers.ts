@@ -1,15 +1,15 @@
 // Shared by the deploy-kit checks: paths, and running the real CLI with --help.
-import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { TEST_TIMEOUT_MS } from '../runner/limits.ts';
+import { runProcess } from '../runner/run-process.ts';
 
 export const REPO = join(import.meta.dirname, '..', '..');
 export const DEPLOY = join(REPO, 'deploy');
 
-/** Run `node cli/bin.mjs ARGS` from the repo; returns status and output. */
-export function fedlora(args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [join(REPO, 'cli/bin.mjs'), ...args], { encoding: 'utf8', timeout: TEST_TIMEOUT_MS / 2, cwd: REPO });
+/** Run `node cli/bin.mjs ARGS` from the repo, asynchronously; returns status and output. */
+export async function fedlora(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  const r = await runProcess(process.execPath, [join(REPO, 'cli/bin.mjs'), ...args], { timeoutMs: TEST_TIMEOUT_MS / 2, cwd: REPO });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 

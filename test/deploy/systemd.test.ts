@@ -51,7 +51,7 @@ describe.each(Object.entries(UNITS))('deploy/systemd/%s', (file, want) => {
     expect(args[args.indexOf(want.dirOption) + 1]).toBe(want.dir);
     expect(await checkInvocation(args, `${file} ExecStart`)).toBeNull();
     // and for real: the process starts, the command exists, it prints its usage
-    const r = fedlora([...args, '--help']);
+    const r = await fedlora([...args, '--help']);
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toContain(`Usage: fedlora ${want.sub.join(' ')} [options]`);
     expect(r.stdout).toContain(want.dirOption);

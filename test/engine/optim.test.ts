@@ -1,7 +1,6 @@
 // Optimizer, schedule, clipping and FedProx against hand-computed steps, and AdamW/SGD against
 // torch.optim over several steps with random gradients (Debian's python3-torch: when it is missing
 // these fail with the command that installs it).
-import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { Optimizer } from '../../site-agent/engine/train/optim.ts';
 import { lrAt } from '../../site-agent/engine/train/schedule.ts';
@@ -9,6 +8,7 @@ import { accumulate, addProximal, clipGradNorm } from '../../site-agent/engine/t
 import { l2norm } from '../../shared/tensors.ts';
 import { Rng } from '../../shared/prng.ts';
 import { PYTHON, requireTool, TORCH } from '../runner/reference-tools.ts';
+import { runProcess } from '../runner/run-process.ts';
 
 const m = (o: Record<string, number[]>) => new Map(Object.entries(o).map(([k, v]) => [k, Float32Array.from(v)]));
 
@@ -124,14 +124,14 @@ print(json.dumps(p.detach().tolist()))
     { kind: 'sgd' as const, wd: 0, momentum: 0.8, nesterov: true },
   ];
   for (const c of cases) {
-    it(`${c.kind} wd=${c.wd} momentum=${c.momentum} nesterov=${c.nesterov} matches over 6 steps`, () => {
-      requireTool(TORCH);
+    it(`${c.kind} wd=${c.wd} momentum=${c.momentum} nesterov=${c.nesterov} matches over 6 steps`, async () => {
+      await requireTool(TORCH);
       const rng = Rng.derive(7, c.kind, c.momentum);
       const n = 32;
       const p0 = Array.from({ length: n }, () => Math.fround(rng.nextFloat() * 2 - 1));
       const grads = Array.from({ length: 6 }, () => Array.from({ length: n }, () => Math.fround((rng.nextFloat() - 0.5) * 0.2)));
       const lrs = [1e-2, 8e-3, 6e-3, 4e-3, 2e-3, 1e-3];
-      const r = spawnSync(PYTHON, ['-c', script], { input: JSON.stringify({ ...c, p: p0, grads, lrs }), encoding: 'utf8' });
+      const r = await runProcess(PYTHON, ['-c', script], { input: JSON.stringify({ ...c, p: p0, grads, lrs }) });
       expect(r.status, r.stderr).toBe(0);
       const want = JSON.parse(r.stdout) as number[];
       const opt = new Optimizer({ kind: c.kind, weightDecay: c.wd, momentum: c.momentum, nesterov: c.nesterov });

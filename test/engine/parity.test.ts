@@ -4,7 +4,6 @@
 // packed-batch loss (training graph). Fails (does not skip) when python3/torch is missing, naming the
 // command that installs it.
 
-import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { writeSafetensors } from '../../shared/safetensors.ts';
@@ -14,6 +13,7 @@ import type { AdapterWeights, LoraConfig } from '../../shared/lora/types.ts';
 import type { Checkpoint } from '../../site-agent/engine/types.ts';
 import { loraConfig, randomAdapter, randomBatch, rng, writeFixture, type FixtureOptions } from './ref/fixture.ts';
 import { PYTHON, requireTool, TORCH } from '../runner/reference-tools.ts';
+import { runProcessOk } from '../runner/run-process.ts';
 
 const SCRIPT = join(import.meta.dirname, 'ref', 'hf_math.py');
 
@@ -22,9 +22,9 @@ interface PyBatch { B: number; S: number; input_ids: number[]; position_ids: num
 interface RefRequest { ckpt: Checkpoint; adapter: AdapterWeights | null; lora: LoraConfig | null; batch: PyBatch; denominator: number }
 
 /** Run all requests in one python process (torch's import dominates the time). */
-function torchReference(reqs: RefRequest[]): { token_logprobs: number[]; loss: number }[] {
-  requireTool(TORCH);
-  const out = execFileSync(PYTHON, [SCRIPT], { input: JSON.stringify(reqs.map(toPy)), encoding: 'utf8', maxBuffer: 64 << 20 });
+async function torchReference(reqs: RefRequest[]): Promise<{ token_logprobs: number[]; loss: number }[]> {
+  await requireTool(TORCH);
+  const out = await runProcessOk(PYTHON, [SCRIPT], { input: JSON.stringify(reqs.map(toPy)) });
   return JSON.parse(out);
 }
 
@@ -90,7 +90,7 @@ describe('parity with the PyTorch reference of transformers', () => {
         B: 2, S: 12, input_ids: [...pb.inputIds].map(Number), position_ids: [...pb.positionIds].map(Number),
         segment_ids: [...pb.segmentIds], targets: [...pb.targets].map(Number),
       };
-      const [refA, refNo, refPacked] = torchReference([
+      const [refA, refNo, refPacked] = await torchReference([
         { ckpt, adapter, lora: c.lora, batch, denominator: 1 },
         { ckpt, adapter: null, lora: null, batch, denominator: 1 },
         { ckpt, adapter, lora: c.lora, batch: packed, denominator: pb.countedTokens },

@@ -1,6 +1,5 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { mkdtempSync, rmSync, readFileSync, writeFileSync, existsSync, mkdirSync, cpSync } from 'node:fs';
-import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writePeftAdapter, readPeftAdapter, validateAdapterAgainst, parsePeftKey, type PeftSettings } from '../../shared/lora/peft.ts';
@@ -10,6 +9,7 @@ import { loraShapes, loraScaling } from '../../shared/lora/keys.ts';
 import type { AdapterWeights, ModelConfig } from '../../shared/lora/types.ts';
 import { FedloraError } from '../../shared/errors.ts';
 import { PYTHON, requireTool, TORCH } from '../runner/reference-tools.ts';
+import { runProcess } from '../runner/run-process.ts';
 
 const SCRIPT = join(import.meta.dirname, 'peft_crosscheck.py');
 
@@ -142,11 +142,11 @@ describe('PEFT adapters', () => {
 
 describe('PEFT files cross-checked with torch', () => {
   for (const [dtype, name] of [['BF16', 'default'], ['F32', '-'], ['F16', '-']] as const) {
-    it(`a PEFT-style ${dtype} adapter written by python loads (adapter name ${name})`, () => {
-      requireTool(TORCH);
+    it(`a PEFT-style ${dtype} adapter written by python loads (adapter name ${name})`, async () => {
+      await requireTool(TORCH);
       const dir = join(root, `py-${dtype}`);
       mkdirSync(dir, { recursive: true });
-      const r = spawnSync(PYTHON, [SCRIPT, 'write', dir, '2', '32', '16', '48', '4', dtype, name], { encoding: 'utf8' });
+      const r = await runProcess(PYTHON, [SCRIPT, 'write', dir, '2', '32', '16', '48', '4', dtype, name]);
       expect(r.stderr).toBe('');
       expect(r.status).toBe(0);
       const expected: Record<string, number[]> = JSON.parse(r.stdout);
@@ -158,13 +158,13 @@ describe('PEFT files cross-checked with torch', () => {
     });
   }
 
-  it('ours parses in python as PEFT expects, and B@A*scaling agrees', () => {
-    requireTool(TORCH);
+  it('ours parses in python as PEFT expects, and B@A*scaling agrees', async () => {
+    await requireTool(TORCH);
     const dir = join(root, 'ours-for-py');
     const settings = { ...SETTINGS, useRslora: true, alpha: 16 };
     const w = randomAdapter(CFG, settings, 6);
     writePeftAdapter(dir, w, settings);
-    const r = spawnSync(PYTHON, [SCRIPT, 'check', dir, '2', '32', '16', '48'], { encoding: 'utf8' });
+    const r = await runProcess(PYTHON, [SCRIPT, 'check', dir, '2', '32', '16', '48']);
     expect(r.status).toBe(0);
     const out = JSON.parse(r.stdout);
     expect(out.errors).toEqual([]);

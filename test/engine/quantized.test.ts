@@ -4,7 +4,6 @@
 // the float32 path's memory promise (no bf16 weights in its graph), and layer recomputation
 // (identical gradients).
 
-import { execFileSync } from 'node:child_process';
 import { existsSync, linkSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -22,6 +21,7 @@ import { ensureWeightCache, prepareBaseWeights } from '../../site-agent/engine/q
 import { createTrainStepSession } from '../../site-agent/engine/session.ts';
 import type { Checkpoint, QuantMode } from '../../site-agent/engine/types.ts';
 import { PYTHON, requireTool, TORCH } from '../runner/reference-tools.ts';
+import { runProcessOk } from '../runner/run-process.ts';
 import { randn, rng } from './ref/fixture.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'fedlora-quant-'));
@@ -38,12 +38,12 @@ function model(name: string, o: { layers?: number; dtype?: 'BF16' | 'F32' } = {}
 describe('blockwise quantization layout', () => {
   for (const [bits, block, cols] of [[4, 32, 96], [8, 128, 200], [4, 16, 40]] as [QuantBits, number, number][]) {
     it(`${bits} bits, block ${block}, ${cols} columns: numpy reference and ONNX Runtime dequantize it alike`, async () => {
-      requireTool(TORCH);
+      await requireTool(TORCH);
       const rows = 12;
       const r = rng(bits * 1000 + cols);
       const w = randn(r, rows * cols, 0.02).map((v, i) => (i % cols === 7 ? v * 6 : v)); // an outlier column
       const q = quantizeMatrix((r0, r1) => w.slice(r0 * cols, r1 * cols), rows, cols, bits, block, null);
-      const ref = JSON.parse(execFileSync(PYTHON, [join(import.meta.dirname, 'ref', 'blockwise_ref.py')], { input: JSON.stringify({ w: [...w], rows, cols, bits, block }), encoding: 'utf8' }));
+      const ref = JSON.parse(await runProcessOk(PYTHON, [join(import.meta.dirname, 'ref', 'blockwise_ref.py')], { input: JSON.stringify({ w: [...w], rows, cols, bits, block }) }));
       expect([...q.data]).toEqual(ref.data);
       expect([...q.scales]).toEqual(ref.scales.map(Math.fround));
       const ours = dequantizeRows(q.data, q.scales, { rows, cols, bits, block });

@@ -5,7 +5,7 @@
 // a scripted model; and `fedlora eval exam` on a tiny model, whose log-likelihood choice is checked
 // against the engine's own token log-probabilities of each prompt + option.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { spawnSync, execFile } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -15,6 +15,7 @@ import { answerOf, examPrompt, optionContinuation } from '../../site-agent/eval/
 import { examResults, scoreExam, type ExamModel } from '../../site-agent/eval/exam/exam-run.ts';
 import { initTinyModel, loadModel } from '../../site-agent/engine/index.ts';
 import { PYTHON, requireTool, TORCH } from '../runner/reference-tools.ts';
+import { runProcess } from '../runner/run-process.ts';
 
 const run = promisify(execFile);
 const SAMPLE = join(import.meta.dirname, '..', '..', 'site-agent', 'eval', 'exam', 'sample-exam.jsonl');
@@ -120,11 +121,10 @@ describe('exam figures', () => {
     const answers = exam.items.map((x) => x.letters[x.answer]);
     const chosen = s.items.map((x) => x.loglik!.chosen);
     expect(chosen.filter((c, i) => c === answers[i])).toHaveLength(5);
-    requireTool(TORCH);
-    const ref = JSON.parse(spawnSync(PYTHON, [REF], {
+    await requireTool(TORCH);
+    const ref = JSON.parse((await runProcess(PYTHON, [REF], {
       input: JSON.stringify({ B: 300, seed: 11, label: 'site-a:exam:sample-exam:loglik', gold: answers, pred: chosen, probs: s.loglik!.map((x) => [...x.probs!, ...Array(5 - x.probs!.length).fill(0)]), answer: s.loglik!.map((x) => x.answer), chosen: s.loglik!.map((x) => x.chosen) }),
-      encoding: 'utf8',
-    }).stdout);
+    })).stdout);
     expect(get('accuracy').value).toBeCloseTo(5 / 12, 12);
     expect(get('accuracy').ci![0]).toBeCloseTo(ref.accuracy_ci[0], 12);
     expect(get('accuracy').ci![1]).toBeCloseTo(ref.accuracy_ci[1], 12);

@@ -3,10 +3,10 @@
 // percentiles by numpy): a bootstrap interval of a small vector with a fixed seed, accuracy,
 // macro/weighted averages, per-diagnosis figures, confusion counts, ECE and Brier; and what is
 // withheld below the minimum count.
-import { describe, it, expect } from 'vitest';
-import { spawnSync } from 'node:child_process';
+import { beforeAll, describe, it, expect } from 'vitest';
 import { join } from 'node:path';
 import { PYTHON, requireTool, TORCH } from '../runner/reference-tools.ts';
+import { runProcess } from '../runner/run-process.ts';
 import { bootstrapFigures, resampleWeights } from '../../site-agent/eval/metrics/resample.ts';
 import { choiceFigures, softmax, type ChoiceOutcome } from '../../site-agent/eval/metrics/choice-figures.ts';
 import { weightedQuantiles } from '../../site-agent/eval/metrics/figure.ts';
@@ -15,9 +15,9 @@ import { mulberry32 } from '../../shared/prng.ts';
 
 const REF = join(import.meta.dirname, 'ref', 'metrics_ref.py');
 
-function numpy(query: object): Record<string, any> {
-  requireTool(TORCH);
-  const r = spawnSync(PYTHON, [REF], { input: JSON.stringify(query), encoding: 'utf8' });
+async function numpy(query: object): Promise<Record<string, any>> {
+  await requireTool(TORCH);
+  const r = await runProcess(PYTHON, [REF], { input: JSON.stringify(query) });
   if (r.status !== 0) throw new Error(`metrics_ref.py failed: ${r.stderr}`);
   return JSON.parse(r.stdout);
 }
@@ -25,7 +25,7 @@ function numpy(query: object): Record<string, any> {
 const near = (a: number, b: number, tol = 1e-9) => expect(Math.abs(a - b)).toBeLessThanOrEqual(tol);
 
 describe('bootstrap intervals', () => {
-  it('a 95% percentile interval of a small vector with a fixed seed equals numpy\'s hand computation', () => {
+  it('a 95% percentile interval of a small vector with a fixed seed equals numpy\'s hand computation', async () => {
     const values = [0.2, 1.5, 0.9, 3.1, 0.4, 2.2, 1.1, 0.7, 5.0, 1.9];
     const o = { resamples: 400, seed: 7, label: 'hand' };
     const got = bootstrapFigures(values.length, (w) => {
@@ -33,7 +33,7 @@ describe('bootstrap intervals', () => {
       values.forEach((v, i) => { s += w[i] * v; n += w[i]; });
       return new Map([['mean', s / n], ['p50', weightedQuantiles(values, w, [0.5])[0]]]);
     }, o);
-    const ref = numpy({ ...o, B: o.resamples, values });
+    const ref = await numpy({ ...o, B: o.resamples, values });
     near(got.get('mean')!.value, ref.mean);
     near(got.get('mean')!.ci![0], ref.mean_ci[0]);
     near(got.get('mean')!.ci![1], ref.mean_ci[1]);
@@ -73,8 +73,12 @@ describe('multiple-choice figures', () => {
   const o = { minCount: 5, bootstrap: { resamples: 300, seed: 11, label: 'site-a:choices' } };
   const figs = choiceFigures(items, o);
   const fig = (name: string, subset = '') => figs.find((f) => f.name === name && f.subset === subset);
-  const ref = numpy({ B: 300, seed: 11, label: 'site-a:choices', gold: items.map((x) => x.gold), pred: items.map((x) => x.predicted), probs: items.map((x) => x.probs), answer: items.map((x) => x.answer), chosen: items.map((x) => x.chosen) });
-  const t = ref.table as { labels: string[]; support: number[]; confusion: number[][] } & Record<string, number[] | number>;
+  let ref: Record<string, any>;
+  let t: { labels: string[]; support: number[]; confusion: number[][] } & Record<string, number[] | number>;
+  beforeAll(async () => {
+    ref = await numpy({ B: 300, seed: 11, label: 'site-a:choices', gold: items.map((x) => x.gold), pred: items.map((x) => x.predicted), probs: items.map((x) => x.probs), answer: items.map((x) => x.answer), chosen: items.map((x) => x.chosen) });
+    t = ref.table;
+  });
 
   it('accuracy, macro and weighted averages with intervals equal numpy\'s', () => {
     near(fig('accuracy')!.value, ref.accuracy);

@@ -3,7 +3,6 @@
 // and its interval are checked against numpy (the same stratified bootstrap computed there).
 // Subsets and exam sets are kept apart; malformed intervals are refused naming the figure.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { spawnSync } from 'node:child_process';
 import type { FastifyInstance } from 'fastify';
 import { buildHttpApp } from '../../coordinator/http/app.ts';
 import { hashToken } from '../../coordinator/config.ts';
@@ -11,6 +10,7 @@ import { harness, online, rawSpec, rmDir, type Harness } from '../coordinator/he
 import { runRounds } from './fixtures.ts';
 import { mulberry32 } from '../../shared/prng.ts';
 import { PYTHON, requireTool, TORCH } from '../runner/reference-tools.ts';
+import { runProcess } from '../runner/run-process.ts';
 import type { Metric } from '../../shared/proto.ts';
 
 const TOKEN = 'consortium-admin-token';
@@ -60,12 +60,12 @@ afterAll(async () => {
 });
 
 /** numpy: percentile interval of the count-weighted mean of the sites' replicates (float32 as stored). */
-function numpyPooled(parts: { count: number; reps: number[] }[]): [number, number] {
-  requireTool(TORCH);
+async function numpyPooled(parts: { count: number; reps: number[] }[]): Promise<[number, number]> {
+  await requireTool(TORCH);
   const code = `import json,sys,numpy as np
 q=json.load(sys.stdin); w=np.array([p['count'] for p in q],float); R=np.array([np.array(p['reps'],dtype=np.float32) for p in q],dtype=np.float64)
 m=(w[:,None]*R).sum(0)/w.sum(); print(json.dumps([float(np.percentile(m,2.5)),float(np.percentile(m,97.5))]))`;
-  const r = spawnSync(PYTHON, ['-c', code], { input: JSON.stringify(parts), encoding: 'utf8' });
+  const r = await runProcess(PYTHON, ['-c', code], { input: JSON.stringify(parts) });
   if (r.status !== 0) throw new Error(r.stderr);
   return JSON.parse(r.stdout);
 }
@@ -77,7 +77,7 @@ describe('consortium figures', () => {
     expect(summary.every((r: { subset: string; eval_set: string }) => r.subset === '' && r.eval_set === '')).toBe(true);
     const n = SITES.reduce((a, s) => a + counts[s], 0);
     expect(acc.weighted_mean).toBeCloseTo(SITES.reduce((a, s) => a + counts[s] * accuracy[s], 0) / n, 12);
-    const [lo, hi] = numpyPooled(SITES.map((s) => ({ count: counts[s], reps: replicates(s, accuracy[s], 0.2) })));
+    const [lo, hi] = await numpyPooled(SITES.map((s) => ({ count: counts[s], reps: replicates(s, accuracy[s], 0.2) })));
     expect(acc.ci_low).toBeCloseTo(lo, 6);
     expect(acc.ci_high).toBeCloseTo(hi, 6);
     // pooling narrows the interval compared with any one site's
@@ -87,7 +87,7 @@ describe('consortium figures', () => {
   it('per-diagnosis recall pooled by support; no interval when a site sent no replicates; counts have none', async () => {
     const { summary } = (await app.inject({ headers: auth, url: '/api/jobs/job-c/metrics/summary?subset=diagnosis%3DAsthma' })).json();
     const rec = summary.find((r: { metric: string }) => r.metric === 'recall');
-    const [lo, hi] = numpyPooled(SITES.map((s) => ({ count: counts[s] / 2, reps: replicates(s, accuracy[s] - 0.1, 0.3) })));
+    const [lo, hi] = await numpyPooled(SITES.map((s) => ({ count: counts[s] / 2, reps: replicates(s, accuracy[s] - 0.1, 0.3) })));
     expect([rec.ci_low, rec.ci_high].map((x: number) => x.toFixed(6))).toEqual([lo, hi].map((x) => x.toFixed(6)));
     expect(summary.find((r: { metric: string }) => r.metric === 'precision')).toMatchObject({ sites: 3, ci_low: null, ci_high: null });
     expect(summary.find((r: { metric: string }) => r.metric === 'support')).toMatchObject({ weighted_mean: expect.any(Number), ci_low: null });

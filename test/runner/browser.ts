@@ -4,7 +4,7 @@ import { chromium, type Browser } from 'playwright-core';
 import { CHROMIUM, chromiumPath, requireTool } from './reference-tools.ts';
 
 export async function launchChromium(): Promise<Browser> {
-  requireTool(CHROMIUM);
+  await requireTool(CHROMIUM);
   return chromium.launch({
     executablePath: chromiumPath()!,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],

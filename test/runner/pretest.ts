@@ -5,11 +5,9 @@
 import { spawnSync } from 'node:child_process';
 import { installCommand, REFERENCE_TOOLS, type ReferenceTool } from './reference-tools.ts';
 
-function missing(): Array<{ tool: ReferenceTool; problem: string }> {
-  return REFERENCE_TOOLS.flatMap((tool) => {
-    const problem = tool.problem();
-    return problem ? [{ tool, problem }] : [];
-  });
+async function missing(): Promise<Array<{ tool: ReferenceTool; problem: string }>> {
+  const problems = await Promise.all(REFERENCE_TOOLS.map((tool) => tool.problem()));
+  return REFERENCE_TOOLS.flatMap((tool, i) => (problems[i] ? [{ tool, problem: problems[i]! }] : []));
 }
 
 function aptGet(args: string[], asRoot: boolean): void {
@@ -19,8 +17,8 @@ function aptGet(args: string[], asRoot: boolean): void {
   if (r.status !== 0) throw new Error(`${cmd} ${argv.join(' ')} failed (${r.error?.message ?? `exit ${r.status}`})`);
 }
 
-function main(): number {
-  let gaps = missing();
+async function main(): Promise<number> {
+  let gaps = await missing();
   if (gaps.length === 0) return 0;
   const list = () => gaps.map((g) => `  - ${g.tool.what}: ${g.problem}`).join('\n');
   const setting = process.env.FEDLORA_INSTALL_REFERENCE_TOOLS;
@@ -35,11 +33,11 @@ function main(): number {
     } catch (e) {
       console.error(`pretest: ${(e as Error).message}`);
     }
-    gaps = missing();
+    gaps = await missing();
     if (gaps.length === 0) return 0;
   }
   console.error(`npm test needs these reference tools, which are missing:\n${list()}\nInstall them with:\n\n  ${installCommand(gaps.map((g) => g.tool))}\n`);
   return 1;
 }
 
-process.exitCode = main();
+main().then((code) => (process.exitCode = code));

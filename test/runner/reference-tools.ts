@@ -3,9 +3,9 @@
 // `npm test`'s pretest step (pretest.ts) checks them all first. They come from Debian:
 // PyTorch/numpy (cross-checks of the engine's maths), Chromium (the dashboard and chat page
 // tests), openssl and curl (the security probes); the product itself needs none of them.
-import { spawnSync } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import { delimiter, join } from 'node:path';
+import { runProcess } from './run-process.ts';
 
 /** Debian's python3: the one apt installs python3-torch for (FEDLORA_PYTHON overrides). */
 export const PYTHON = process.env.FEDLORA_PYTHON ?? '/usr/bin/python3';
@@ -14,8 +14,8 @@ export interface ReferenceTool {
   what: string;
   /** Debian packages that provide it. */
   packages: string[];
-  /** null when usable, else what is wrong. */
-  problem(): string | null;
+  /** null when usable, else what is wrong (asynchronous: importing torch takes seconds, minutes under load). */
+  problem(): Promise<string | null>;
 }
 
 function onPath(name: string, path = process.env.PATH ?? ''): string | null {
@@ -38,9 +38,10 @@ export function chromiumPath(): string | null {
 export const TORCH: ReferenceTool = {
   what: `python3 with torch and numpy (${PYTHON})`,
   packages: ['python3-torch', 'python3-numpy', 'libopenblas0-pthread'],
-  problem() {
-    const r = spawnSync(PYTHON, ['-c', 'import torch, numpy'], { encoding: 'utf8' });
+  async problem() {
+    const r = await runProcess(PYTHON, ['-c', 'import torch, numpy']);
     if (r.error) return `${PYTHON}: ${(r.error as NodeJS.ErrnoException).code ?? r.error.message}`;
+    if (r.timedOut) return `${PYTHON} -c 'import torch, numpy' did not finish: ${r.stderr.trim().split('\n').at(-1)}`;
     if (r.status !== 0) return r.stderr.trim().split('\n').at(-1) ?? `exit ${r.status}`;
     return null;
   },
@@ -49,10 +50,10 @@ export const TORCH: ReferenceTool = {
 export const CHROMIUM: ReferenceTool = {
   what: 'chromium (headless browser)',
   packages: ['chromium'],
-  problem() {
+  async problem() {
     const p = chromiumPath();
     if (!p) return 'no `chromium` on PATH (or set FEDLORA_CHROMIUM)';
-    const r = spawnSync(p, ['--version'], { encoding: 'utf8' });
+    const r = await runProcess(p, ['--version']);
     if (r.error) return `${p}: ${(r.error as NodeJS.ErrnoException).code ?? r.error.message}`;
     return r.status === 0 ? null : `${p} --version exited ${r.status}: ${r.stderr.trim().split('\n').at(-1)}`;
   },
@@ -63,10 +64,10 @@ function cli(name: string, pkg: string, versionArgs: string[]): ReferenceTool {
   return {
     what: `${name} (a real client for the probes from outside)`,
     packages: [pkg],
-    problem() {
+    async problem() {
       const p = onPath(name);
       if (!p) return `no \`${name}\` on PATH`;
-      const r = spawnSync(p, versionArgs, { encoding: 'utf8' });
+      const r = await runProcess(p, versionArgs);
       return r.status === 0 ? null : `${p} ${versionArgs.join(' ')} exited ${r.status}`;
     },
   };
@@ -81,11 +82,11 @@ export function installCommand(tools: ReferenceTool[]): string {
   return `sudo apt-get update && sudo apt-get install -y --no-install-recommends ${tools.flatMap((t) => t.packages).join(' ')}`;
 }
 
-const checked = new Map<ReferenceTool, string | null>(); // once per test file: importing torch takes seconds
+const checked = new Map<ReferenceTool, Promise<string | null>>(); // once per test file: importing torch takes seconds
 
-/** For a test that needs the tool: throws, naming what is missing and the command that installs it. */
-export function requireTool(tool: ReferenceTool): void {
+/** For a test that needs the tool: rejects, naming what is missing and the command that installs it. */
+export async function requireTool(tool: ReferenceTool): Promise<void> {
   if (!checked.has(tool)) checked.set(tool, tool.problem());
-  const p = checked.get(tool);
+  const p = await checked.get(tool);
   if (p) throw new Error(`${tool.what} is needed by this test and is not usable: ${p}. Install it with:\n  ${installCommand([tool])}`);
 }

@@ -23,16 +23,16 @@ function siteLog(n: number): string {
 }
 
 describe('audit anchors', () => {
-  it('a truncated tail passes the chain walk but not the anchor; an intact log passes both', () => {
+  it('a truncated tail passes the chain walk but not the anchor; an intact log passes both', async () => {
     const siteDir = siteLog(6);
-    const head = fedlora(['audit', 'head', '--site-dir', siteDir]);
+    const head = await fedlora(['audit', 'head', '--site-dir', siteDir]);
     expect(head.status).toBe(0);
     const anchor = head.stdout.trim();
     expect(anchor).toMatch(/^6:[0-9a-f]{64}$/);
     const anchorsFile = join(siteDir, 'anchors.txt');
     writeFileSync(anchorsFile, `# daily heads\n${anchor}\n`);
 
-    const ok = fedlora(['audit', 'verify', '--site-dir', siteDir, '--anchor', anchor]);
+    const ok = await fedlora(['audit', 'verify', '--site-dir', siteDir, '--anchor', anchor]);
     expect(ok.status).toBe(0);
     expect(ok.stdout).toMatch(/audit chain OK: 6 entries .*1 anchor\(s\) matched/);
 
@@ -41,11 +41,11 @@ describe('audit anchors', () => {
     db.exec('DROP TRIGGER site_audit_no_delete');
     db.prepare('DELETE FROM site_audit WHERE seq > 4').run();
     db.close();
-    const plain = fedlora(['audit', 'verify', '--site-dir', siteDir]);
+    const plain = await fedlora(['audit', 'verify', '--site-dir', siteDir]);
     expect(plain.status).toBe(0);
     expect(plain.stdout).toMatch(/4 entries .*no anchors given/);
     for (const args of [['--anchor', anchor], ['--anchors', anchorsFile]]) {
-      const r = fedlora(['audit', 'verify', '--site-dir', siteDir, ...args]);
+      const r = await fedlora(['audit', 'verify', '--site-dir', siteDir, ...args]);
       expect(r.status).toBe(1);
       expect(r.stdout).toMatch(/BROKEN at entry 5: truncated: anchor 6:[0-9a-f]{12}… names entry 6, but the log ends at entry 4/);
     }
@@ -68,14 +68,14 @@ describe('audit anchors', () => {
     db.close();
   });
 
-  it('bad anchors are named with where they came from', () => {
+  it('bad anchors are named with where they came from', async () => {
     expect(parseAnchor('12:' + 'a'.repeat(64), 'x')).toEqual({ seq: 12, hash: 'a'.repeat(64) });
     expect(() => parseAnchor('12:abc', 'anchors.txt:3')).toThrow(/anchors\.txt:3: "12:abc" is not an audit anchor SEQ:HASH/);
     expect(() => parseAnchor('0:' + 'a'.repeat(64), '--anchor #1')).toThrow(/--anchor #1/);
     const siteDir = siteLog(1);
     const bad = join(siteDir, 'bad.txt');
     writeFileSync(bad, `1:${'f'.repeat(64)}\nnot-an-anchor\n`);
-    const r = fedlora(['audit', 'verify', '--site-dir', siteDir, '--anchors', bad]);
+    const r = await fedlora(['audit', 'verify', '--site-dir', siteDir, '--anchors', bad]);
     expect(r.status).not.toBe(0);
     expect(r.stderr).toMatch(/FEDLORA_ERR_INVALID_ARGUMENT.*bad\.txt:2: "not-an-anchor" is not an audit anchor/);
   });

@@ -13,21 +13,21 @@ const dirs: string[] = [];
 afterAll(() => dirs.forEach(rmDir));
 
 describe('site audit log via the CLI', () => {
-  it("checks a site's site_audit table (--site-dir): a deleted row is reported", () => {
+  it("checks a site's site_audit table (--site-dir): a deleted row is reported", async () => {
     const siteDir = tempDir('sec-site-audit');
     dirs.push(siteDir);
     const db = openSiteDb(siteDir);
     const log = new AuditLog(db, 'site_audit');
     for (let i = 1; i <= 4; i++) log.append('site-agent', 'egress', `job-1/r${i}`, { bytes: 1000 * i, sha256: sha256Hex(Buffer.from(String(i))) });
     db.close();
-    const ok = fedlora(['audit', 'verify', '--site-dir', siteDir]);
+    const ok = await fedlora(['audit', 'verify', '--site-dir', siteDir]);
     expect(ok.status).toBe(0);
     expect(ok.stdout).toMatch(/audit chain OK: 4 entries .*site_audit/);
     const db2 = openSiteDb(siteDir);
     db2.exec('DROP TRIGGER site_audit_no_delete');
     db2.prepare('DELETE FROM site_audit WHERE seq = 2').run(); // hide one egress
     db2.close();
-    const r = fedlora(['audit', 'verify', '--site-dir', siteDir]);
+    const r = await fedlora(['audit', 'verify', '--site-dir', siteDir]);
     expect(r.status).toBe(1);
     expect(r.stdout).toMatch(/BROKEN at entry 3: sequence gap: expected 2/);
     // both at once is a usage error; a missing dir or table is named (what the CLI prints as error FEDLORA_ERR_...)

@@ -59,14 +59,14 @@ describe('audit log against tampering', () => {
     db0.close();
 
     // untouched: OK, exit 0; list filters by action
-    const ok = fedlora(['audit', 'verify', '--data-dir', dataDir]);
+    const ok = await fedlora(['audit', 'verify', '--data-dir', dataDir]);
     expect(ok.status).toBe(0);
     expect(ok.stdout).toMatch(new RegExp(`audit chain OK: ${entries.length} entries`));
-    const listed = fedlora(['audit', 'list', '--data-dir', dataDir, '--action', 'enroll']);
+    const listed = await fedlora(['audit', 'list', '--data-dir', dataDir, '--action', 'enroll']);
     expect(listed.status).toBe(0);
     expect(listed.stdout.trim().split('\n')).toHaveLength(1);
     expect(listed.stdout).toMatch(/\tsite-a\tenroll\tsite-a\t/);
-    expect(fedlora(['audit', 'list', '--data-dir', dataDir, '--limit', '2']).stdout.trim().split('\n').map((l) => Number(l.split('\t')[0]))).toEqual([entries.length - 1, entries.length]);
+    expect((await fedlora(['audit', 'list', '--data-dir', dataDir, '--limit', '2'])).stdout.trim().split('\n').map((l) => Number(l.split('\t')[0]))).toEqual([entries.length - 1, entries.length]);
 
     // the attacker: drop the append-only trigger, lower the example count of the received update
     const target = entries.find((e) => e.action === 'update_received')!;
@@ -74,7 +74,7 @@ describe('audit log against tampering', () => {
     db.exec('DROP TRIGGER audit_log_no_update');
     db.prepare('UPDATE audit_log SET details = ? WHERE seq = ?').run(canonicalJson({ ...target.details, examples: 1200 }), target.seq);
     db.close();
-    const broken = fedlora(['audit', 'verify', '--data-dir', dataDir]);
+    const broken = await fedlora(['audit', 'verify', '--data-dir', dataDir]);
     expect(broken.status).toBe(1);
     expect(broken.stdout).toContain(`BROKEN at entry ${target.seq}: entry content does not match its hash (edited)`);
     expect(broken.stdout).toContain('update_received u-aud');
@@ -86,7 +86,7 @@ describe('audit log against tampering', () => {
     const body = canonicalJson({ seq: target.seq, ts: row.ts, actor: row.actor, action: row.action, subject: row.subject, details: JSON.parse(row.details) });
     db2.prepare('UPDATE audit_log SET hash = ? WHERE seq = ?').run(createHash('sha256').update(row.prev_hash).update(body).digest('hex'), target.seq);
     db2.close();
-    const json = fedlora(['audit', 'verify', '--data-dir', dataDir, '--json']);
+    const json = await fedlora(['audit', 'verify', '--data-dir', dataDir, '--json']);
     expect(json.status).toBe(1);
     expect(JSON.parse(json.stdout)).toMatchObject({ ok: false, table: 'audit_log', firstBroken: { seq: target.seq + 1, reason: 'prev_hash does not match the previous entry' } });
   });

@@ -49,7 +49,7 @@ describe('coordinator.sqlite at rest', () => {
     s.audit.append('admin', 'site_enrolled', SITE, {});
     s.close();
     const before = readFileSync(join(dataDir, 'secrets', 'db.key'), 'utf8');
-    const r = fedlora(['coordinator', 'rekey', '--data-dir', dataDir]);
+    const r = await fedlora(['coordinator', 'rekey', '--data-dir', dataDir]);
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toContain(`rekeyed ${file}`);
     expect(readFileSync(join(dataDir, 'secrets', 'db.key'), 'utf8')).not.toBe(before);

@@ -45,19 +45,19 @@ describe('fedlora site rekey, backup, restore', () => {
     const oldKey = readFileSync(keyFile, 'utf8');
     writeFileSync(join(dir, 'old.key'), oldKey, { mode: 0o600 });
 
-    const b1 = fedlora(['site', 'backup', '--site-dir', siteDir, '--out', join(dir, 'before-rekey')]);
+    const b1 = await fedlora(['site', 'backup', '--site-dir', siteDir, '--out', join(dir, 'before-rekey')]);
     expect(b1.status, b1.stderr).toBe(0);
     expect(b1.stdout).toMatch(/30 records, schema \d+, encrypted \(key fingerprint [0-9a-f]{16}\)/);
 
     // In use: refused, nothing changed.
     const held = openSiteDb(siteDir);
-    const busy = fedlora(['site', 'rekey', '--site-dir', siteDir]);
+    const busy = await fedlora(['site', 'rekey', '--site-dir', siteDir]);
     held.close();
     expect(busy.status).toBe(2);
     expect(busy.stderr).toMatch(/FEDLORA_ERR_DB_IN_USE: .*site\.sqlite is open in another process/);
     expect(readFileSync(keyFile, 'utf8')).toBe(oldKey);
 
-    const r = fedlora(['site', 'rekey', '--site-dir', siteDir]);
+    const r = await fedlora(['site', 'rekey', '--site-dir', siteDir]);
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toContain(`rekeyed ${join(siteDir, 'site.sqlite')}; the key is in the key file ${keyFile}`);
     const newKey = readFileSync(keyFile, 'utf8');
@@ -65,10 +65,10 @@ describe('fedlora site rekey, backup, restore', () => {
     expect(newKey).not.toBe(oldKey);
     expect(() => openCopyWithKey(join(siteDir, 'site.sqlite'), oldKey, 'old key')).toThrow(/the old key does not open it/);
 
-    const rep = fedlora(['site', 'data', 'report', '--site-dir', siteDir, '--json']);
+    const rep = await fedlora(['site', 'data', 'report', '--site-dir', siteDir, '--json']);
     expect(rep.status, rep.stderr).toBe(0);
     expect(JSON.parse(rep.stdout).records).toBe(30);
-    const audit = fedlora(['audit', 'verify', '--site-dir', siteDir]);
+    const audit = await fedlora(['audit', 'verify', '--site-dir', siteDir]);
     expect(audit.status, audit.stderr).toBe(0);
     expect(audit.stdout).toMatch(/audit chain OK: \d+ entries/);
 
@@ -85,10 +85,10 @@ describe('fedlora site rekey, backup, restore', () => {
     }
 
     // Backups: the one from before the rekey needs the key of its time; it is re-encrypted on restore.
-    const wrongKey = fedlora(['site', 'restore', '--site-dir', siteDir, '--from', join(dir, 'before-rekey'), '--force']);
+    const wrongKey = await fedlora(['site', 'restore', '--site-dir', siteDir, '--from', join(dir, 'before-rekey'), '--force']);
     expect(wrongKey.status).toBe(2);
     expect(wrongKey.stderr).toMatch(/FEDLORA_ERR_DB_KEY: .*was made with the key of fingerprint [0-9a-f]{16}; the site's current key is [0-9a-f]{16}\. Give the key of that time with --key-file/);
-    const restored = fedlora(['site', 'restore', '--site-dir', siteDir, '--from', join(dir, 'before-rekey'), '--key-file', join(dir, 'old.key'), '--force']);
+    const restored = await fedlora(['site', 'restore', '--site-dir', siteDir, '--from', join(dir, 'before-rekey'), '--key-file', join(dir, 'old.key'), '--force']);
     expect(restored.status, restored.stderr).toBe(0);
     expect(restored.stdout).toMatch(/restored: 30 records, schema \d+, re-encrypted with the site's current key; the replaced file is .*site\.sqlite\.before-restore-/);
     expect(readFileSync(keyFile, 'utf8')).toBe(newKey);
@@ -100,9 +100,9 @@ describe('fedlora site rekey, backup, restore', () => {
       db.close();
     }
     // A fresh backup of the rekeyed site restores with the current key alone.
-    const b2 = fedlora(['site', 'backup', '--site-dir', siteDir, '--out', join(dir, 'after-rekey')]);
+    const b2 = await fedlora(['site', 'backup', '--site-dir', siteDir, '--out', join(dir, 'after-rekey')]);
     expect(b2.status, b2.stderr).toBe(0);
-    const again = fedlora(['site', 'restore', '--site-dir', siteDir, '--from', join(dir, 'after-rekey'), '--force']);
+    const again = await fedlora(['site', 'restore', '--site-dir', siteDir, '--from', join(dir, 'after-rekey'), '--force']);
     expect(again.status, again.stderr).toBe(0);
     expect(again.stdout).toMatch(/^restored: 30 records, schema \d+; the replaced file/);
     expect(existsSync(join(dir, 'after-rekey', 'backup.json'))).toBe(true);

@@ -3,7 +3,6 @@
 // and CSRs, and helpers to build signed update streams and run the `fedlora` CLI.
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { initCoordinator, startCoordinator, type RunningCoordinator } from '../../coordinator/service.ts';
@@ -15,6 +14,7 @@ import { signUpdate, type SignedUpdateFields } from '../../shared/update-signatu
 import { fromGrpcError } from '../../shared/errors.ts';
 import { tempDir, rmDir } from '../coordinator/helpers.ts';
 import { TEST_TIMEOUT_MS } from '../runner/limits.ts';
+import { runProcess } from '../runner/run-process.ts';
 
 export interface LiveCoordinator {
   coord: RunningCoordinator;
@@ -102,10 +102,9 @@ export function updateMessages(h: { updateId: string; taskId: string; jobId: str
 
 const BIN = fileURLToPath(new URL('../../cli/bin.mjs', import.meta.url));
 
-/** Run the real `fedlora` CLI (node cli/bin.mjs ...). It blocks this test process, so a command
- *  that never ends is stopped at half the stall limit (test/runner/limits.ts), and the test says so. */
-export function fedlora(args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: TEST_TIMEOUT_MS / 2 });
-  const stopped = r.error ? `\nfedlora ${args.join(' ')}: ${r.error.message}` : '';
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr + stopped };
+/** Run the real `fedlora` CLI (node cli/bin.mjs ...) asynchronously; a command that never ends is
+ *  stopped at half a test's limit (test/runner/limits.ts), and its stderr says so. */
+export async function fedlora(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  const r = await runProcess(process.execPath, [BIN, ...args], { timeoutMs: TEST_TIMEOUT_MS / 2 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }

@@ -64,7 +64,7 @@ const get = (url: string, token?: string) => app.inject({ url, headers: token ? 
 
 describe('tokens: fedlora coordinator token add|list|revoke', () => {
   it('prints a token once, stores only its sha256, lists it without the secret, revokes it; yaml admin tokens keep working', async () => {
-    const add = fedlora(['coordinator', 'token', 'add', '--data-dir', dataDir, '--name', 'ana', '--role', 'researcher', '--expires', '30d']);
+    const add = await fedlora(['coordinator', 'token', 'add', '--data-dir', dataDir, '--name', 'ana', '--role', 'researcher', '--expires', '30d']);
     expect(add.status, add.stderr).toBe(0);
     expect(add.stdout).toMatch(/^token for ana \(role researcher, expires \d{4}-\d\d-\d\dT[\d:.]+Z\); shown once, keep it secret:\nflt_[A-Za-z0-9_-]{32}\n$/);
     tok.researcher = add.stdout.trim().split('\n')[1];
@@ -75,7 +75,7 @@ describe('tokens: fedlora coordinator token add|list|revoke', () => {
     expect(who.json()).toEqual({ name: 'ana', role: 'researcher', expires: new Date(expires).toISOString(), source: 'api_tokens' });
     expect((await get('/api/whoami', yamlAdmin)).json()).toMatchObject({ name: 'init', role: 'admin', expires: null, source: 'coordinator.yaml' });
 
-    const list = fedlora(['coordinator', 'token', 'list', '--data-dir', dataDir]);
+    const list = await fedlora(['coordinator', 'token', 'list', '--data-dir', dataDir]);
     expect(list.status, list.stderr).toBe(0);
     expect(list.stdout).toMatch(/^init\tadmin\tactive\tcoordinator\.yaml\t/m);
     expect(list.stdout).toMatch(/^ana\tresearcher\tactive\tapi_tokens\t/m);
@@ -89,21 +89,21 @@ describe('tokens: fedlora coordinator token add|list|revoke', () => {
     for (const t of Object.values(tok)) expect(rows).not.toContain(t);
     expect(new AuditLog(h.store.db).list({ action: 'api_token_added' }).map((e) => e.subject)).toEqual(['ops', 'grafana', 'ana']);
 
-    const dup = fedlora(['coordinator', 'token', 'add', '--data-dir', dataDir, '--name', 'ana', '--role', 'observer']);
+    const dup = await fedlora(['coordinator', 'token', 'add', '--data-dir', dataDir, '--name', 'ana', '--role', 'observer']);
     expect(dup.status).toBe(2);
     expect(dup.stderr).toMatch(/FEDLORA_ERR_INVALID_ARGUMENT: --name ana: a token with this name exists/);
-    const badRole = fedlora(['coordinator', 'token', 'add', '--data-dir', dataDir, '--name', 'x', '--role', 'root']);
+    const badRole = await fedlora(['coordinator', 'token', 'add', '--data-dir', dataDir, '--name', 'x', '--role', 'root']);
     expect(badRole.stderr).toMatch(/FEDLORA_ERR_INVALID_ARGUMENT: --role "root" must be one of admin, researcher, observer/);
 
     // a token that is revoked, or has expired, is a 401 with its own code
-    const temp = fedlora(['coordinator', 'token', 'add', '--data-dir', dataDir, '--name', 'temp', '--role', 'observer', '--expires', 'never']).stdout.trim().split('\n')[1];
+    const temp = (await fedlora(['coordinator', 'token', 'add', '--data-dir', dataDir, '--name', 'temp', '--role', 'observer', '--expires', 'never'])).stdout.trim().split('\n')[1];
     expect((await get('/api/health', temp)).statusCode).toBe(200);
-    const rev = fedlora(['coordinator', 'token', 'revoke', '--data-dir', dataDir, '--name', 'temp']);
+    const rev = await fedlora(['coordinator', 'token', 'revoke', '--data-dir', dataDir, '--name', 'temp']);
     expect(rev.stdout).toMatch(/^token temp \(role observer\) revoked at /);
     const revoked = await get('/api/health', temp);
     expect(revoked.statusCode).toBe(401);
     expect(revoked.json().error).toMatchObject({ code: 'FEDLORA_ERR_API_TOKEN_EXPIRED', message: expect.stringMatching(/^token "temp" was revoked at /) });
-    expect(fedlora(['coordinator', 'token', 'list', '--data-dir', dataDir]).stdout).toMatch(/^temp\tobserver\trevoked\t/m);
+    expect((await fedlora(['coordinator', 'token', 'list', '--data-dir', dataDir])).stdout).toMatch(/^temp\tobserver\trevoked\t/m);
     const old = addApiToken(h.store.db, { name: 'old', role: 'researcher', ttlMs: 1000, now: Date.now() - 60_000 }).token;
     const expired = await get('/api/health', old);
     expect(expired.statusCode).toBe(401);

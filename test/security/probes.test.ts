@@ -22,8 +22,8 @@ let fedPort: string;
 let work: string;
 
 beforeAll(async () => {
-  requireTool(OPENSSL);
-  requireTool(CURL);
+  await requireTool(OPENSSL);
+  await requireTool(CURL);
   live = await liveCoordinator(['hosp-a', 'hosp-b', 'hosp-c']);
   fedPort = live.coord.federationEndpoint.split(':').pop()!;
   work = tempDir('probes');

@@ -70,7 +70,7 @@ describe('site revocation on a live coordinator', () => {
     expect(cl.a.getChannel().getConnectivityState(false)).toBe(grpc.connectivityState.READY);
 
     // the operator revokes site-a with the CLI (another process, same SQLite file) and site-c in-process
-    const cli = fedlora(['site', 'revoke', 'site-a', '--data-dir', dataDir, '--reason', 'key stolen']);
+    const cli = await fedlora(['site', 'revoke', 'site-a', '--data-dir', dataDir, '--reason', 'key stolen']);
     expect(cli.stderr).toBe('');
     expect(cli.status).toBe(0);
     expect(cli.stdout).toMatch(/site site-a revoked; 1 certificate\(s\) on the CRL/);

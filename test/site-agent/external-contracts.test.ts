@@ -6,7 +6,6 @@
 // in-process site with real parts (site-fixture.ts); the stand-in keeps a copy of what it wrote,
 // so the test checks that what the agent sent is exactly what the external tools produced.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,6 +19,7 @@ import { readPeftAdapter } from '../../shared/lora/peft.ts';
 import { parseSiteConfig } from '../../site-agent/config.ts';
 import YAML from 'yaml';
 import { PYTHON, requireTool, TORCH } from '../runner/reference-tools.ts';
+import { runProcess } from '../runner/run-process.ts';
 import { LORA, siteFixture, type SiteFixture } from './site-fixture.ts';
 
 const STANDIN = join(import.meta.dirname, 'fixtures', 'torch_contract_standin.py');
@@ -168,29 +168,24 @@ describe('contract errors name the file and the field', () => {
 
 describe('the reference scripts (deploy/trainers), without transformers', () => {
   const TRAINERS = join(import.meta.dirname, '..', '..', 'deploy', 'trainers');
-  const py = (args: string[], env: Record<string, string> = {}) => {
-    try {
-      const stdout = execFileSync(PYTHON, args, { encoding: 'utf8', stdio: 'pipe', env: { ...process.env, PYTHONDONTWRITEBYTECODE: '1', ...env } });
-      return { code: 0, stdout, stderr: '' };
-    } catch (e) {
-      const x = e as { status: number; stdout: string; stderr: string };
-      return { code: x.status, stdout: x.stdout, stderr: x.stderr };
-    }
+  const py = async (args: string[], env: Record<string, string> = {}) => {
+    const r = await runProcess(PYTHON, args, { env: { ...process.env, PYTHONDONTWRITEBYTECODE: '1', ...env } });
+    return { code: r.status, stdout: r.stdout, stderr: r.stderr };
   };
 
-  it('compile, and print their options', () => {
+  it('compile, and print their options', async () => {
     const tmp = mkdtempSync(join(tmpdir(), 'fedlora-pyc-'));
     keepDirs.push(tmp);
     for (const f of ['peft_trainer.py', 'peft_evaluator.py', 'fedlora_contract.py', 'gpu_check.py']) {
-      const r = py(['-c', `import py_compile, sys; py_compile.compile(sys.argv[1], cfile=sys.argv[2], doraise=True)`, join(TRAINERS, f), join(tmp, `${f}c`)]);
+      const r = await py(['-c', `import py_compile, sys; py_compile.compile(sys.argv[1], cfile=sys.argv[2], doraise=True)`, join(TRAINERS, f), join(tmp, `${f}c`)]);
       expect(r, f).toMatchObject({ code: 0 });
     }
-    const help = py([join(TRAINERS, 'peft_trainer.py'), '--help']);
+    const help = await py([join(TRAINERS, 'peft_trainer.py'), '--help']);
     expect(help.code).toBe(0);
     for (const opt of ['--job', '--quantize', '--deepspeed', '--gradient-checkpointing', '--check']) expect(help.stdout).toContain(opt);
-    expect(py([join(TRAINERS, 'peft_trainer.py'), '--quantize', '3bit']).stderr).toMatch(/invalid choice: '3bit'/);
+    expect((await py([join(TRAINERS, 'peft_trainer.py'), '--quantize', '3bit'])).stderr).toMatch(/invalid choice: '3bit'/);
     // The GPU check names what it needs instead of failing on an import deep inside.
-    expect(py([join(TRAINERS, 'gpu_check.py'), '--bundle', tmp, '--out', join(tmp, 'out')])).toMatchObject({ code: 3, stderr: expect.stringMatching(/gpu_check\.py: missing Python package\(s\): (torch, )?transformers, peft/) });
+    expect(await py([join(TRAINERS, 'gpu_check.py'), '--bundle', tmp, '--out', join(tmp, 'out')])).toMatchObject({ code: 3, stderr: expect.stringMatching(/gpu_check\.py: missing Python package\(s\): (torch, )?transformers, peft/) });
   });
 
   it('read the job folders the agent writes: a plan with --check, the missing package named otherwise', async () => {
@@ -207,23 +202,23 @@ describe('the reference scripts (deploy/trainers), without transformers', () => 
     };
     const jobFile = writeTrainJob(req);
     const trainer = join(TRAINERS, 'peft_trainer.py');
-    const plan = py([trainer, '--check'], { FEDLORA_JOB: jobFile });
+    const plan = await py([trainer, '--check'], { FEDLORA_JOB: jobFile });
     expect(plan.code).toBe(0);
     expect(JSON.parse(plan.stdout)).toMatchObject({ world_size: 1, quantize: 'none', gradient_accumulation_steps: 4, max_steps: 3, freeze_a: true, start: 'global_adapter' });
-    expect(JSON.parse(py([trainer, '--check', '--job', jobFile], { WORLD_SIZE: '4' }).stdout)).toMatchObject({ world_size: 4, gradient_accumulation_steps: 1 });
-    const zero3 = py([trainer, '--check', '--deepspeed', join(TRAINERS, 'ds_zero3.json')], { FEDLORA_JOB: jobFile });
+    expect(JSON.parse((await py([trainer, '--check', '--job', jobFile], { WORLD_SIZE: '4' })).stdout)).toMatchObject({ world_size: 4, gradient_accumulation_steps: 1 });
+    const zero3 = await py([trainer, '--check', '--deepspeed', join(TRAINERS, 'ds_zero3.json')], { FEDLORA_JOB: jobFile });
     expect(zero3).toMatchObject({ code: 2, stderr: expect.stringMatching(/train\.prox_mu = 0\.01 \(FedProx\) needs whole parameters; ZeRO-3 shards them/) });
     const job = JSON.parse(readFileSync(jobFile, 'utf8'));
     // the site's model.quantize picks QLoRA unless the command line says otherwise; a bad one is named
     expect(job.quantize).toBe('none');
     writeFileSync(jobFile, JSON.stringify({ ...job, quantize: 'int4' }));
-    expect(JSON.parse(py([trainer, '--check'], { FEDLORA_JOB: jobFile }).stdout)).toMatchObject({ quantize: '4bit' });
-    expect(JSON.parse(py([trainer, '--check', '--quantize', 'none'], { FEDLORA_JOB: jobFile }).stdout)).toMatchObject({ quantize: 'none' });
+    expect(JSON.parse((await py([trainer, '--check'], { FEDLORA_JOB: jobFile })).stdout)).toMatchObject({ quantize: '4bit' });
+    expect(JSON.parse((await py([trainer, '--check', '--quantize', 'none'], { FEDLORA_JOB: jobFile })).stdout)).toMatchObject({ quantize: 'none' });
     writeFileSync(jobFile, JSON.stringify({ ...job, quantize: 'int3' }));
-    expect(py([trainer, '--check'], { FEDLORA_JOB: jobFile })).toMatchObject({ code: 2, stderr: expect.stringMatching(/job\.json: quantize = "int3": must be none, int8 or int4/) });
+    expect(await py([trainer, '--check'], { FEDLORA_JOB: jobFile })).toMatchObject({ code: 2, stderr: expect.stringMatching(/job\.json: quantize = "int3": must be none, int8 or int4/) });
     writeFileSync(jobFile, JSON.stringify({ ...job, train: { ...job.train, learning_rate: 0 } }));
-    expect(py([trainer, '--check'], { FEDLORA_JOB: jobFile })).toMatchObject({ code: 2, stderr: expect.stringMatching(/job\.json: train\.learning_rate = 0: must be > 0/) });
-    expect(py([trainer, '--check'], { FEDLORA_JOB: '' })).toMatchObject({ code: 2, stderr: expect.stringMatching(/no job file: pass --job PATH or set FEDLORA_JOB/) });
+    expect(await py([trainer, '--check'], { FEDLORA_JOB: jobFile })).toMatchObject({ code: 2, stderr: expect.stringMatching(/job\.json: train\.learning_rate = 0: must be > 0/) });
+    expect(await py([trainer, '--check'], { FEDLORA_JOB: '' })).toMatchObject({ code: 2, stderr: expect.stringMatching(/no job file: pass --job PATH or set FEDLORA_JOB/) });
 
     // Run by the agent as its trainer: the missing packages are named in the error it reports.
     await expect(new CommandTrainer([PYTHON, trainer], 120).train(req)).rejects.toMatchObject({
@@ -238,12 +233,12 @@ describe('the reference scripts (deploy/trainers), without transformers', () => 
       code: 'FEDLORA_ERR_EVALUATION', message: expect.stringMatching(/external evaluator .* exited with 3: peft_evaluator\.py: missing Python package\(s\): (torch, )?transformers, peft/),
     });
     const evalDir = readdirSync(join(f.dir, 'work')).find((d) => d.startsWith('eval-'))!; // kept after the failure
-    const check = py([evaluator, '--check', '--job', join(f.dir, 'work', evalDir, 'job.json')]);
+    const check = await py([evaluator, '--check', '--job', join(f.dir, 'work', evalDir, 'job.json')]);
     expect(check.code).toBe(0);
     expect(JSON.parse(check.stdout)).toMatchObject({ adapter: join(f.dir, 'work', evalDir, 'adapter'), items: { heldout: expect.any(Number), choices: 4, generate: 2 }, quantize: 'none' });
     const evalJob = join(f.dir, 'work', evalDir, 'job.json');
     writeFileSync(evalJob, JSON.stringify({ ...JSON.parse(readFileSync(evalJob, 'utf8')), quantize: 'int8' }));
-    expect(JSON.parse(py([evaluator, '--check', '--job', evalJob]).stdout)).toMatchObject({ quantize: '8bit' });
+    expect(JSON.parse((await py([evaluator, '--check', '--job', evalJob])).stdout)).toMatchObject({ quantize: '8bit' });
   });
 
   it('the site config chooses the evaluator: the engine by default, the command when configured', () => {
