@@ -36,20 +36,17 @@ export function register(g: CliGroups): void {
       const { loadSiteConfig } = await import('../../site-agent/config.ts');
       const { openSiteDb } = await import('../../site-agent/site-db.ts');
       const { createEngineBackend } = await import('../../site-agent/serve/backend/engine-backend.ts');
-      const { sampleReviewCases } = await import('../../site-agent/serve/review/sample.ts');
-      const { deidentify } = await import('../../site-agent/data/deid/index.ts');
-      const { loadOrCreateSiteKey } = await import('../../site-agent/data/site-key.ts');
+      const { sampleReviewCases, siteSampleDeps } = await import('../../site-agent/serve/review/sample.ts');
       const site = loadSiteConfig(o.siteDir);
       const cfg = site.serve.review;
       const size = o.size === undefined ? cfg.sample_size : Number(o.size);
       if (!Number.isInteger(size) || size < 1) throw fail('FEDLORA_ERR_INVALID_ARGUMENT', `--size ${JSON.stringify(o.size)}: expected a positive integer`);
       const c = await candidateOf(o.siteDir, o.version);
-      const key = loadOrCreateSiteKey(o.siteDir, site.data.deid.keyFile);
       const backend = await createEngineBackend({ modelDir: site.model.path, device: site.model.device });
       const db = openSiteDb(o.siteDir);
       try {
         const r = await sampleReviewCases(
-          { db, backend, serve: site.serve, data: site.data, allowedFields: site.policy.allowed_fields, deidentify: (t) => deidentify(t, { mode: 'placeholder', key }).text },
+          siteSampleDeps(o.siteDir, site, db, backend),
           {
             adapter: { label: c.label, jobId: c.jobId, version: c.version, sha256: c.sha256, dir: c.dir, seq: 0 }, size, doubleFraction: cfg.double_review_fraction, maxNewTokens: cfg.max_new_tokens,
             onProgress: (d, n) => { if (process.stderr.isTTY) process.stderr.write(`\r${d}/${n}`); },

@@ -59,7 +59,7 @@ export async function startSiteAgent(siteDir: string, o: StartSiteOptions = {}):
     agentVersion: AGENT_VERSION,
     // The assistant's release gate: candidate + safety suite + decision; never fails the task.
     onGlobalEvaluated: async (g): Promise<void> => {
-      gates = gates.then(() => (gateStop.signal.aborted ? undefined : receiveGlobalAdapter({ db, audit: new AuditLog(db, 'site_audit'), config, log, signal: gateStop.signal }, g)))
+      gates = gates.then(() => (gateStop.signal.aborted ? undefined : receiveGlobalAdapter({ siteDir, db, audit: new AuditLog(db, 'site_audit'), config, log, signal: gateStop.signal }, g)))
         .catch((e) => log.warn({ job: g.jobId, version: g.version, err: (e as Error).message }, 'release gate: candidate not decided'));
     },
   });

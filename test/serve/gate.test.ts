@@ -53,7 +53,7 @@ describe('release gate', () => {
   it('records each received version, runs the safety suite, serves a better one and holds a worse one', async () => {
     const config = loadSiteConfig(site.siteDir);
     const db = openSiteDb(site.siteDir);
-    const ctx = { db, audit: new AuditLog(db, 'site_audit'), config, log };
+    const ctx = { siteDir: site.siteDir, db, audit: new AuditLog(db, 'site_audit'), config, log };
     await receiveGlobalAdapter(ctx, { jobId: 'job-1', ...versions[0], metrics: metrics(0.5, 2.0) });
     expect(currentServing(db).label).toBe('base');
     await receiveGlobalAdapter(ctx, { jobId: 'job-1', ...versions[1], metrics: metrics(0.55, 1.95) });

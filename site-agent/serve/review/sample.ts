@@ -18,6 +18,9 @@ import type { ServeConfig } from '../config.ts';
 import type { ServingVersion } from '../gate/serving.ts';
 import { RequestQueue } from '../queue.ts';
 import { suggestionPrompt } from '../workbench/suggestions.ts';
+import type { SiteConfig } from '../../config.ts';
+import { deidentify } from '../../data/deid/index.ts';
+import { loadOrCreateSiteKey } from '../../data/site-key.ts';
 
 export interface SampleDeps {
   db: Database.Database;
@@ -36,6 +39,12 @@ export interface SampleOptions {
   maxNewTokens: number;
   signal?: AbortSignal;
   onProgress?: (done: number, total: number) => void;
+}
+
+/** The sampling's dependencies at a site: its settings, and its de-identifier with the site key. */
+export function siteSampleDeps(siteDir: string, site: SiteConfig, db: Database.Database, backend: GenerationBackend): SampleDeps {
+  const key = loadOrCreateSiteKey(siteDir, site.data.deid.keyFile);
+  return { db, backend, serve: site.serve, data: site.data, allowedFields: site.policy.allowed_fields, deidentify: (t) => deidentify(t, { mode: 'placeholder', key }).text };
 }
 
 const unit = (text: string): number => parseInt(createHash('sha256').update(text).digest('hex').slice(0, 8), 16) / 2 ** 32;
