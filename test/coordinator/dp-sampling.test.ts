@@ -6,7 +6,6 @@
 // each task tells its site, whose own maximum-epsilon check declines by it. Settings that cannot
 // give the accounted guarantee are refused at submission, naming the field.
 import { createHash } from 'node:crypto';
-import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { harness, online, tinySpec, fakeDelta, encodeDelta, rmDir, type Harness } from './helpers.ts';
@@ -18,6 +17,7 @@ import { checkPolicy } from '../../site-agent/agent/policy.ts';
 import { computeEpsilon } from '../../coordinator/privacy/rdp.ts';
 import { jobView } from '../../coordinator/http/routes-jobs.ts';
 import { TEST_TIMEOUT_MS } from '../runner/limits.ts';
+import { runProcess } from '../runner/run-process.ts';
 
 const REPO = join(import.meta.dirname, '..', '..');
 const dirs: string[] = [];
@@ -30,9 +30,9 @@ const dp = { clip_norm: 1, noise_multiplier: 1.1, delta: 1e-5, epsilon_budget: 1
 const T = 8;
 
 /** `fedlora privacy epsilon --json` for (q, z, T, delta). */
-function cliEpsilon(rounds: number): number {
-  const r = spawnSync(process.execPath, [join(REPO, 'cli/bin.mjs'), 'privacy', 'epsilon', '--noise-multiplier', String(dp.noise_multiplier),
-    '--sample-rate', String(dp.sample_rate), '--rounds', String(rounds), '--delta', String(dp.delta), '--json'], { encoding: 'utf8', cwd: REPO });
+async function cliEpsilon(rounds: number): Promise<number> {
+  const r = await runProcess(process.execPath, [join(REPO, 'cli/bin.mjs'), 'privacy', 'epsilon', '--noise-multiplier', String(dp.noise_multiplier),
+    '--sample-rate', String(dp.sample_rate), '--rounds', String(rounds), '--delta', String(dp.delta), '--json'], { cwd: REPO });
   if (r.status !== 0) throw new Error(`fedlora privacy epsilon failed: ${r.stderr}`);
   return (JSON.parse(r.stdout) as { epsilon: number }).epsilon;
 }
@@ -122,7 +122,7 @@ describe('DP job with Poisson sampling through the round engine', () => {
     // the ledger after T rounds is the CLI's epsilon for (q, z, T, delta); every round counted
     const ledger = h.store.privacyLedger(job);
     expect(ledger.map((l) => l.round)).toEqual(Array.from({ length: T }, (_, k) => k + 1));
-    expect(ledger.at(-1)!.epsilon).toBe(cliEpsilon(T));
+    expect(ledger.at(-1)!.epsilon).toBe(await cliEpsilon(T));
     for (const l of ledger) expect(l.epsilon).toBe(epsilonAfter(l.round));
     expect(toldSites.size).toBeGreaterThan(0);
     for (const [round, eps] of toldSites) expect(eps, `round ${round}: the task's epsilon is the ledger's`).toBe(ledger[round - 1].epsilon);

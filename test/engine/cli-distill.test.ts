@@ -1,12 +1,12 @@
 // `fedlora distill` as users call it, on tiny models made with `fedlora model init-tiny`: the teacher
 // gets an adapter from `fedlora train`; the output folder holds the student's PEFT adapter and
 // metrics.json; a second run reuses the stored teacher top-k; a tokenizer mismatch is a clear error.
-import { spawnSync } from 'node:child_process';
 import { cpSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readPeftAdapter } from '../../shared/lora/peft.ts';
 import { TEST_TIMEOUT_MS } from '../runner/limits.ts';
+import { runProcess } from '../runner/run-process.ts';
 import { digitJsonl, tempDir } from './train-fixtures.ts';
 
 const BIN = join(import.meta.dirname, '..', '..', 'cli', 'bin.mjs');
@@ -14,8 +14,9 @@ const tmp = tempDir('cli-distill');
 afterAll(() => tmp.cleanup());
 const p = (...s: string[]) => join(tmp.dir, ...s);
 
-function cli(...args: string[]): { code: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', cwd: tmp.dir });
+/** The CLI to its end (asynchronously: training blocks nothing here); up to a test's whole limit. */
+async function cli(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const r = await runProcess(process.execPath, [BIN, ...args], { cwd: tmp.dir, timeoutMs: TEST_TIMEOUT_MS });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 const tiny = (out: string, seed: string) => cli('model', 'init-tiny', '--arch', 'llama', '--out', out, '--seed', seed, '--layers', '2', '--hidden', '32', '--heads', '4', '--kv-heads', '2');
@@ -25,23 +26,23 @@ const distillArgs = (out: string, student = p('student')) => [
   '--teacher-cache', p('teacher-cache'),
 ];
 
-beforeAll(() => {
-  for (const [dir, seed] of [[p('teacher'), '2'], [p('student'), '1']]) expect(tiny(dir, seed).code).toBe(0);
+beforeAll(async () => {
+  for (const [dir, seed] of [[p('teacher'), '2'], [p('student'), '1']]) expect((await tiny(dir, seed)).code).toBe(0);
   digitJsonl(p('data.jsonl'), 24, 1);
-  const t = cli('train', '--model', p('teacher'), '--data', p('data.jsonl'), '--out', p('teacher-ad'), '--rank', '4', '--alpha', '8', '--lr', '1e-2', '--steps', '5');
+  const t = await cli('train', '--model', p('teacher'), '--data', p('data.jsonl'), '--out', p('teacher-ad'), '--rank', '4', '--alpha', '8', '--lr', '1e-2', '--steps', '5');
   expect(t.code, t.stderr).toBe(0);
 }, TEST_TIMEOUT_MS);
 
 describe('fedlora distill (CLI)', () => {
-  it('--help documents the loss, temperature, top-k and α', () => {
-    const r = cli('distill', '--help');
+  it('--help documents the loss, temperature, top-k and α', async () => {
+    const r = await cli('distill', '--help');
     expect(r.code).toBe(0);
     const text = r.stdout.replace(/\s+/g, ' '); // commander wraps lines
     for (const s of ['(1-α)·CE + α·T²·KL', '--top-k', '--temperature', '--kd-alpha', '--teacher-adapter', '--teacher-cache', 'metrics.json']) expect(text).toContain(s);
   });
 
-  it('writes the student adapter and metrics.json; a second run reuses the teacher store', () => {
-    const first = cli(...distillArgs(p('out1')));
+  it('writes the student adapter and metrics.json; a second run reuses the teacher store', async () => {
+    const first = await cli(...distillArgs(p('out1')));
     expect(first.code, first.stderr).toBe(0);
     expect(first.stdout).toContain('stored in');
     const ad = readPeftAdapter(p('out1'));
@@ -58,7 +59,7 @@ describe('fedlora distill (CLI)', () => {
     expect(m.teacherStore.topkMass).toBeGreaterThan(0);
     expect(m.teacherStore.topkMass).toBeLessThanOrEqual(1);
 
-    const second = cli(...distillArgs(p('out2')));
+    const second = await cli(...distillArgs(p('out2')));
     expect(second.code, second.stderr).toBe(0);
     expect(second.stdout).toContain('reused in');
     const m2 = JSON.parse(readFileSync(p('out2', 'metrics.json'), 'utf8'));
@@ -66,12 +67,12 @@ describe('fedlora distill (CLI)', () => {
     expect(m2.klPerStep).toEqual(m.klPerStep);
   }, TEST_TIMEOUT_MS);
 
-  it('a student with another tokenizer: exit 2 and FEDLORA_ERR_TOKENIZER_MISMATCH naming both folders', () => {
+  it('a student with another tokenizer: exit 2 and FEDLORA_ERR_TOKENIZER_MISMATCH naming both folders', async () => {
     cpSync(p('student'), p('student-other'), { recursive: true });
     const tj = JSON.parse(readFileSync(p('student-other', 'tokenizer.json'), 'utf8'));
     tj.added_tokens.push({ id: tj.added_tokens.at(-1).id + 1, content: '<|extra|>', single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
     writeFileSync(p('student-other', 'tokenizer.json'), JSON.stringify(tj));
-    const r = cli(...distillArgs(p('out-bad'), p('student-other')));
+    const r = await cli(...distillArgs(p('out-bad'), p('student-other')));
     expect(r.code).toBe(2);
     expect(r.stderr).toContain('FEDLORA_ERR_TOKENIZER_MISMATCH');
     expect(r.stderr).toContain(p('teacher'));

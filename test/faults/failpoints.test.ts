@@ -1,11 +1,11 @@
 // shared/failpoints.ts: the FEDLORA_FAILPOINTS parser (clear FEDLORA_ERR_CONFIG naming the bad
 // entry), the count/term sequencing, the stderr line, pause, and exit(137) in a real child.
-import { spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { FAILPOINTS_ENV, failpoint, loadFailpoints, parseFailpoints, resetFailpoints } from '../../shared/failpoints.ts';
 import { FedloraError } from '../../shared/errors.ts';
+import { runProcess } from '../runner/run-process.ts';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -76,16 +76,16 @@ describe('failpoints', () => {
     ]);
   });
 
-  it('exit stops a real process at once with status 137, after the line', () => {
+  it('exit stops a real process at once with status 137, after the line', async () => {
     const code = `const m = await import(${JSON.stringify(join(ROOT, 'shared', 'failpoints.ts'))}); await m.failpoint('coordinator.aggregate.computed'); console.log('after');`;
-    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], {
-      cwd: ROOT, encoding: 'utf8', env: { ...process.env, [FAILPOINTS_ENV]: 'coordinator.aggregate.computed=exit' },
+    const r = await runProcess(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], {
+      cwd: ROOT, env: { ...process.env, [FAILPOINTS_ENV]: 'coordinator.aggregate.computed=exit' },
     });
     expect(r.status).toBe(137);
     expect(r.stderr).toContain('fedlora failpoint coordinator.aggregate.computed reached: exit\n');
     expect(r.stdout).not.toContain('after');
-    const bad = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], {
-      cwd: ROOT, encoding: 'utf8', env: { ...process.env, [FAILPOINTS_ENV]: 'coordinator.aggregate.computed=explode' },
+    const bad = await runProcess(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], {
+      cwd: ROOT, env: { ...process.env, [FAILPOINTS_ENV]: 'coordinator.aggregate.computed=explode' },
     });
     expect(bad.status).not.toBe(0);
     expect(bad.stderr).toContain('FEDLORA_FAILPOINTS: entry "coordinator.aggregate.computed=explode"');

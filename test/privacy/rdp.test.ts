@@ -1,9 +1,9 @@
 // The RDP accountant against published TensorFlow Privacy / dp_accounting vectors, plus the
 // properties bisection and the ledger rely on.
 import { describe, expect, it } from 'vitest';
-import { execFileSync, spawnSync } from 'node:child_process';
 import { computeEpsilon, DEFAULT_RDP_ORDERS, findNoiseMultiplier, logErfc, rdpSubsampledGaussian } from '../../coordinator/privacy/rdp.ts';
 import { createPrivacyLedger } from '../../coordinator/privacy/ledger.ts';
+import { runProcess, runProcessOk } from '../runner/run-process.ts';
 
 const rel = (a: number, b: number) => Math.abs(a - b) / Math.abs(b);
 
@@ -84,22 +84,22 @@ describe('privacy ledger', () => {
 });
 
 describe('fedlora privacy CLI', () => {
-  const cli = (...args: string[]) => spawnSync('node', ['cli/bin.mjs', 'privacy', ...args], { encoding: 'utf8' });
-  it('epsilon --json prints {epsilon, order}', () => {
-    const out = execFileSync('node', ['cli/bin.mjs', 'privacy', 'epsilon', '--noise-multiplier', '1.3', '--sample-rate', '0.0025', '--rounds', '6000', '--delta', '1e-5', '--json'], { encoding: 'utf8' });
+  const cli = (...args: string[]) => runProcess(process.execPath, ['cli/bin.mjs', 'privacy', ...args]);
+  it('epsilon --json prints {epsilon, order}', async () => {
+    const out = await runProcessOk(process.execPath, ['cli/bin.mjs', 'privacy', 'epsilon', '--noise-multiplier', '1.3', '--sample-rate', '0.0025', '--rounds', '6000', '--delta', '1e-5', '--json']);
     const j = JSON.parse(out);
     expect(rel(j.epsilon, 0.72422)).toBeLessThan(1e-4);
     expect(typeof j.order).toBe('number');
   });
-  it('noise --json prints the smallest noise multiplier; bad flags give a clear error', () => {
-    const r = cli('noise', '--target-epsilon', '1', '--sample-rate', '0.0025', '--rounds', '6000', '--delta', '1e-5', '--json');
+  it('noise --json prints the smallest noise multiplier; bad flags give a clear error', async () => {
+    const r = await cli('noise', '--target-epsilon', '1', '--sample-rate', '0.0025', '--rounds', '6000', '--delta', '1e-5', '--json');
     expect(r.status).toBe(0);
     const z = JSON.parse(r.stdout).noise_multiplier;
     expect(computeEpsilon({ noiseMultiplier: z, sampleRate: 0.0025, steps: 6000, delta: 1e-5 }).epsilon).toBeLessThanOrEqual(1);
-    const bad = cli('epsilon', '--noise-multiplier', '1', '--sample-rate', '2', '--rounds', '10', '--delta', '1e-5');
+    const bad = await cli('epsilon', '--noise-multiplier', '1', '--sample-rate', '2', '--rounds', '10', '--delta', '1e-5');
     expect(bad.status).not.toBe(0);
     expect(bad.stderr).toMatch(/FEDLORA_ERR_INVALID_ARGUMENT: --sample-rate: expected a number in \(0, 1\]/);
-    const missing = cli('epsilon', '--noise-multiplier', '1');
+    const missing = await cli('epsilon', '--noise-multiplier', '1');
     expect(missing.status).not.toBe(0);
     expect(missing.stderr).toMatch(/sample-rate/);
   });

@@ -17,6 +17,7 @@ import { backupSiteDb } from '../../site-agent/site-backup.ts';
 import { isPlainSqlite, reencryptFile } from '../../shared/sqlite-cipher.ts';
 import { sha256FileSync } from '../../shared/hash.ts';
 import { tempDir, rmDir } from '../coordinator/helpers.ts';
+import { runProcess } from '../runner/run-process.ts';
 
 const dirs: string[] = [];
 afterAll(() => dirs.forEach(rmDir));
@@ -123,7 +124,7 @@ describe('site.sqlite at rest', () => {
     await ingestFiles(store, [writeExport(siteDir)], { format: 'jsonl', config: defaultDataConfig(), key: loadOrCreateSiteKey(siteDir) });
     store.close();
     // A writer killed mid-work leaves committed transactions only in the -wal.
-    const child = spawnSync(process.execPath, [fileURLToPath(new URL('./fixtures/write-and-die.mjs', import.meta.url)), siteDir, '50'], { encoding: 'utf8' });
+    const child = await runProcess(process.execPath, [fileURLToPath(new URL('./fixtures/write-and-die.mjs', import.meta.url)), siteDir, '50']);
     expect(child.signal).toBe('SIGKILL');
     expect(statSync(join(siteDir, 'site.sqlite-wal')).size).toBeGreaterThan(0);
 

@@ -1,12 +1,13 @@
 // serve.tls: the assistant on HTTPS with the hospital's own certificate (made here with openssl):
 // `openssl s_client` sees that certificate, and an HTTPS client trusting it gets answers.
 import { describe, it, expect, afterAll } from 'vitest';
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { request } from 'node:https';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startServe } from '../../site-agent/serve/run.ts';
 import { makeSite, rmDir } from './helpers.ts';
+import { runProcessOk } from '../runner/run-process.ts';
 
 const dir = makeSite('serve-tls-probe').dir; // only for a folder; the real site is below
 afterAll(() => rmDir(dir));
@@ -14,7 +15,7 @@ afterAll(() => rmDir(dir));
 describe('assistant over TLS', () => {
   it("serves HTTPS with the configured certificate; clients that trust it get answers", async () => {
     const cert = join(dir, 'assistant.crt'), key = join(dir, 'assistant.key');
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=assistant.hospital-a.example', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
+    await runProcessOk('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=assistant.hospital-a.example', '-addext', 'subjectAltName=IP:127.0.0.1']);
     const site = makeSite('serve-tls', { tls: { cert, key } });
     const srv = await startServe(site.siteDir);
     try {

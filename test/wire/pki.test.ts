@@ -2,7 +2,6 @@
 // checks, certificate contents, token encoding, CLI wiring.
 import { afterAll, describe, expect, it } from 'vitest';
 import { readFileSync, rmSync, statSync } from 'node:fs';
-import { execFileSync, spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { join } from 'node:path';
 import { initCa, signCsr, caPaths } from '../../certs/ca.ts';
@@ -10,6 +9,7 @@ import { createCsrPem, generateKeyPair, certSha256 } from '../../certs/x509.ts';
 import { decodeJoinToken, encodeJoinToken, parseDuration, hashSecret } from '../../certs/tokens.ts';
 import { issueJoinToken, enrollSite, revokeSite } from '../../coordinator/enrollment.ts';
 import { openCoordinatorDb } from '../../coordinator/store/migrations.ts';
+import { runProcess, runProcessOk } from '../runner/run-process.ts';
 import { tempDir } from './helpers.ts';
 
 const dirs: string[] = [];
@@ -94,19 +94,19 @@ describe('join tokens', () => {
 });
 
 describe('CLI', () => {
-  it('ca init, site invite and site revoke work end to end', () => {
+  it('ca init, site invite and site revoke work end to end', async () => {
     const d = dir('cli');
     const bin = join(process.cwd(), 'cli', 'bin.mjs');
-    const out = execFileSync('node', [bin, 'ca', 'init', '--data-dir', d, '--san', 'coord.example,10.1.2.3'], { encoding: 'utf8' });
+    const out = await runProcessOk(process.execPath, [bin, 'ca', 'init', '--data-dir', d, '--san', 'coord.example,10.1.2.3']);
     expect(out).toMatch(/CA sha256: [0-9a-f]{64}/);
     const server = new X509Certificate(readFileSync(join(d, 'pki', 'server.crt')));
     expect(server.subjectAltName).toContain('DNS:coord.example');
     expect(server.subjectAltName).toContain('IP Address:10.1.2.3');
     expect(server.subjectAltName).toContain('IP Address:127.0.0.1');
-    const token = execFileSync('node', [bin, 'site', 'invite', '--site', 'site-cli', '--ttl', '1h', '--data-dir', d, '--enroll-endpoint', 'coord.example:7444'], { encoding: 'utf8' }).trim();
+    const token = (await runProcessOk(process.execPath, [bin, 'site', 'invite', '--site', 'site-cli', '--ttl', '1h', '--data-dir', d, '--enroll-endpoint', 'coord.example:7444'])).trim();
     const t = decodeJoinToken(token);
     expect(t).toMatchObject({ site: 'site-cli', enroll: 'coord.example:7444', caSha256: out.match(/CA sha256: ([0-9a-f]{64})/)![1] });
-    const bad = spawnSync('node', [bin, 'site', 'revoke', 'nobody', '--data-dir', d], { encoding: 'utf8' });
+    const bad = await runProcess(process.execPath, [bin, 'site', 'revoke', 'nobody', '--data-dir', d]);
     expect(bad.status).toBe(2);
     expect(bad.stderr).toMatch(/FEDLORA_ERR_SITE_UNKNOWN/);
   });
