@@ -1,7 +1,8 @@
 // serve.review.auto_sample: when the agent receives a global adapter, the release gate's hook has
 // the tiny model's candidate answer the doctors' review sample before the gate decides — the same
 // cases `fedlora site review sample` picks (which then has nothing to add) — and with a review
-// floor the decision holds it until doctors rate them.
+// floor the decision holds it until doctors rate them on /review: the rating that meets the floor
+// serves it (no admin approval in this site's policy).
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { join } from 'node:path';
 import { initLoraAdapter, readCheckpoint, writePeftAdapter } from '../../site-agent/engine/index.ts';
@@ -12,6 +13,8 @@ import { AuditLog } from '../../shared/audit.ts';
 import { sha256FileSync } from '../../shared/hash.ts';
 import { receiveGlobalAdapter } from '../../site-agent/serve/gate/receive.ts';
 import { getCandidate } from '../../site-agent/serve/gate/policy.ts';
+import { currentServing } from '../../site-agent/serve/gate/serving.ts';
+import { startServe, type RunningServe } from '../../site-agent/serve/run.ts';
 import { sampledRecords } from '../../site-agent/serve/review/sample.ts';
 import { runFedlora } from '../runner/fedlora-cli.ts';
 import { makeSite, rmDir } from './helpers.ts';
@@ -36,7 +39,11 @@ beforeAll(async () => {
   const [synth] = generateSites({ sites: 1, records: 40, lang: 'en', skew: 0, seed: 5 });
   expect(await ingestRecords(site, synth.records)).toBe(40);
 });
-afterAll(() => rmDir(site.dir));
+let srv: RunningServe | null = null;
+afterAll(async () => {
+  await srv?.close();
+  rmDir(site.dir);
+});
 
 describe('release gate: review cases sampled on receipt', () => {
   it('samples serve.review.auto_sample cases for the received candidate, the ones `fedlora site review sample` picks, and holds it for the floor', async () => {
@@ -65,5 +72,23 @@ describe('release gate: review cases sampled on receipt', () => {
     const r = await runFedlora(['site', 'review', 'sample', '--version', 'job-1/v1', '--size', String(AUTO), '--site-dir', site.siteDir]);
     expect(r.err).toBe('');
     expect(r.out).toContain(`job-1/v1: 0 answers generated; ${AUTO} cases for review`);
+
+    // Two safe ratings through the review page's API: the first leaves it held, the second serves it.
+    srv = await startServe(site.siteDir);
+    const statusAfterRating = async () => {
+      const next = (await (await fetch(`${srv!.url}/api/review/next`, { headers: { authorization: `Bearer ${site.keys.clinician}` } })).json()) as { case: { id: number } };
+      const res = await fetch(`${srv!.url}/api/review/cases/${next.case.id}/ratings`, {
+        method: 'POST', headers: { authorization: `Bearer ${site.keys.clinician}`, 'content-type': 'application/json' }, body: JSON.stringify({ correctness: 'correct', safety: 'safe', score: 4 }),
+      });
+      expect(res.status).toBe(201);
+      const db = openSiteDb(site.siteDir);
+      try {
+        return { status: getCandidate(db, 'job-1', 1)!.status, serving: currentServing(db).label };
+      } finally {
+        db.close();
+      }
+    };
+    expect(await statusAfterRating()).toEqual({ status: 'held', serving: 'base' });
+    expect(await statusAfterRating()).toEqual({ status: 'approved', serving: 'job-1/v1' });
   });
 });
