@@ -8,6 +8,7 @@ import { pino, type Logger } from 'pino';
 import { survivedErrors } from './metrics/survived-errors.ts';
 import { fail } from '../shared/errors.ts';
 import { enrollmentService, federationService, SERVER_OPTIONS } from '../shared/proto.ts';
+import { widenConnectionWindow } from '../shared/http2-window.ts';
 import { createEnrollmentServerCredentials, createFederationServerCredentials } from '../shared/tls.ts';
 import { readManifestSigner, readServerPki } from '../certs/ca.ts';
 import { createEnrollmentHandlers, loadCoordinatorCa, pkiDirOf, setupCoordinatorPki, sqlitePathOf } from './enrollment.ts';
@@ -116,6 +117,7 @@ export async function startCoordinator(configOrDir: CoordinatorConfig | string, 
   const crl = watchCrl({ db: store.db, ca, creds: fedCreds, log });
   await crl.check(); // the listener starts with the CRL: a revoked certificate never completes a handshake
   const federationPort = await bind(fed, `${config.federation.host}:${config.federation.port}`, fedCreds);
+  widenConnectionWindow(fed); // uploads: without it, 64 KiB in flight per connection
   const federationEndpoint = config.federation.public_endpoint ?? `${dialHost(config.federation.host)}:${federationPort}`;
 
   const enr = new grpc.Server(SERVER_OPTIONS);

@@ -177,6 +177,9 @@ const CHANNEL_OPTIONS: grpc.ChannelOptions = {
   'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
   'grpc.keepalive_time_ms': 30_000,
   'grpc.keepalive_timeout_ms': 10_000,
+  // downloads of published adapters: the client's own connection and stream windows
+  // (grpc-js sends the WINDOW_UPDATE itself), as the coordinator does for uploads
+  'grpc-node.flow_control_window': 32 * 1024 * 1024,
 };
 
 export const SERVER_OPTIONS: grpc.ServerOptions = {

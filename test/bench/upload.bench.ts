@@ -30,6 +30,7 @@ import { createFederationClient, federationService, SERVER_OPTIONS, type UpdateM
 import { createFederationServerCredentials, createSiteChannelCredentials, sitePaths } from '../../shared/tls.ts';
 import { uploadFile, type UploadHeaderInput } from '../../shared/transfer/upload.ts';
 import { MiB } from '../../shared/transfer/chunks.ts';
+import { widenConnectionWindow } from '../../shared/http2-window.ts';
 
 const MODEL = { hidden: 4096, layers: 38, r: 64 }; // q,v LoRA: 4·r·hidden·layers = 39.8M parameters
 const TARGET_MBS = 300;
@@ -138,6 +139,7 @@ async function drainOnlyServer(dataDir: string): Promise<{ endpoint: string; clo
     },
   } as unknown as grpc.UntypedServiceImplementation);
   const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', createFederationServerCredentials(readServerPki(pkiDirOf(dataDir))), (e, p) => (e ? reject(e) : resolve(p))));
+  widenConnectionWindow(server);
   return { endpoint: `127.0.0.1:${port}`, close: () => server.forceShutdown() };
 }
 
