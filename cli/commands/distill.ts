@@ -6,10 +6,9 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { CliGroups } from '../groups.ts';
 import { fail } from '../../shared/errors.ts';
-import { ALL_TARGETS } from '../../shared/lora/keys.ts';
 import type { Device, LoraConfig } from '../../site-agent/engine/index.ts';
 import { formatProgress, intFlag, modelDirFlag, numFlag, oneOf, quantizeFlag, targetsFlag } from './model.ts';
-import { deviceOption, quantizeOption } from '../engine-options.ts';
+import { deviceOption, loraShapeOptions, quantizeOption, trainingLoopOptions, withOptions } from '../engine-options.ts';
 
 interface DistillFlags {
   teacher: string; teacherAdapter?: string; student: string; data: string; out: string; steps?: string; epochs?: string;
@@ -59,7 +58,7 @@ async function distillAction(o: DistillFlags): Promise<void> {
 }
 
 export function register(g: CliGroups): void {
-  g.program
+  const cmd = g.program
     .command('distill')
     .description('distil a teacher model into a student\'s LoRA adapter: loss = (1-α)·CE + α·T²·KL(teacher^T || student^T) over the teacher\'s top-k (+ the rest as one bucket), computed once and stored')
     .requiredOption('--teacher <dir>', 'teacher model folder (must share the student\'s tokenizer)')
@@ -67,24 +66,13 @@ export function register(g: CliGroups): void {
     .requiredOption('--student <dir>', 'student base model folder')
     .requiredOption('--data <file>', 'training data (.jsonl), tokenised with the shared tokenizer')
     .requiredOption('--out <dir>', 'output: the student\'s PEFT adapter + metrics.json (loss, CE, KL per step, settings)')
-    .option('--steps <n>', 'optimizer steps')
-    .option('--epochs <n>', 'epochs over the data (default 1)')
     .option('--top-k <k>', 'teacher tokens stored per position (the rest is kept as one bucket)', '32')
     .option('--temperature <T>', 'softmax temperature of teacher and student in the KL term', '2')
     .option('--kd-alpha <a>', 'weight α of the KL term (1-α on cross-entropy)', '0.5')
     .option('--teacher-cache <dir>', 'where teacher stores are kept (default: <graph cache>/teacher-logits); a second run with the same teacher, adapter, data, k and T reuses its store')
-    .option('--rank <r>', 'student LoRA rank', '8')
-    .option('--alpha <a>', 'student LoRA alpha', '16')
-    .option('--targets <list>', `projections to adapt (${ALL_TARGETS.join(',')})`, 'q_proj,v_proj')
-    .option('--init-seed <n>', 'seed of the LoRA A init', '0')
     .option('--init-adapter <dir>', 'start the student from this PEFT adapter')
-    .option('--lr <x>', 'learning rate', '1e-4')
-    .option('--warmup <n>', 'linear warm-up steps', '0')
-    .option('--batch-tokens <n>', 'tokens per optimizer step')
-    .option('--max-seq-len <n>', 'truncate longer examples', '512')
-    .option('--seed <n>', 'seed for data order', '0')
-    .option('--max-grad-norm <x>', 'clip the global gradient norm (0 = off)', '1')
-    .addOption(deviceOption())
-    .addOption(quantizeOption())
-    .action(distillAction);
+    .option('--seed <n>', 'seed for data order', '0');
+  withOptions(cmd, loraShapeOptions('student LoRA'));
+  withOptions(cmd, trainingLoopOptions());
+  cmd.addOption(deviceOption()).addOption(quantizeOption()).action(distillAction);
 }

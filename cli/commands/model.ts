@@ -9,7 +9,7 @@ import { fail } from '../../shared/errors.ts';
 import { ALL_TARGETS } from '../../shared/lora/keys.ts';
 import type { Arch, LoraConfig, LoraTarget } from '../../shared/lora/types.ts';
 import type { Device, ProgressEvent, QuantMode, WeightDtype } from '../../site-agent/engine/index.ts';
-import { adapterOption, deviceOption, quantizeOption } from '../engine-options.ts';
+import { adapterOption, deviceOption, loraShapeOptions, quantizeOption, trainingLoopOptions, withOptions } from '../engine-options.ts';
 
 // ---- flag parsing: every bad value names its flag ------------------------------------------
 export function intFlag(v: string | undefined, flag: string, opts: { min?: number } = {}): number | undefined {
@@ -255,31 +255,24 @@ export function register(g: CliGroups): void {
       process.stdout.write(`merged ${resolve(o.adapter)} into ${modelDir} -> ${resolve(o.out)}\n`);
     });
 
-  g.program
+  const train = g.program
     .command('train')
     .description('fine-tune a LoRA adapter on a JSONL file (chat, prompt/completion or token records)')
     .requiredOption('--model <dir>', 'base model folder')
     .requiredOption('--data <file>', 'training data (.jsonl)')
-    .requiredOption('--out <dir>', 'output adapter folder (PEFT format) + train_metrics.json + checkpoint/')
-    .option('--rank <r>', 'LoRA rank', '8')
-    .option('--alpha <a>', 'LoRA alpha', '16')
-    .option('--targets <list>', `projections to adapt (${ALL_TARGETS.join(',')})`, 'q_proj,v_proj')
+    .requiredOption('--out <dir>', 'output adapter folder (PEFT format) + train_metrics.json + checkpoint/');
+  withOptions(train, loraShapeOptions());
+  train
     .option('--lora-dropout <p>', 'LoRA dropout', '0')
     .option('--rslora', 'rank-stabilised scaling alpha/sqrt(r)')
+    .option('--freeze-a', 'train only lora_B (A stays at its seeded init)')
     .option('--optimizer <name>', 'adamw | sgd', 'adamw')
-    .option('--lr <x>', 'learning rate', '1e-4')
-    .option('--weight-decay <x>', 'weight decay', '0')
-    .option('--warmup <n>', 'linear warm-up steps', '0')
-    .option('--steps <n>', 'optimizer steps')
-    .option('--epochs <n>', 'epochs over the data (default 1)')
-    .option('--batch-tokens <n>', 'tokens per optimizer step (micro-batches are accumulated)')
+    .option('--weight-decay <x>', 'weight decay', '0');
+  withOptions(train, trainingLoopOptions());
+  train
     .option('--micro-batch <n>', 'rows per micro-batch', '1')
     .option('--seq <n>', 'row length (default: longest example)')
-    .option('--max-seq-len <n>', 'truncate longer examples', '512')
     .option('--seed <n>', 'seed for data order and dropout', '0')
-    .option('--init-seed <n>', 'seed of the LoRA A init (same at every site)', '0')
-    .option('--freeze-a', 'train only lora_B (A stays at its seeded init)')
-    .option('--max-grad-norm <x>', 'clip the global gradient norm (0 = off)', '1')
     .option('--prox-mu <x>', 'FedProx proximal weight (against the initial adapter)', '0')
     .option('--init-adapter <dir>', 'start from this PEFT adapter (e.g. the global one)')
     .addOption(deviceOption())

@@ -4,8 +4,12 @@
 #
 #   write <dir> <layers> <hidden> <kv_out> <inter> <r> <dtype> <adapter_name|-> : write a PEFT-style adapter
 #   check <dir> <layers> <hidden> <kv_out> <inter>                            : validate ours as PEFT would, print B@A*s
-import json, struct, sys, re
+import json, os, sys, re
 import torch
+
+sys.dont_write_bytecode = True  # nothing written into the checkout
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'ref'))
+from safetensors_torch import read_safetensors_meta as load_safetensors, write_safetensors  # noqa: E402
 
 DT = {'F32': torch.float32, 'F16': torch.float16, 'BF16': torch.bfloat16}
 # Fields of peft.LoraConfig (0.13) that save_pretrained writes; LoraConfig(**cfg) rejects others.
@@ -25,47 +29,6 @@ def dims(layers, hidden, kv, inter):
 
 def parent(t):
     return 'mlp' if t in ('gate_proj', 'up_proj', 'down_proj') else 'self_attn'
-
-
-def save_safetensors(path, tensors):
-    header, blobs, off = {}, [], 0
-    for name in sorted(tensors):
-        t = tensors[name].contiguous()
-        if t.dtype == torch.bfloat16:
-            raw = t.view(torch.int16).numpy().tobytes()
-        else:
-            raw = t.numpy().tobytes()
-        dt = {torch.float32: 'F32', torch.float16: 'F16', torch.bfloat16: 'BF16'}[t.dtype]
-        header[name] = {'dtype': dt, 'shape': list(t.shape), 'data_offsets': [off, off + len(raw)]}
-        blobs.append(raw)
-        off += len(raw)
-    header['__metadata__'] = {'format': 'pt'}
-    h = json.dumps(header).encode()
-    h += b' ' * ((8 - len(h) % 8) % 8)
-    with open(path, 'wb') as f:
-        f.write(struct.pack('<Q', len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
-
-
-def load_safetensors(path):
-    with open(path, 'rb') as f:
-        n = struct.unpack('<Q', f.read(8))[0]
-        header = json.loads(f.read(n))
-        data = f.read()
-    out = {}
-    for name, e in header.items():
-        if name == '__metadata__':
-            continue
-        a, b = e['data_offsets']
-        buf = bytearray(data[a:b])
-        if e['dtype'] == 'BF16':
-            t = torch.frombuffer(buf, dtype=torch.int16).view(torch.bfloat16)
-        else:
-            t = torch.frombuffer(buf, dtype=DT[e['dtype']])
-        out[name] = t.reshape(e['shape']).float()
-    return header.get('__metadata__'), out
 
 
 def write(d, layers, hidden, kv, inter, r, dtype, name):
@@ -94,7 +57,7 @@ def write(d, layers, hidden, kv, inter, r, dtype, name):
             tensors[f'{base}.lora_B{mid}.weight'] = B
             expect[f'{base}.lora_A.weight'] = A.float().flatten().tolist()
             expect[f'{base}.lora_B.weight'] = B.float().flatten().tolist()
-    save_safetensors(f'{d}/adapter_model.safetensors', tensors)
+    write_safetensors(f'{d}/adapter_model.safetensors', tensors, {'format': 'pt'})
     print(json.dumps(expect))
 
 

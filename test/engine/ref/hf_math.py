@@ -1,41 +1,21 @@
 #!/usr/bin/env python3
 """Reference forward of transformers' LlamaForCausalLM / Qwen2ForCausalLM (+ PEFT LoRA) in torch,
 written from modeling_llama.py / modeling_qwen2.py / modeling_rope_utils.py, reading config.json
-and safetensors with plain python (json + struct + numpy). Used by test/engine/parity*.test.ts.
+and safetensors with plain python (safetensors_torch.py). Used by test/engine/parity*.test.ts.
 
 stdin: JSON request (or a list of them, answered by a list, to pay torch's import once):
 {model_dir, adapter (safetensors path or null), lora {r, alpha, use_rslora, targets} or
 null, batch {B, S, input_ids, position_ids, segment_ids, targets} (flat lists), denominator}
 stdout: JSON {token_logprobs: [B*S] log p(target) (target -100 -> 0), loss: float}
 """
-import json, math, os, struct, sys
-import numpy as np
+import json, math, os, sys
 import torch
 
+sys.dont_write_bytecode = True  # nothing written into the checkout
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from safetensors_torch import read_safetensors  # noqa: E402,F401  (also imported from here by other references)
+
 torch.set_grad_enabled(False)
-
-
-def read_safetensors(path):
-    with open(path, 'rb') as f:
-        n = struct.unpack('<Q', f.read(8))[0]
-        header = json.loads(f.read(n))
-        data = f.read()
-    out = {}
-    for name, e in header.items():
-        if name == '__metadata__':
-            continue
-        a, b = e['data_offsets']
-        raw = data[a:b]
-        if e['dtype'] == 'F32':
-            arr = np.frombuffer(raw, dtype='<f4')
-        elif e['dtype'] == 'F16':
-            arr = np.frombuffer(raw, dtype='<f2').astype(np.float32)
-        elif e['dtype'] == 'BF16':
-            arr = (np.frombuffer(raw, dtype='<u2').astype(np.uint32) << 16).view(np.float32)
-        else:
-            raise ValueError(e['dtype'])
-        out[name] = torch.from_numpy(arr.copy()).reshape(e['shape'])
-    return out
 
 
 def inv_freq_of(cfg, dim):
