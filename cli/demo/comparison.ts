@@ -15,13 +15,10 @@ export type Verdict = 'global better' | 'local-only better' | 'no clear differen
 /** The site's paired difference of the comparison metric (global − local-only, same items). */
 export const pairedMetricOf = (metric: string): string => `${metric}_minus_local`;
 
-export interface ComparisonRow {
-  site: string;
-  /** What the site's data is: "mostly Cardiology", "small (30 records)". */
-  note: string;
+/** The consortium's line for one evaluation set: the global adapter against local-only training. */
+export interface ConsortiumRow {
   /** 'held-out' (the site's own test items) or the shared set's eval set name. */
   eval_set: string;
-  metric: string;
   global: Estimate | null;
   local: Estimate | null;
   /** global − local (null when either is missing). */
@@ -35,15 +32,12 @@ export interface ComparisonRow {
   basis: 'paired difference' | 'separate intervals' | null;
 }
 
-export interface ConsortiumRow {
-  eval_set: string;
-  global: Estimate | null;
-  local: Estimate | null;
-  difference: number | null;
-  paired: Estimate | null;
-  global_above_chance: boolean | null;
-  verdict: Verdict | null;
-  basis: ComparisonRow['basis'];
+/** One hospital's line: the same figures, for its site, with what its data is and the metric. */
+export interface ComparisonRow extends ConsortiumRow {
+  site: string;
+  /** What the site's data is: "mostly Cardiology", "small (30 records)". */
+  note: string;
+  metric: string;
 }
 
 export interface Comparison {

@@ -10,37 +10,21 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { TRAIN_ROUND, runTrainRound } from '../../site-agent/agent/train-round.ts';
 import { runEvaluateTask } from '../../site-agent/agent/evaluate-task.ts';
-import type { LocalTrainRequest, Trainer } from '../../site-agent/agent/trainers.ts';
 import { decodeSafetensorsF32 } from '../../shared/safetensors.ts';
 import { readPeftAdapter } from '../../shared/lora/peft.ts';
-import type { AdapterWeights } from '../../shared/lora/types.ts';
 import { storeSiteMetrics } from '../../coordinator/metrics/site-reports.ts';
 import { harness, online, rmDir, tinySpec } from '../coordinator/helpers.ts';
-import { siteFixture, JOB, type SiteFixture } from '../site-agent/site-fixture.ts';
+import { shiftingTrainer, siteFixture, JOB, type SiteFixture } from '../site-agent/site-fixture.ts';
 
 const fixtures: SiteFixture[] = [];
 afterEach(() => fixtures.splice(0).forEach((f) => f.cleanup()));
 
-/** Adds 0.125 to every lora_B value for a round's training, 1 for a personalised run (its workDir ends in /personal). */
-function shiftingTrainer() {
-  const requests: LocalTrainRequest[] = [];
-  const trainer: Trainer = {
-    kind: 'shift',
-    async train(req) {
-      requests.push(req);
-      const step = req.workDir.endsWith('personal') ? 1 : 0.125;
-      const adapter: AdapterWeights = new Map([...req.initAdapter!].map(([k, t]) => [k, { shape: t.shape, data: t.data.map((v) => (k.includes('.lora_B.') ? v + step : v)) }]));
-      return { adapter, numExamples: 8, lossPerStep: [2.5], tokensPerSecond: 1000 };
-    },
-  };
-  return { trainer, requests };
-}
 
 describe('personalised site adapters', () => {
   it('trains personal_steps on the global version, evaluates it as kind personal for that version, keeps it here, sends only the round update', async () => {
     const f = await siteFixture({ training: { local_baseline: true, personal_steps: 3, max_seq_len: 1024, max_train_examples: 8 } });
     fixtures.push(f);
-    const { trainer, requests } = shiftingTrainer();
+    const { trainer, requests } = shiftingTrainer((req) => (req.workDir.endsWith('personal') ? 1 : 0.125));
     const task = f.task({ round: 4, globalAdapter: { jobId: JOB, version: 3, sha256: '', sizeBytes: 0, manifestSha256: f.task().baseModel.manifestSha256 } });
     await runTrainRound(f.deps({ trainer }), task, TRAIN_ROUND);
 
@@ -82,7 +66,7 @@ describe('personalised site adapters', () => {
   it('the final EVALUATE task also evaluates the personalised adapter of the last version; personal_steps 0 makes none', async () => {
     const f = await siteFixture({ training: { local_baseline: false, personal_steps: 2, max_seq_len: 1024, max_train_examples: 8 } });
     fixtures.push(f);
-    const { trainer, requests } = shiftingTrainer();
+    const { trainer, requests } = shiftingTrainer((req) => (req.workDir.endsWith('personal') ? 1 : 0.125));
     await runEvaluateTask(f.deps({ trainer }), f.task({ kind: 'TASK_KIND_EVALUATE', round: 5, globalAdapter: { jobId: JOB, version: 5, sha256: '', sizeBytes: 0, manifestSha256: f.task().baseModel.manifestSha256 } }));
     expect(requests.map((r) => r.train.steps)).toEqual([2]);
     expect(f.coordinator.metrics.filter((m) => m.phase === 'eval').map((m) => [m.metrics[0].kind, m.round])).toEqual([['global', 5], ['personal', 5]]);
@@ -91,7 +75,7 @@ describe('personalised site adapters', () => {
 
     const g = await siteFixture();
     fixtures.push(g);
-    const off = shiftingTrainer();
+    const off = shiftingTrainer((req) => (req.workDir.endsWith('personal') ? 1 : 0.125));
     await runTrainRound(g.deps({ trainer: off.trainer }), g.task(), TRAIN_ROUND);
     expect(off.requests.map((r) => r.workDir.split('/').at(-1))).toEqual(['global']);
     expect(g.coordinator.metrics.some((m) => m.metrics.some((x) => x.kind === 'personal'))).toBe(false);

@@ -18,27 +18,13 @@ import { handleCrossEval } from '../../site-agent/agent/cross-eval.ts';
 import { writePeftAdapter } from '../../shared/lora/peft.ts';
 import { adapterWeightsAtRank } from '../../shared/lora/rank.ts';
 import type { LoraConfig } from '../../shared/lora/types.ts';
-import { JOB } from '../site-agent/site-fixture.ts';
-import type { LocalTrainRequest, Trainer } from '../../site-agent/agent/trainers.ts';
 import { decodeSafetensorsF32, parseSafetensorsHeader } from '../../shared/safetensors.ts';
 import type { AdapterWeights } from '../../shared/lora/types.ts';
-import { siteFixture, type SiteFixture } from '../site-agent/site-fixture.ts';
+import { JOB, shiftingTrainer, siteFixture, type SiteFixture } from '../site-agent/site-fixture.ts';
 
 const fixtures: SiteFixture[] = [];
 afterEach(() => fixtures.splice(0).forEach((f) => f.cleanup()));
 
-function shiftingTrainer() {
-  const requests: LocalTrainRequest[] = [];
-  const trainer: Trainer = {
-    kind: 'shift',
-    async train(req) {
-      requests.push(req);
-      const adapter: AdapterWeights = new Map([...req.initAdapter!].map(([k, t]) => [k, { shape: t.shape, data: t.data.map((v) => (k.includes('.lora_B.') ? v + 0.125 : v)) }]));
-      return { adapter, numExamples: 8, lossPerStep: [2.5], tokensPerSecond: 1000 };
-    },
-  };
-  return { trainer, requests };
-}
 
 /** A site allowed rank 1 at most, its coordinator's global B made non-zero (a rank-2 product). */
 async function smallSite(): Promise<SiteFixture> {
@@ -64,7 +50,7 @@ const dot = (x: Float64Array, y: Float64Array) => x.reduce((s, v, i) => s + v * 
 describe('a site training below the job\'s rank', () => {
   it('svd: starts from the best rank-1 factors with the job\'s scaling, sends rank-1 factors declared as lora_r 1, reports its rank', async () => {
     const f = await smallSite();
-    const { trainer, requests } = shiftingTrainer();
+    const { trainer, requests } = shiftingTrainer(0.125);
     const task = f.task({ aggregation: 'svd', payloadKind: 'weights', lora: { ...f.task().lora, minSiteR: 1 } });
     await runTrainRound(f.deps({ trainer }), task, TRAIN_ROUND);
 
@@ -95,7 +81,7 @@ describe('a site training below the job\'s rank', () => {
 
   it('ffa: starts from A\'s first row and the fitted B, sends the rank-1 B delta', async () => {
     const f = await smallSite();
-    const { trainer, requests } = shiftingTrainer();
+    const { trainer, requests } = shiftingTrainer(0.125);
     const task = f.task({ aggregation: 'ffa', payloadKind: 'delta', lora: { ...f.task().lora, freezeA: true, minSiteR: 1 } });
     await runTrainRound(f.deps({ trainer }), task, TRAIN_ROUND);
     const start = requests[0].initAdapter!;
@@ -113,7 +99,7 @@ describe('a site training below the job\'s rank', () => {
 
   it('declines a job whose min_site_r is above its policy.max_lora_rank, before fetching anything', async () => {
     const f = await smallSite();
-    const { trainer, requests } = shiftingTrainer();
+    const { trainer, requests } = shiftingTrainer(0.125);
     const task = f.task({ aggregation: 'svd', payloadKind: 'weights', lora: { ...f.task().lora, minSiteR: 2 } });
     await runTrainRound(f.deps({ trainer }), task, TRAIN_ROUND);
     expect(f.coordinator.declined).toEqual([{ taskId: task.taskId, code: 'FEDLORA_ERR_POLICY', reason: 'the job trains LoRA rank 2 and accepts sites down to rank 2 (lora.min_site_r); this site trains at most rank 1 (policy.max_lora_rank)' }]);
@@ -128,7 +114,7 @@ describe('a site training below the job\'s rank', () => {
       training: { local_baseline: false, personal_steps: 2, max_seq_len: 1024, max_train_examples: 8 },
     });
     fixtures.push(f);
-    const { trainer, requests } = shiftingTrainer();
+    const { trainer, requests } = shiftingTrainer(0.125);
     await runEvaluateTask(f.deps({ trainer }), f.task({ kind: 'TASK_KIND_EVALUATE', aggregation: 'svd', lora: { ...f.task().lora, minSiteR: 1 } }));
     expect(requests.map((r) => [r.workDir.split('/').at(-1), r.lora.r, r.lora.alpha])).toEqual([['personal', 1, 2]]);
     for (const [k, t] of requests[0].initAdapter!) expect(k.includes('.lora_A.') ? t.shape[0] : t.shape[1]).toBe(1);

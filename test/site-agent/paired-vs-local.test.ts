@@ -7,22 +7,14 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { TEST_TIMEOUT_MS } from '../runner/limits.ts';
 import { TRAIN_ROUND, runTrainRound } from '../../site-agent/agent/train-round.ts';
 import { runEvaluateTask } from '../../site-agent/agent/evaluate-task.ts';
-import type { Trainer } from '../../site-agent/agent/trainers.ts';
-import type { AdapterWeights } from '../../shared/lora/types.ts';
 import { ACCURACY_MINUS_LOCAL } from '../../site-agent/agent/paired-comparison.ts';
-import { siteFixture, JOB, type SiteFixture } from './site-fixture.ts';
+import { shiftingTrainer, siteFixture, JOB, type SiteFixture } from './site-fixture.ts';
 
 const fixtures: SiteFixture[] = [];
 afterEach(() => fixtures.splice(0).forEach((f) => f.cleanup()));
 
 /** Moves every lora_B value by 0.5: the local-only adapter then answers differently from the global one. */
-const shifting: Trainer = {
-  kind: 'shift',
-  async train(req) {
-    const adapter: AdapterWeights = new Map([...req.initAdapter!].map(([k, t]) => [k, { shape: t.shape, data: t.data.map((v) => (k.includes('.lora_B.') ? v + 0.5 : v)) }]));
-    return { adapter, numExamples: 8, lossPerStep: [2.5], tokensPerSecond: 1000 };
-  },
-};
+const shifting = shiftingTrainer(0.5).trainer;
 
 describe('paired difference of the global and the local-only adapter at the site', () => {
   it('reports global − local-only of the same items with its interval for the version of the local-only adapter\'s round', async () => {

@@ -18,7 +18,7 @@ import { SiteOutbox } from '../../site-agent/agent/outbox.ts';
 import { SiteWorkspace } from '../../site-agent/agent/workspace.ts';
 import { EngineEvaluator, type Evaluator } from '../../site-agent/agent/evaluation.ts';
 import type { TaskDeps, AgentLogger } from '../../site-agent/agent/task-context.ts';
-import type { Trainer } from '../../site-agent/agent/trainers.ts';
+import type { LocalTrainRequest, LocalTrainResult, Trainer } from '../../site-agent/agent/trainers.ts';
 import type { FederationWire, MetricOut, SubmitResult, UpdateHeaderOut, WireTask } from '../../site-agent/agent/wire.ts';
 import type { AdapterWeights, LoraConfig } from '../../shared/lora/types.ts';
 import type { GlobalEvaluatedHook, GlobalVerifiedHook } from '../../site-agent/agent/global-adapter.ts';
@@ -141,4 +141,21 @@ function scriptedCoordinator(global: AdapterWeights, siteDir: string): ScriptedC
     close: () => undefined,
   };
   return { ...c, wire };
+}
+
+/** A stand-in trainer that adds `step` (a number, or one chosen per request) to every lora_B
+ *  value of the adapter it starts from, recording each request; `report` fills the rest of
+ *  the result (default: 8 examples, one step at loss 2.5, 1000 tokens/s). */
+export function shiftingTrainer(step: number | ((req: LocalTrainRequest) => number), report: (req: LocalTrainRequest) => Omit<LocalTrainResult, 'adapter'> = () => ({ numExamples: 8, lossPerStep: [2.5], tokensPerSecond: 1000 })) {
+  const requests: LocalTrainRequest[] = [];
+  const trainer: Trainer = {
+    kind: 'shift',
+    async train(req) {
+      requests.push(req);
+      const by = typeof step === 'number' ? step : step(req);
+      const adapter: AdapterWeights = new Map([...req.initAdapter!].map(([k, t]) => [k, { shape: t.shape, data: t.data.map((v) => (k.includes('.lora_B.') ? v + by : v)) }]));
+      return { adapter, ...report(req) };
+    },
+  };
+  return { trainer, requests };
 }

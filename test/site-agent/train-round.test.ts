@@ -13,8 +13,7 @@ import type { EvaluatedGlobal, VerifiedGlobal } from '../../site-agent/agent/glo
 import { decodeSafetensorsF32 } from '../../shared/safetensors.ts';
 import { verifyUpdateSignature } from '../../shared/update-signature.ts';
 import { AuditLog } from '../../shared/audit.ts';
-import type { AdapterWeights } from '../../shared/lora/types.ts';
-import { siteFixture, type SiteFixture } from './site-fixture.ts';
+import { shiftingTrainer, siteFixture, type SiteFixture } from './site-fixture.ts';
 
 const fixtures: SiteFixture[] = [];
 afterEach(() => fixtures.splice(0).forEach((f) => f.cleanup()));
@@ -24,20 +23,9 @@ async function site(patch: Record<string, unknown> = {}) {
   return f;
 }
 
-/** A trainer that adds `step` to every lora_B value of the adapter it starts from. */
-function shiftingTrainer(step: number) {
-  const requests: LocalTrainRequest[] = [];
-  const trainer: Trainer = {
-    kind: 'shift',
-    async train(req) {
-      requests.push(req);
-      const lines = readFileSync(req.trainFile, 'utf8').trim().split('\n').length;
-      const adapter: AdapterWeights = new Map([...req.initAdapter!].map(([k, t]) => [k, { shape: t.shape, data: t.data.map((v) => (k.includes('.lora_B.') ? v + step : v)) }]));
-      return { adapter, numExamples: lines, lossPerStep: [2.5, 2.25], tokensPerSecond: 1234 };
-    },
-  };
-  return { trainer, requests };
-}
+
+/** The training file's lines as the example count, two loss values. */
+const byLines = (req: LocalTrainRequest) => ({ numExamples: readFileSync(req.trainFile, 'utf8').trim().split('\n').length, lossPerStep: [2.5, 2.25], tokensPerSecond: 1234 });
 
 /** TRAIN_ROUND with each step's name and the agent state while it runs recorded. */
 function traced(steps: readonly RoundStep[], seen: [string, string][]): RoundStep[] {
@@ -47,7 +35,7 @@ function traced(steps: readonly RoundStep[], seen: [string, string][]): RoundSte
 describe('the training round pipeline', () => {
   it('runs its named steps in order: verified global adapter, evaluation, training, signed update, reports', async () => {
     const f = await site();
-    const { trainer, requests } = shiftingTrainer(0.125);
+    const { trainer, requests } = shiftingTrainer(0.125, byLines);
     const verified: VerifiedGlobal[] = [];
     const evaluated: EvaluatedGlobal[] = [];
     const deps = f.deps({ trainer, onGlobalVerified: [(g) => void verified.push(g)], onGlobalEvaluated: async (g) => void evaluated.push(g) });
@@ -106,7 +94,7 @@ describe('the training round pipeline', () => {
 
   it('takes a new step where it is put (here: a replay step that changes the training file)', async () => {
     const f = await site();
-    const { trainer, requests } = shiftingTrainer(0.5);
+    const { trainer, requests } = shiftingTrainer(0.5, byLines);
     const replay: RoundStep = {
       name: 'replay-earlier-records',
       run: (_d, round) => {
@@ -137,7 +125,7 @@ describe('the training round pipeline', () => {
 
   it('the site policy comes first: a refused task is declined before anything is fetched or computed', async () => {
     const f = await site();
-    const { trainer, requests } = shiftingTrainer(1);
+    const { trainer, requests } = shiftingTrainer(1, byLines);
     const task = f.task({ selectedSites: 1, privacy: { ...f.task().privacy, secureAggregation: false } });
     const deps = f.deps({ trainer });
     deps.config.policy.require_secure_aggregation = true;
