@@ -42,3 +42,13 @@ export function sha256FileSync(path: string): string {
   return h.digest('hex');
 }
 
+
+/** A number in [0, 1) fixed by `text` (the first 32 bits of its sha256): a reproducible draw. */
+export function hashUnit(text: string): number {
+  return parseInt(sha256Hex(text).slice(0, 8), 16) / 2 ** 32;
+}
+
+/** The `n` ids that come first when ordered by sha256(`${key}:${id}`): a sample fixed by `key`. */
+export function hashOrderedSample(ids: readonly string[], n: number, key: string): string[] {
+  return ids.map((id) => ({ id, k: sha256Hex(`${key}:${id}`) })).sort((a, b) => (a.k < b.k ? -1 : 1)).slice(0, n).map((x) => x.id);
+}

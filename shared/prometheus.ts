@@ -68,14 +68,18 @@ export class Exposition {
 
   /** A histogram from raw observations (cumulative buckets, +Inf, _sum, _count). */
   histogram(name: string, help: string, buckets: number[], observations: number[], labels?: Labels): this {
+    const h = new HistogramCounts(buckets);
+    for (const o of observations) h.observe(o);
+    return this.histogramOf(name, help, h, labels);
+  }
+
+  /** A histogram from counts kept as observations came (HistogramCounts). */
+  histogramOf(name: string, help: string, h: HistogramCounts, labels?: Labels): this {
     const f = this.family(name, help, 'histogram');
-    const sorted = [...buckets].sort((a, b) => a - b);
-    for (const le of sorted) {
-      f.lines.push(`${name}_bucket${labelText({ ...labels, le: formatValue(le) })} ${observations.filter((o) => o <= le).length}`);
-    }
-    f.lines.push(`${name}_bucket${labelText({ ...labels, le: '+Inf' })} ${observations.length}`);
-    f.lines.push(`${name}_sum${labelText(labels)} ${formatValue(observations.reduce((a, b) => a + b, 0))}`);
-    f.lines.push(`${name}_count${labelText(labels)} ${observations.length}`);
+    h.buckets.forEach((le, i) => f.lines.push(`${name}_bucket${labelText({ ...labels, le: formatValue(le) })} ${h.counts[i]}`));
+    f.lines.push(`${name}_bucket${labelText({ ...labels, le: '+Inf' })} ${h.count}`);
+    f.lines.push(`${name}_sum${labelText(labels)} ${formatValue(h.sum)}`);
+    f.lines.push(`${name}_count${labelText(labels)} ${h.count}`);
     return this;
   }
 
@@ -85,5 +89,25 @@ export class Exposition {
       out.push(`# HELP ${name} ${escapeHelp(f.help)}`, `# TYPE ${name} ${f.type}`, ...f.lines);
     }
     return out.join('\n') + '\n';
+  }
+}
+
+/** A histogram kept as cumulative bucket counts, its sum and count: memory fixed by the buckets,
+ *  whatever the number of observations (a long-running server observes without end). */
+export class HistogramCounts {
+  readonly buckets: number[];
+  readonly counts: number[];
+  sum = 0;
+  count = 0;
+
+  constructor(buckets: number[]) {
+    this.buckets = [...buckets].sort((a, b) => a - b);
+    this.counts = this.buckets.map(() => 0);
+  }
+
+  observe(v: number): void {
+    this.count++;
+    this.sum += v;
+    for (let i = 0; i < this.buckets.length; i++) if (v <= this.buckets[i]) this.counts[i]++;
   }
 }

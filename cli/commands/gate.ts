@@ -99,7 +99,8 @@ export function register(g: CliGroups): void {
       const { createEngineBackend } = await import('../../site-agent/serve/backend/engine-backend.ts');
       const { ServeConfigSchema } = await import('../../site-agent/serve/config.ts');
       const { sha256FileSync } = await import('../../shared/hash.ts');
-      const serveCfg = o.siteDir ? (await import('../../site-agent/config.ts')).loadSiteConfig(o.siteDir).serve : ServeConfigSchema.parse({});
+      const siteServe = o.siteDir ? (await import('../../site-agent/config.ts')).loadSiteConfig(o.siteDir).serve : null;
+      const serveCfg = siteServe ?? ServeConfigSchema.parse({});
       const sha256 = o.adapter ? sha256FileSync(join(o.adapter, 'adapter_model.safetensors')) : null;
       const label = o.adapter ? resolve(o.adapter) : 'base';
       const backend = await createEngineBackend({ modelDir: o.model, device: o.device as 'cpu' });
@@ -116,7 +117,7 @@ export function register(g: CliGroups): void {
         // Stored for the gate; a candidate the run is about is decided again with it.
         const { listCandidates, decideCandidate } = await import('../../site-agent/serve/gate/policy.ts');
         const { AuditLog } = await import('../../shared/audit.ts');
-        const policy = (await import('../../site-agent/config.ts')).loadSiteConfig(o.siteDir).serve.gate;
+        const policy = siteServe!.gate;
         decided = await withSiteDb(o.siteDir, (db) => {
           const c = listCandidates(db).find((x) => x.sha256 === sha256);
           storeSafetyRun(db, report, { jobId: c?.jobId ?? null, version: c?.version ?? null });

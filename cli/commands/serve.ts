@@ -7,7 +7,8 @@ export async function withSiteDb<T>(siteDir: string, fn: (db: import('better-sql
   const { existsSync } = await import('node:fs');
   const { join } = await import('node:path');
   if (!existsSync(siteDir)) throw fail('FEDLORA_ERR_NOT_FOUND', `--site-dir ${siteDir} does not exist (run \`fedlora site init\` first)`);
-  if (!existsSync(join(siteDir, 'site.yaml')) && !existsSync(join(siteDir, 'site.yml')) && !existsSync(join(siteDir, 'site.json'))) {
+  const { SITE_CONFIG_NAMES } = await import('../../site-agent/config.ts');
+  if (!SITE_CONFIG_NAMES.some((n) => existsSync(join(siteDir, n)))) {
     throw fail('FEDLORA_ERR_CONFIG', `${siteDir} has no site.yaml: is it a site dir? (\`fedlora site init\` makes one)`);
   }
   const { openSiteDb } = await import('../../site-agent/site-db.ts');

@@ -161,9 +161,12 @@ export function createFederationHandlers(d: FederationDeps): { handlers: Federat
     heartbeat: unary((call, id) => {
       const now = engine.now();
       const shareSiteMetrics = sharePolicyFromWire(call.request.shareSiteMetrics);
-      store.touchSite(id.siteId, now, { agentVersion: call.request.agentVersion, state: call.request.state, shareSiteMetrics });
-      if (call.request.trainingTokensPerS > 0) store.setSiteThroughput(id.siteId, call.request.trainingTokensPerS, now);
-      if (call.request.dataRevision) recordDataRevision(store.db, id.siteId, call.request.dataRevision);
+      // what the heartbeat says of the site, in one transaction (one commit per heartbeat)
+      store.tx(() => {
+        store.touchSite(id.siteId, now, { agentVersion: call.request.agentVersion, state: call.request.state, shareSiteMetrics });
+        if (call.request.trainingTokensPerS > 0) store.setSiteThroughput(id.siteId, call.request.trainingTokensPerS, now);
+        if (call.request.dataRevision) recordDataRevision(store.db, id.siteId, call.request.dataRevision);
+      });
       hub.push(id.siteId);
       // A site coming online may open a waiting round.
       void engine.tick().catch((e) => d.errors.record('engine_tick', e, { after: 'Heartbeat', site: id.siteId }));
@@ -209,7 +212,7 @@ export function createFederationHandlers(d: FederationDeps): { handlers: Federat
 
     submitUpdate: submitUpdateHandler({
       engine, maxUpdateBytes: d.maxUpdateBytes, requireUpdateSignature: d.requireUpdateSignature, commitGroupBytes: d.commitGroupBytes,
-      who, authenticate, headerVerifier, peerPem, auditAdmissionRefused,
+      who, authenticate, headerVerifier, peerPem, auditAdmissionRefused, errors: d.errors,
       beginLocalUpload: (siteId, h, pem) => crossEval.beginUpload(siteId, h, pem),
     }),
 

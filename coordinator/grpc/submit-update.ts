@@ -14,6 +14,7 @@ import { admitUpdate, finishUpdate, openUpload, type HeaderVerifier } from '../r
 import type { UploadSpool } from '../rounds/upload-spool.ts';
 import { LOCAL_ADAPTER_PAYLOAD, type LocalAdapterUpload } from '../crosseval/cross-eval.ts';
 import type { UpdateRow } from '../store/store.ts';
+import type { SurvivedErrors } from '../metrics/survived-errors.ts';
 
 export interface SubmitUpdateDeps {
   engine: RoundEngine;
@@ -28,6 +29,8 @@ export interface SubmitUpdateDeps {
   headerVerifier(call: CallWithAuth): HeaderVerifier;
   peerPem(call: CallWithAuth): string | undefined;
   auditAdmissionRefused(siteId: string, h: UpdateHeader, e: unknown): void;
+  /** Where a failed commit of a cut upload is logged and counted (the stream's own error, if any, goes to the site). */
+  errors: Pick<SurvivedErrors, 'record'>;
   /** Cross-site evaluation: a site's local-only adapter travels on the same RPC. */
   beginLocalUpload(siteId: string, h: UpdateHeader, peerPem: string | undefined): LocalAdapterUpload;
 }
@@ -109,7 +112,7 @@ async function receive(d: SubmitUpdateDeps, call: Call): Promise<SubmitUpdateRes
     return { updateId: updateId ?? '', receivedBytes: row?.received_bytes ?? 0, receivedChunks: row?.received_chunks ?? 0, complete: false, sha256: '' };
   } finally {
     // cut, refused or failed: keep what was written (the site resumes from there)
-    await spool?.release().catch(() => undefined);
+    await spool?.release().catch((e) => d.errors.record('upload_commit', e, { update: updateId }));
   }
 }
 

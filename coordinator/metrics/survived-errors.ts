@@ -1,9 +1,10 @@
 // Errors the coordinator survives on purpose — a failed audit write must not take the API or a
-// site's call down, a failed engine tick is retried by the next tick — but never silently: each
+// site's call down, a failed engine tick is retried by the next tick, a cut upload whose written
+// chunks could not be committed is resumed from the last commit — but never silently: each
 // one is logged (pino, with its context) and counted per kind for /metrics
 // (fedlora_errors_total{kind}; a process counter, so it restarts from 0 with the coordinator).
 
-const SURVIVED_ERROR_KINDS = ['audit_write', 'engine_tick'] as const;
+const SURVIVED_ERROR_KINDS = ['audit_write', 'engine_tick', 'upload_commit'] as const;
 export type SurvivedErrorKind = (typeof SURVIVED_ERROR_KINDS)[number];
 
 /** The part of a pino logger this needs. */
@@ -21,6 +22,7 @@ export interface SurvivedErrors {
 const MESSAGES: Record<SurvivedErrorKind, string> = {
   audit_write: 'audit write failed (the action itself went ahead)',
   engine_tick: 'round engine tick failed (the next tick retries)',
+  upload_commit: 'committing a cut upload failed (the site resumes from the last chunk that was committed)',
 };
 
 export function survivedErrors(log: ErrorLog): SurvivedErrors {

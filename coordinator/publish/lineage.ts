@@ -37,12 +37,6 @@ export function lineageSourceFromStore(store: LineageReader, ref: { job: string;
   };
 }
 
-/** The version a job's v0 continues, if any. */
-export function initAdapterOf(store: CoordinatorStore, jobId: string): InitAdapterRef | null {
-  const v0 = store.adapterVersion(jobId, 0);
-  return v0 ? (manifestOf(v0).init_adapter ?? null) : null;
-}
-
 /** Rows from the root job's v0 up to `version` of `jobId`, following init_adapter back. */
 export function lineageChain(store: CoordinatorStore, jobId: string, version?: number): AdapterVersionRow[] {
   const out: AdapterVersionRow[][] = [];

@@ -18,6 +18,7 @@ import { UpdateContentCheck, type UpdateShapes } from './validate-update.ts';
 import { roundPlanOf } from './round-plan.ts';
 import { MAX_CHUNK_BYTES, UPDATE_ID_RE } from '../../shared/transfer/chunks.ts';
 import { GROUP_COMMIT_BYTES, notReceiving, UploadSpool, type ChunkIn, type SeenUpload } from './upload-spool.ts';
+import { sha256Hex } from '../../shared/hash.ts';
 
 export type HeaderIn = Pick<UpdateHeader, 'updateId' | 'taskId' | 'jobId' | 'round' | 'baseVersion' | 'totalBytes' | 'sha256' | 'chunkSize' | 'numExamples'>
   & Partial<Pick<UpdateHeader, 'payloadKind' | 'signature' | 'updateNorm' | 'clipped' | 'metadataJson'>>;
@@ -104,17 +105,29 @@ export function openUpload(engine: RoundEngine, updateId: string, o: { groupByte
   return UploadSpool.acquire(engine.store, row, engine.dataDir, updateShapesOf(engine.jobInfo(row.job_id)), { groupBytes: o.groupBytes ?? GROUP_COMMIT_BYTES });
 }
 
+/** Run `fn`, then release the spool (committing what was written). A failed release is the
+ *  caller's error when `fn` succeeded; after a failure of `fn`, that first error is the one thrown. */
+async function withSpool<T>(spool: UploadSpool, fn: () => Promise<T>): Promise<T> {
+  let value: T;
+  try {
+    value = await fn();
+  } catch (e) {
+    await spool.release().catch(() => undefined); // the error being thrown already says what failed
+    throw e;
+  }
+  await spool.release();
+  return value;
+}
+
 /** Append chunk `c` (must be the next one) and commit it: durable before it is recorded. */
 export async function appendChunk(engine: RoundEngine, updateId: string, c: ChunkIn): Promise<UpdateRow> {
   const spool = openUpload(engine, updateId, { groupBytes: 0 });
-  try {
+  return withSpool(spool, async () => {
     await spool.append(c);
     const row = await spool.commit();
     if (row.status !== 'receiving') throw notReceiving(row);
     return row;
-  } finally {
-    await spool.release().catch(() => undefined);
-  }
+  });
 }
 
 /** Read a stored upload back (a stream that did not carry it from byte 0): hash + content. */
@@ -246,16 +259,13 @@ export async function submitUpdateBytes(engine: RoundEngine, siteId: string, h: 
   const { row, complete } = admitUpdate(engine, siteId, { ...h, totalBytes: bytes.length, sha256, chunkSize }, o.maxBytes ?? 1 << 30);
   if (complete) return row;
   const spool = openUpload(engine, h.updateId);
-  let seen: SeenUpload | undefined;
-  try {
+  const seen = await withSpool(spool, async () => {
     for (let off = row.received_bytes, i = row.received_chunks; off < bytes.length; off += chunkSize, i++) {
       const data = bytes.subarray(off, Math.min(off + chunkSize, bytes.length));
-      await spool.append({ index: i, offset: off, data, sha256: createHash('sha256').update(data).digest('hex') });
+      await spool.append({ index: i, offset: off, data, sha256: sha256Hex(data) });
     }
     await spool.commit();
-    seen = spool.seen();
-  } finally {
-    await spool.release().catch(() => undefined);
-  }
+    return spool.seen();
+  });
   return finishUpdate(engine, h.updateId, undefined, seen);
 }

@@ -15,13 +15,17 @@ export interface ScheduleDeps {
   jobInfo(jobId: string): JobInfo;
 }
 
-/** When the job's schedule next allows a period (null: no schedule). */
-export function nextDueMs(d: Pick<ScheduleDeps, 'store'>, jobId: string, info: Pick<JobInfo, 'spec'>): number | null {
-  const { spec } = info;
+/** The job's last period and when its schedule next allows one (null: no schedule). */
+function scheduleOf(d: Pick<ScheduleDeps, 'store'>, jobId: string, spec: JobInfo['spec']) {
   if (!spec.schedule) return null;
   const job = d.store.job(jobId)!;
   const last = periodsOf(d.store.db, jobId, spec, job.created_ms).at(-1)!;
-  return last.createdMs + durationMs(spec.schedule.every);
+  return { last, due: last.createdMs + durationMs(spec.schedule.every) };
+}
+
+/** When the job's schedule next allows a period (null: no schedule). */
+export function nextDueMs(d: Pick<ScheduleDeps, 'store'>, jobId: string, info: Pick<JobInfo, 'spec'>): number | null {
+  return scheduleOf(d, jobId, info.spec)?.due ?? null;
 }
 
 /** Start the next period of every completed job that is due and has new records; returns them. */
@@ -31,10 +35,9 @@ export function resumeScheduledJobs(d: ScheduleDeps): string[] {
   const resumed: string[] = [];
   for (const job of store.jobs('completed')) {
     const info = d.jobInfo(job.id);
-    const due = nextDueMs(d, job.id, info);
-    if (due === null || now < due) continue;
-    const last = periodsOf(store.db, job.id, info.spec, job.created_ms).at(-1)!;
-    if (sitesWithNewRecords(store.db, last).length === 0) continue;
+    const s = scheduleOf(d, job.id, info.spec);
+    if (s === null || now < s.due) continue;
+    if (sitesWithNewRecords(store.db, s.last).length === 0) continue;
     store.tx(() => addPeriod(store, job.id, info.spec, info.spec.schedule!.rounds ?? info.spec.rounds, 'scheduled', 'coordinator', now));
     resumed.push(job.id);
     d.events.emit('job', job.id);

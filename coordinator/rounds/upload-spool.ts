@@ -20,6 +20,7 @@ import type { Chunk } from '../../shared/proto.ts';
 import type { AdapterLayout } from '../../shared/tensors.ts';
 import type { CoordinatorStore, UpdateRow } from '../store/store.ts';
 import { UpdateContentCheck, type UpdateShapes } from './validate-update.ts';
+import { sha256Hex } from '../../shared/hash.ts';
 
 export type ChunkIn = Pick<Chunk, 'index' | 'offset' | 'data' | 'sha256'>;
 
@@ -37,9 +38,8 @@ export interface SpoolOptions {
 /** The group size by default (config transfer.commit_group_bytes). */
 export const GROUP_COMMIT_BYTES = 16 * 1024 * 1024;
 
-// On the main thread, deliberately: WebCrypto's digest would run on the thread pool but copies
-// every chunk first, and that garbage cost more (GC) than the hash on this thread.
-const sha256Hex = (data: Uint8Array) => createHash('sha256').update(data).digest('hex');
+// Chunk hashes (sha256Hex) run on the main thread, deliberately: WebCrypto's digest would run on
+// the thread pool but copies every chunk first, and that garbage cost more (GC) than the hash here.
 
 /** Why an update that is not 'receiving' takes no more chunks. */
 export function notReceiving(row: Pick<UpdateRow, 'update_id' | 'status' | 'reason'>): FedloraError {

@@ -2,7 +2,7 @@
 // (config, advertise, share, masked chunks, unmask, status). A message is checked against the
 // caller, the round attempt and the stage, committed, and only then acknowledged; the stage
 // machine (stages.ts) closes stages as they fill up.
-import { createHash, createPublicKey } from 'node:crypto';
+import { createPublicKey } from 'node:crypto';
 import { fail } from '../../shared/errors.ts';
 import type { AdvertiseMsg, Roster, ShareKeysMsg, UnmaskSharesMsg } from '../../shared/secagg/protocol.ts';
 import {
@@ -12,6 +12,7 @@ import {
 import type { RoundRow } from '../store/store.ts';
 import type { SecAggRoundRow } from './store.ts';
 import { ids, keyOf, parse, type SecAggDeps, type SecAggStages } from './stages.ts';
+import { sha256Hex } from '../../shared/hash.ts';
 
 /** One SecAgg call as the transport hands it over (the caller's site id from its certificate). */
 export interface SecAggStageInput {
@@ -170,7 +171,7 @@ export class SecAggRpc {
     const data = Buffer.from(String(p.data ?? ''), 'base64');
     const want = 4 * (Math.min(cfg.dim, (p.index + 1) * cfg.chunkElems) - p.index * cfg.chunkElems);
     if (data.length !== want) throw fail('FEDLORA_ERR_CHUNK_SIZE', `SecAgg masked: chunk ${p.index} from ${siteId} has ${data.length} bytes, expected ${want}`);
-    if (createHash('sha256').update(data).digest('hex') !== p.sha256) throw fail('FEDLORA_ERR_CHUNK_HASH', `SecAgg masked: chunk ${p.index} from ${siteId}: sha256 mismatch`);
+    if (sha256Hex(data) !== p.sha256) throw fail('FEDLORA_ERR_CHUNK_HASH', `SecAgg masked: chunk ${p.index} from ${siteId}: sha256 mismatch`);
     const prior = this.store.chunk(k, siteId, p.index);
     if (prior && !prior.equals(data)) throw fail('FEDLORA_ERR_SECAGG', `SecAgg masked: site ${siteId} sent a different chunk ${p.index} than the one acknowledged`);
     if (!prior) {

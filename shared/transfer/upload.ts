@@ -7,6 +7,7 @@ import * as grpc from '@grpc/grpc-js';
 import { fail, fromGrpcError, type FedloraError } from '../errors.ts';
 import { unary, type FederationClient, type SubmitUpdateResponse, type UpdateHeader, type UpdateMessage } from '../proto.ts';
 import { checkChunkSize, chunkCount, DEFAULT_CHUNK_BYTES, hashFileChunks, ioError, MIN_UPLOAD_CHUNK_BYTES } from './chunks.ts';
+import { sha256Hex } from '../hash.ts';
 
 export interface UploadOptions {
   chunkSize?: number; // default 2 MiB (64 KiB..4 MiB)
@@ -138,7 +139,7 @@ async function sendOnce(client: FederationClient, h: UpdateHeader, file: string,
       if (i < h.resumeFromChunk) continue;
       let taken!: () => void;
       slot.free = new Promise<void>((r) => (taken = r));
-      await write({ chunk: { index: i, offset: i * h.chunkSize, data, sha256: chunkHashes?.[i] ?? createHash('sha256').update(data).digest('hex') } }, () => taken());
+      await write({ chunk: { index: i, offset: i * h.chunkSize, data, sha256: chunkHashes?.[i] ?? sha256Hex(data) } }, () => taken());
       if (o.onChunkSent?.(i) === 'cut') {
         failed = true;
         call.cancel();

@@ -9,7 +9,6 @@ export type WeightDtype = 'F32' | 'F16' | 'BF16';
 export type Device = 'cpu' | 'cuda' | 'webgpu';
 /** How the frozen base weights are held: float32, or blockwise int8/int4 (quant/weight-cache.ts). */
 export type QuantMode = 'none' | 'int8' | 'int4';
-export const QUANT_MODES: QuantMode[] = ['none', 'int8', 'int4'];
 
 /** Where one weight lives: bytes [offset, offset+length) of a safetensors file (absolute). */
 export interface TensorLocation {

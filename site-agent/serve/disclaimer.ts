@@ -16,7 +16,3 @@ export function disclaimerFor(cfg: ServeConfig['disclaimer'], question: string):
 
 /** What separates the answer from the disclaimer; content = answer + DISCLAIMER_SEPARATOR + disclaimer. */
 export const DISCLAIMER_SEPARATOR = '\n\n---\n';
-
-export function endsWithDisclaimer(content: string, disclaimer: string): boolean {
-  return content.trimEnd().endsWith(disclaimer.trim());
-}

@@ -41,7 +41,7 @@ describe('survived errors', () => {
       throw new Error(`${what}: fedlora_errors_total never got there (last log line: ${JSON.stringify(lines.at(-1))})`);
     };
 
-    expect(await errorsTotal()).toEqual({ audit_write: 0, engine_tick: 0 });
+    expect(await errorsTotal()).toEqual({ audit_write: 0, engine_tick: 0, upload_commit: 0 });
 
     // The audit log refuses every write from now on.
     c.store.db.exec(`CREATE TRIGGER forced_audit_failure BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'forced: audit write refused'); END`);

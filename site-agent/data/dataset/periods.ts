@@ -6,8 +6,8 @@
 // ingested since. Training mixes the new records with a replay sample of earlier ones
 // (train.replay_fraction); the held-out sets keep both, tagged, so forgetting shows as the
 // earlier cases' figures across rounds.
-import { createHash } from 'node:crypto';
 import type Database from 'better-sqlite3-multiple-ciphers';
+import { hashOrderedSample } from '../../../shared/hash.ts';
 
 export type DataAge = 'earlier' | 'new';
 
@@ -59,6 +59,5 @@ export function replayCount(fresh: number, earlier: number, f: number): number {
 
 /** A fixed sample of `n` ids: ordered by a hash of the period's key and the id. */
 export function replaySample(ids: readonly string[], n: number, key: string): Set<string> {
-  const h = (id: string) => createHash('sha256').update(`${key}:${id}`).digest('hex');
-  return new Set(ids.map((id) => ({ id, o: h(id) })).sort((a, b) => (a.o < b.o ? -1 : 1)).slice(0, n).map((x) => x.id));
+  return new Set(hashOrderedSample(ids, n, key));
 }

@@ -6,6 +6,7 @@
 import { createHash } from 'node:crypto';
 import type { SiteDataStore, Split } from '../store.ts';
 import type { DataConfig } from '../config-schema.ts';
+import { hashUnit } from '../../../shared/hash.ts';
 
 export const SPLITS: Split[] = ['train', 'validation', 'test'];
 const NO_DIAGNOSIS = '(none)';
@@ -86,7 +87,7 @@ export function assignSplits(store: SiteDataStore, cfg: DataConfig['split']): { 
     }
     for (const [stratum, patients] of newByStratum) {
       patients.sort((a, b) => (a.k < b.k ? -1 : a.k > b.k ? 1 : 0));
-      const phase = parseInt(order(cfg.seed, 'stratum:' + stratum).slice(0, 8), 16) / 2 ** 32;
+      const phase = hashUnit(`${cfg.seed}:stratum:${stratum}`);
       let i = patientsIn.get(stratum) ?? 0;
       for (const { p } of patients) {
         const u = (phase + i * GOLDEN) % 1;

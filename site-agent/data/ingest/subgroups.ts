@@ -12,8 +12,6 @@ export function normalizeSex(v: string | undefined): 'F' | 'M' | undefined {
   return FEMALE.test(t) ? 'F' : MALE.test(t) ? 'M' : undefined;
 }
 
-export const AGE_BANDS = ['0-17', '18-39', '40-59', '60-79', '80+'] as const;
-
 /** "65", "65岁", "65 years", "65y" -> "60-79"; anything else -> undefined. */
 export function ageBand(v: string | number | undefined): string | undefined {
   const m = typeof v === 'number' ? [String(v), String(v)] : /^\s*(\d{1,3})(?:\.\d+)?\s*(?:岁|周岁|y|yr|yrs|years?|years? old)?\s*$/i.exec(v ?? '');

@@ -3,7 +3,7 @@
 //   needed 1: one read → single (the newest read of any doctor is the label)
 //   needed 2: one doctor → pending_second; two or more doctors who agree → agreed; who do not →
 //             disputed (no label until a third doctor adjudicates)
-import { createHash } from 'node:crypto';
+import { hashUnit } from '../../../shared/hash.ts';
 
 export type LabelKind = 'annotation' | 'adjudication' | 'assistant';
 export type LabelStatus = 'pending_second' | 'single' | 'agreed' | 'disputed' | 'adjudicated';
@@ -41,6 +41,6 @@ export function recordStatus(needed: 1 | 2, entries: readonly StatusEntry[]): { 
 /** Whether a record goes to two doctors: a fixed function of its id, so the first doctor's
  *  queue cannot choose, and the share of double-read records is `fraction`. */
 export function readsNeeded(recordId: string, fraction: number): 1 | 2 {
-  const u = parseInt(createHash('sha256').update(`double-read:${recordId}`).digest('hex').slice(0, 8), 16) / 2 ** 32;
+  const u = hashUnit(`double-read:${recordId}`);
   return u < fraction ? 2 : 1;
 }

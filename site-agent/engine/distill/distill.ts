@@ -18,7 +18,7 @@ import { loadTokenizer } from '../tokenizer.ts';
 import { trainLora, type SessionFactory, type TrainMetrics, type TrainOptions } from '../train/trainer.ts';
 import type { Checkpoint, Example } from '../types.ts';
 import { teacherRowsFor } from './batch-rows.ts';
-import { examplesDigest, teacherLogits } from './teacher-logits.ts';
+import { teacherLogits } from './teacher-logits.ts';
 import { requireSameTokenizer } from './tokenizer-match.ts';
 
 /** Defaults: T = 2 softens the teacher enough to show its ranking of the runner-up tokens; k = 32

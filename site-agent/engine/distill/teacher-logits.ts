@@ -17,6 +17,7 @@ import { fail } from '../../../shared/errors.ts';
 import { sha256Hex } from '../../../shared/hash.ts';
 import type { AdapterWeights, LoraConfig } from '../../../shared/lora/types.ts';
 import { IGNORE_INDEX } from '../data/examples.ts';
+import { examplesDigest } from '../train/trainer.ts';
 import type { SessionOptions } from '../session.ts';
 import type { Checkpoint, Example } from '../types.ts';
 import { openLogitsPass } from './logits-pass.ts';
@@ -52,13 +53,8 @@ export function targetPositions(ex: Example): number[] {
   return out;
 }
 
-/** sha256 of the tokenised examples (ids and labels, in order). */
-export function examplesDigest(examples: Example[]): string {
-  return sha256Hex(JSON.stringify(examples.map((e) => [e.inputIds, e.labels])));
-}
-
 /** Identity of a teacher adapter: its LoRA settings and every tensor's bytes. */
-export function adapterDigest(a: { weights: AdapterWeights; lora: LoraConfig } | null): string | null {
+function adapterDigest(a: { weights: AdapterWeights; lora: LoraConfig } | null): string | null {
   if (!a) return null;
   const parts = [...a.weights.keys()].sort().map((k) => {
     const t = a.weights.get(k)!;
@@ -75,17 +71,19 @@ export interface TeacherPassOptions extends TeacherStoreSettings {
   session?: SessionOptions;
 }
 
-export function teacherStoreKey(o: TeacherPassOptions): string {
-  return sha256Hex(JSON.stringify({
-    format: FORMAT, teacher: o.teacher.manifestSha256, adapter: adapterDigest(o.adapter), data: examplesDigest(o.examples), k: o.topK, T: o.temperature, vocab: o.vocab,
-  })).slice(0, 32);
+/** What a store is of (teacher, its adapter, the examples, k, T, vocabulary) and the key naming
+ *  it; the digests are computed once and also written into meta.json. */
+function storeIdentity(o: TeacherPassOptions): { key: string; adapter: string | null; data: string } {
+  const adapter = adapterDigest(o.adapter), data = examplesDigest(o.examples);
+  const key = sha256Hex(JSON.stringify({ format: FORMAT, teacher: o.teacher.manifestSha256, adapter, data, k: o.topK, T: o.temperature, vocab: o.vocab })).slice(0, 32);
+  return { key, adapter, data };
 }
 
 /** The stored teacher distributions for `examples`, computing and writing them on first use. */
 export async function teacherLogits(o: TeacherPassOptions): Promise<TeacherStore> {
   if (!Number.isInteger(o.topK) || o.topK < 1 || o.topK >= o.vocab) throw fail('FEDLORA_ERR_CONFIG', `top_k ${o.topK}: must be an integer in [1, ${o.vocab}) (the shared vocabulary)`);
   if (!(o.temperature > 0) || !Number.isFinite(o.temperature)) throw fail('FEDLORA_ERR_CONFIG', `temperature ${o.temperature}: must be a positive number`);
-  const key = teacherStoreKey(o);
+  const { key, adapter, data } = storeIdentity(o);
   const dir = join(o.cacheDir, key);
   if (existsSync(join(dir, 'meta.json'))) return readStore(dir, key, o);
 
@@ -119,7 +117,7 @@ export async function teacherLogits(o: TeacherPassOptions): Promise<TeacherStore
   writeFileSync(join(tmp, 'logp.f32'), new Uint8Array(logp.buffer));
   writeFileSync(join(tmp, 'rest.f32'), new Uint8Array(rest.buffer));
   const meta = {
-    format: FORMAT, teacher: o.teacher.dir, teacherManifest: o.teacher.manifestSha256, adapter: adapterDigest(o.adapter), data: examplesDigest(o.examples),
+    format: FORMAT, teacher: o.teacher.dir, teacherManifest: o.teacher.manifestSha256, adapter, data,
     topK: k, temperature: o.temperature, vocab: o.vocab, positions: P, topkMass, offsets,
   };
   writeFileSync(join(tmp, 'meta.json'), JSON.stringify(meta));

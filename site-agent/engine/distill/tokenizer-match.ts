@@ -7,13 +7,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fail } from '../../../shared/errors.ts';
 import { sha256Hex } from '../../../shared/hash.ts';
-
-/** Canonical JSON: object keys sorted at every level. */
-function canonical(v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
-  if (v && typeof v === 'object') return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${canonical((v as Record<string, unknown>)[k])}`).join(',')}}`;
-  return JSON.stringify(v);
-}
+import { canonicalJson } from '../../../shared/audit.ts';
 
 export function tokenizerIdentity(modelDir: string): string {
   const file = join(modelDir, 'tokenizer.json');
@@ -24,7 +18,7 @@ export function tokenizerIdentity(modelDir: string): string {
   } catch (e) {
     throw fail('FEDLORA_ERR_TOKENIZER', `${file}: cannot parse (${(e as Error).message})`);
   }
-  return sha256Hex(canonical({ model: tj.model, added_tokens: tj.added_tokens, normalizer: tj.normalizer, pre_tokenizer: tj.pre_tokenizer }));
+  return sha256Hex(canonicalJson({ model: tj.model, added_tokens: tj.added_tokens, normalizer: tj.normalizer, pre_tokenizer: tj.pre_tokenizer }));
 }
 
 /** Throws FEDLORA_ERR_TOKENIZER_MISMATCH naming both models when their tokenizers differ. */

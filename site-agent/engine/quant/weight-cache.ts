@@ -240,8 +240,11 @@ function unlinkGraphsOf(file: string, graphRoot: string): void {
     const dir = join(graphRoot, g);
     try {
       if (readdirSync(dir).some((f) => f.endsWith('.safetensors') && statSync(join(dir, f)).ino === ino)) rmSync(dir, { recursive: true, force: true });
-    } catch {
-      // not a graph folder (or gone meanwhile)
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      // not a graph folder (or gone meanwhile): nothing to do; anything else leaves a folder that
+      // still links the old weights, so it is said (the new weights are prepared either way)
+      if (code !== 'ENOENT' && code !== 'ENOTDIR') process.emitWarning(`could not remove ${dir}, a compiled graph of replaced weights (${(e as Error).message}); delete it by hand to free its disk space`, 'FedloraCacheWarning');
     }
   }
 }

@@ -121,7 +121,8 @@ function runFingerprint(parts: unknown): string {
   return createHash('sha256').update(JSON.stringify(parts)).digest('hex');
 }
 
-function examplesDigest(examples: Example[]): string {
+/** sha256 of the tokenised examples (ids and labels, in order): part of a run's identity. */
+export function examplesDigest(examples: Example[]): string {
   const h = createHash('sha256');
   for (const e of examples) h.update(JSON.stringify([e.inputIds, e.labels]));
   return h.digest('hex');

@@ -104,7 +104,9 @@ export async function createVllmBackend(o: { url: string; modelDir: string }): P
       loaded = current === baseModel ? null : current;
     },
     async close() {
-      if (loaded !== null) await unload(loaded).catch(() => undefined);
+      // closing goes on either way; a failed unload only leaves the adapter loaded in vLLM, said here
+      const name = loaded;
+      if (name !== null) await unload(name).catch((e: Error) => process.emitWarning(`vLLM adapter ${name} was not unloaded at close: ${e.message}`, 'FedloraBackendWarning'));
     },
   };
 }

@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { basename, extname } from 'node:path';
 import { fail } from '../../../shared/errors.ts';
+import { sha256Hex } from '../../../shared/hash.ts';
 
 export interface Section {
   heading: string | null;
@@ -17,6 +18,8 @@ export interface ParsedDocument {
   format: 'txt' | 'md' | 'html';
   title: string | null;
   sections: Section[];
+  /** sha256 of the file's bytes (a document added again unchanged is recognised by it). */
+  sha256: string;
 }
 
 const ENTITIES: Record<string, string> = { amp: '&', lt: '<', gt: '>', quot: '"', apos: "'", nbsp: ' ' };
@@ -80,7 +83,7 @@ export function readDocument(path: string): ParsedDocument {
   }
   const { title, sections } = sectionsOf(format === 'html' ? htmlToText(text) : text);
   if (sections.length === 0) throw fail('FEDLORA_ERR_KB_DOCUMENT', `${path}: no text found`);
-  return { name: basename(path), format, title, sections };
+  return { name: basename(path), format, title, sections, sha256: sha256Hex(raw) };
 }
 
 /** Cut a section into passages of at most maxChars, at paragraph, then sentence, ends. */

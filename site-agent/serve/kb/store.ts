@@ -1,8 +1,6 @@
 // The site's knowledge base in the site database: documents, their passages, and an FTS5 index
 // of the passages' words (see segment.ts) ranked with BM25. A passage's heading and its
 // document's title are indexed with it (they often carry the words a question uses).
-import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type Database from 'better-sqlite3-multiple-ciphers';
 import { fail } from '../../../shared/errors.ts';
@@ -25,11 +23,12 @@ export interface KbDocument {
 export const PASSAGE_CHARS = 400;
 
 export function addDocuments(db: Database.Database, paths: string[], o: { replace?: boolean; passageChars?: number } = {}): { added: KbDocument[]; unchanged: string[] } {
-  const docs = paths.map((p) => ({ path: resolve(p), doc: readDocument(p), sha256: createHash('sha256').update(readFileSync(p)).digest('hex') }));
+  const docs = paths.map((p) => ({ path: resolve(p), doc: readDocument(p) }));
   const added: KbDocument[] = [];
   const unchanged: string[] = [];
   db.transaction(() => {
-    for (const { path, doc, sha256 } of docs) {
+    for (const { path, doc } of docs) {
+      const { sha256 } = doc;
       const existing = db.prepare('SELECT id, sha256 FROM kb_documents WHERE name = ?').get(doc.name) as { id: number; sha256: string } | undefined;
       if (existing?.sha256 === sha256) {
         unchanged.push(doc.name);
@@ -48,7 +47,7 @@ export function addDocuments(db: Database.Database, paths: string[], o: { replac
         }
       }
       db.prepare('UPDATE kb_documents SET passages = ? WHERE id = ?').run(ord, id);
-      added.push(listDocuments(db).find((d) => d.id === id)!);
+      added.push(documentById(db, id));
     }
   }).immediate();
   return { added, unchanged };
@@ -69,9 +68,15 @@ export function removeDocument(db: Database.Database, name: string): { passages:
   }).immediate();
 }
 
+interface DocumentRow { id: number; name: string; source_path: string; sha256: string; format: string; title: string | null; passages: number; added_at: string }
+const documentOf = (r: DocumentRow): KbDocument => ({ id: r.id, name: r.name, sourcePath: r.source_path, sha256: r.sha256, format: r.format, title: r.title, passages: r.passages, addedAt: r.added_at });
+
 export function listDocuments(db: Database.Database): KbDocument[] {
-  const rows = db.prepare('SELECT * FROM kb_documents ORDER BY name').all() as { id: number; name: string; source_path: string; sha256: string; format: string; title: string | null; passages: number; added_at: string }[];
-  return rows.map((r) => ({ id: r.id, name: r.name, sourcePath: r.source_path, sha256: r.sha256, format: r.format, title: r.title, passages: r.passages, addedAt: r.added_at }));
+  return (db.prepare('SELECT * FROM kb_documents ORDER BY name').all() as DocumentRow[]).map(documentOf);
+}
+
+function documentById(db: Database.Database, id: number): KbDocument {
+  return documentOf(db.prepare('SELECT * FROM kb_documents WHERE id = ?').get(id) as DocumentRow);
 }
 
 /** The k best passages for a question by BM25 (lower bm25() is better; score = -bm25). */

@@ -5,7 +5,6 @@
 // doctors is fixed the same way with the double-review fraction. The prompt is the case without
 // its diagnosis, icd10 or treatment, de-identified (records ingested without de-identification go
 // through the site's de-identifier first); it is stored with the answer and the version.
-import { createHash } from 'node:crypto';
 import type Database from 'better-sqlite3-multiple-ciphers';
 import { fail, isFedloraError } from '../../../shared/errors.ts';
 import type { DataConfig } from '../../data/config-schema.ts';
@@ -21,6 +20,7 @@ import { suggestionPrompt } from '../workbench/suggestions.ts';
 import type { SiteConfig } from '../../config.ts';
 import { deidentify } from '../../data/deid/index.ts';
 import { loadOrCreateSiteKey } from '../../data/site-key.ts';
+import { hashOrderedSample, hashUnit } from '../../../shared/hash.ts';
 
 export interface SampleDeps {
   db: Database.Database;
@@ -47,16 +47,13 @@ export function siteSampleDeps(siteDir: string, site: SiteConfig, db: Database.D
   return { db, backend, serve: site.serve, data: site.data, allowedFields: site.policy.allowed_fields, deidentify: (t) => deidentify(t, { mode: 'placeholder', key }).text };
 }
 
-const unit = (text: string): number => parseInt(createHash('sha256').update(text).digest('hex').slice(0, 8), 16) / 2 ** 32;
-
 /** Whether a sampled case is rated by two doctors (fixed by version and record). */
-export const needsTwo = (adapterLabel: string, recordId: string, fraction: number): boolean => unit(`review-double:${adapterLabel}:${recordId}`) < fraction;
+export const needsTwo = (adapterLabel: string, recordId: string, fraction: number): boolean => hashUnit(`review-double:${adapterLabel}:${recordId}`) < fraction;
 
 /** The held-out records the version's sample holds, in sample order. */
 export function sampledRecords(db: Database.Database, adapterLabel: string, size: number): string[] {
   const ids = db.prepare("SELECT s.record_id FROM data_splits s JOIN data_records r ON r.id = s.record_id WHERE s.split = 'test'").pluck().all() as string[];
-  const key = (id: string) => createHash('sha256').update(`review-sample:${adapterLabel}:${id}`).digest('hex');
-  return ids.map((id) => ({ id, k: key(id) })).sort((a, b) => (a.k < b.k ? -1 : 1)).slice(0, size).map((x) => x.id);
+  return hashOrderedSample(ids, size, `review-sample:${adapterLabel}`);
 }
 
 /** Answer the sampled records the version has no case for yet; returns how many were added. */

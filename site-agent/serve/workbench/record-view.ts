@@ -4,7 +4,6 @@
 // the two reads in dispute (adjudication), and the model's suggestions when this read shows them.
 // In the unlabelled queue whether a read shows them is a fixed function of record and doctor with
 // the configured share; the review queues always show them.
-import { createHash } from 'node:crypto';
 import type Database from 'better-sqlite3-multiple-ciphers';
 import { fail } from '../../../shared/errors.ts';
 import type { CaseRecord } from '../../data/types.ts';
@@ -12,6 +11,7 @@ import { labelHistory } from '../../data/labels/store.ts';
 import { latestReads } from '../../data/labels/status.ts';
 import { inQueue, type Queue } from './queues.ts';
 import { suggestionsFor, type Suggestion, type SuggestionDeps } from './suggestions.ts';
+import { hashUnit } from '../../../shared/hash.ts';
 
 export type ViewQueue = Queue | 'mine';
 
@@ -43,7 +43,7 @@ export interface ViewDeps {
 
 export function showsSuggestions(queue: ViewQueue, recordId: string, user: string, fraction: number): boolean {
   if (queue === 'disagree' || queue === 'dispute') return true;
-  const u = parseInt(createHash('sha256').update(`show-suggestions:${recordId}:${user}`).digest('hex').slice(0, 8), 16) / 2 ** 32;
+  const u = hashUnit(`show-suggestions:${recordId}:${user}`);
   return u < fraction;
 }
 
