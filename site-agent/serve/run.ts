@@ -16,7 +16,7 @@ import { createEngineBackend } from './backend/engine-backend.ts';
 import { createVllmBackend } from './backend/vllm-backend.ts';
 import type { GenerationBackend } from './backend/types.ts';
 import type { ServeConfig } from './config.ts';
-import { currentServing, type ServingVersion } from './gate/serving.ts';
+import { currentServing, servingFollower, type ServingVersion } from './gate/serving.ts';
 import { createServeMetrics } from './metrics.ts';
 import { RequestQueue } from './queue.ts';
 import { searchPassages } from './kb/store.ts';
@@ -63,17 +63,7 @@ export async function startServe(siteDir: string, o: ServeOverrides = {}): Promi
   const key = loadOrCreateSiteKey(siteDir, site.data.deid.keyFile);
   const backend = await createBackend(site, config);
 
-  let applied = -1;
-  let switching: Promise<ServingVersion> | null = null;
-  const serving = async (): Promise<ServingVersion> => {
-    const v = currentServing(db);
-    if (v.seq === applied) return v;
-    switching ??= backend.useVersion(v).then(() => {
-      applied = v.seq;
-      return v;
-    }).finally(() => (switching = null));
-    return switching;
-  };
+  const serving = servingFollower(db, (v) => backend.useVersion(v));
   await serving();
 
   const assistant: AssistantDeps = {

@@ -26,6 +26,22 @@ export function currentServing(db: Database.Database): ServingVersion {
   return { label: versionLabel(r.job_id, r.version), jobId: r.job_id, version: r.version, sha256: r.sha256, dir: r.dir, seq: r.seq };
 }
 
+/** A function that brings a backend to the version serving now (read from `db`) before it is
+ *  used: `useVersion` runs once per change, and callers arriving during a switch wait for it. */
+export function servingFollower(db: Database.Database, useVersion: (v: ServingVersion) => Promise<void>): () => Promise<ServingVersion> {
+  let applied = -1;
+  let switching: Promise<ServingVersion> | null = null;
+  return async () => {
+    const v = currentServing(db);
+    if (v.seq === applied) return v;
+    switching ??= useVersion(v).then(() => {
+      applied = v.seq;
+      return v;
+    }).finally(() => (switching = null));
+    return switching;
+  };
+}
+
 export function servingHistory(db: Database.Database): (ServingVersion & { action: string; by: string; at: string })[] {
   const rows = db.prepare('SELECT seq, job_id, version, sha256, dir, action, by, at FROM gate_serving ORDER BY seq').all() as {
     seq: number; job_id: string | null; version: number | null; sha256: string | null; dir: string | null; action: string; by: string; at: string;

@@ -10,7 +10,7 @@ import { loadCodeList } from '../../data/labels/code-list.ts';
 import type { AssistantDeps } from '../answer.ts';
 import { createEngineBackend } from '../backend/engine-backend.ts';
 import type { GenerationBackend } from '../backend/types.ts';
-import { currentServing } from '../gate/serving.ts';
+import { servingFollower } from '../gate/serving.ts';
 import type { ServePlugin } from '../server.ts';
 import { registerDxKey } from './queues.ts';
 import { workbenchRoutes } from './routes.ts';
@@ -25,16 +25,12 @@ export interface Workbench {
 function scorerFor(backend: GenerationBackend, site: SiteConfig, assistant: AssistantDeps): { scorer: Pick<GenerationBackend, 'scoreChoices'>; close(): Promise<void> } {
   if (backend.scoreChoices) return { scorer: backend, close: async () => {} };
   let engine: Promise<GenerationBackend> | null = null;
-  let applied = -1;
+  const follow = servingFollower(assistant.db, async (v) => (await engine!).useVersion(v));
   return {
     scorer: {
       async scoreChoices(messages: ChatMessage[], prefix: string, choices: string[]) {
         const e = await (engine ??= createEngineBackend({ modelDir: site.model.path, device: 'cpu' }));
-        const v = currentServing(assistant.db);
-        if (v.seq !== applied) {
-          await e.useVersion(v);
-          applied = v.seq;
-        }
+        await follow();
         return e.scoreChoices!(messages, prefix, choices);
       },
     },
