@@ -22,6 +22,7 @@ import { loraOfTask, type AgentLogger } from './task-context.ts';
 import type { FederationWire, WireTask } from './wire.ts';
 import { reportedFigure, wireMetric } from './metrics-report.ts';
 import type { SiteWorkspace } from './workspace.ts';
+import { declineTask } from './decline.ts';
 
 /** The payload_kind of a local-only adapter upload (coordinator/crosseval routes it). */
 export const LOCAL_ADAPTER_PAYLOAD = 'local_adapter';
@@ -48,16 +49,14 @@ export async function handleUploadLocal(ctx: CrossEvalContext, task: CrossEvalTa
   const subject = `${task.jobId}/${task.round}`;
   if (!ctx.config.policy.allow_cross_eval) {
     const reason = `site ${ctx.siteId} policy.allow_cross_eval is false: its local-only adapter is not shared`;
-    ctx.audit.append(ctx.siteId, 'task_declined', subject, { task_id: task.taskId, code: 'FEDLORA_ERR_POLICY', reason });
     ctx.log.warn({ task: task.taskId, job: task.jobId }, 'UPLOAD_LOCAL declined by site policy');
-    await ctx.wire.declineTask(task.taskId, reason, 'FEDLORA_ERR_POLICY');
+    await declineTask(ctx, task, 'FEDLORA_ERR_POLICY', reason);
     return 'declined';
   }
   const local = ctx.ws.loadLocalBaseline(task.jobId);
   if (!local) {
     const reason = `site ${ctx.siteId} has no local-only adapter for job ${task.jobId} (no local baseline was trained)`;
-    ctx.audit.append(ctx.siteId, 'task_declined', subject, { task_id: task.taskId, code: 'FEDLORA_ERR_NOT_FOUND', reason });
-    await ctx.wire.declineTask(task.taskId, reason, 'FEDLORA_ERR_NOT_FOUND');
+    await declineTask(ctx, task, 'FEDLORA_ERR_NOT_FOUND', reason);
     return 'declined';
   }
   const tensors = new Map([...local].map(([k, t]) => [k, { dtype: 'F32' as const, shape: t.shape, data: t.data }]));

@@ -45,6 +45,7 @@ import { resolveTeacher } from './distill-teacher.ts';
 import { siteRankStart } from './site-rank.ts';
 import { assertFinite, buildUpdateTensors, encodeUpdate, type PayloadKind } from './update-payload.ts';
 import type { WireTask } from './wire.ts';
+import { declineTask } from './decline.ts';
 
 export interface TrainRound {
   readonly task: WireTask;
@@ -155,8 +156,7 @@ export async function admitBySitePolicy(deps: TaskDeps, round: TrainRound): Prom
   const refusal = !decision.ok ? decision : siteLoraRank(deps.config.policy, task.lora);
   if (refusal.ok) return;
   deps.log.warn({ ...round.log, reason: refusal.reason }, 'task declined by site policy');
-  deps.audit.append(deps.siteId, 'task_declined', `${task.jobId}/${task.round}`, { task_id: task.taskId, code: refusal.code, reason: refusal.reason });
-  await deps.wire.declineTask(task.taskId, refusal.reason, refusal.code);
+  await declineTask(deps, task, refusal.code, refusal.reason);
   return 'stop';
 }
 
@@ -165,8 +165,7 @@ export async function findDistillTeacher(deps: TaskDeps, round: TrainRound): Pro
   const t = await resolveTeacher(deps.config, round.task);
   if (!t || t.ok) return;
   deps.log.warn({ ...round.log, reason: t.reason }, 'task declined: distillation teacher');
-  deps.audit.append(deps.siteId, 'task_declined', `${round.task.jobId}/${round.task.round}`, { task_id: round.task.taskId, code: t.code, reason: t.reason });
-  await deps.wire.declineTask(round.task.taskId, t.reason, t.code);
+  await declineTask(deps, round.task, t.code, t.reason);
   return 'stop';
 }
 
@@ -235,6 +234,16 @@ export function buildPayload(_deps: TaskDeps, round: TrainRound): StepResult {
   round.update = { kind, tensors, l2Norm: l2norm([...tensors.values()].map((t) => t.data)) };
 }
 
+/** What the round's training reports (in the outbox entry and to the coordinator). */
+function trainingInfo(round: TrainRound, step: string) {
+  const t = need(round, 'trained', step);
+  const loraRank = round.siteRank?.lora.r;
+  return {
+    trainLoss: t.lossPerStep.at(-1) ?? null, tokensPerSecond: t.tokensPerSecond, numExamples: t.numExamples, peakRssBytes: t.peakRssBytes, weightBits: t.weightBits,
+    ...(loraRank ? { loraRank } : {}), ...(t.distill ? { trainKl: t.distill.klPerStep.at(-1) } : {}),
+  };
+}
+
 /** A plain upload is recorded (bytes + signed header) before its first byte is sent, so an
  *  interrupted upload resumes under the same update id instead of retraining. Secure
  *  aggregation records nothing: its masked vector only exists during the exchange. */
@@ -265,8 +274,7 @@ export function recordInOutbox(deps: TaskDeps, round: TrainRound): StepResult {
     },
     bytes,
     {
-      trainLoss: finalLoss, tokensPerSecond: trained.tokensPerSecond, numExamples: trained.numExamples, payloadKind: update.kind, tensors: update.tensors.size, l2Norm: update.l2Norm,
-      peakRssBytes: trained.peakRssBytes, weightBits: trained.weightBits, ...(loraRank ? { loraRank } : {}), ...(trained.distill ? { trainKl: trained.distill.klPerStep.at(-1) } : {}),
+      ...trainingInfo(round, 'record-in-outbox'), payloadKind: update.kind, tensors: update.tensors.size, l2Norm: update.l2Norm,
     },
   );
 }
@@ -301,11 +309,7 @@ export async function deliverUpdate(deps: TaskDeps, round: TrainRound): Promise<
 }
 
 export async function reportRoundTraining(deps: TaskDeps, round: TrainRound): Promise<StepResult> {
-  const t = need(round, 'trained', 'report-training');
-  await reportTraining(deps, {
-    ...round.task,
-    info: { trainLoss: t.lossPerStep.at(-1) ?? null, tokensPerSecond: t.tokensPerSecond, numExamples: t.numExamples, peakRssBytes: t.peakRssBytes, weightBits: t.weightBits, loraRank: round.siteRank?.lora.r, trainKl: t.distill?.klPerStep.at(-1) },
-  });
+  await reportTraining(deps, { ...round.task, info: trainingInfo(round, 'report-training') });
 }
 
 /** The site's personalised adapter: training.personal_steps on the global version this round
