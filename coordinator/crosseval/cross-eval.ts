@@ -75,9 +75,8 @@ export class CrossEvalDispatcher {
   private participants(req: CrossEvalRequestRow): Map<string, TaskRow> {
     const store = this.engine.store;
     const wanted = req.sites_json ? new Set(JSON.parse(req.sites_json) as string[]) : undefined;
-    const last = new Map<string, TaskRow>();
-    for (const r of store.rounds(req.job_id)) for (const t of store.roundTasks(req.job_id, r.round, r.attempt)) if (!wanted || wanted.has(t.site_id)) last.set(t.site_id, t);
-    return new Map([...last].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+    const last = [...store.lastRoundTaskPerSite(req.job_id)].filter(([site]) => !wanted || wanted.has(site));
+    return new Map(last.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
   }
 
   private start(req: CrossEvalRequestRow): void {

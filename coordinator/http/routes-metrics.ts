@@ -90,13 +90,14 @@ export const metricsRoutes: FastifyPluginAsyncZod<{ engine: RoundEngine; log: Ad
     },
   }, async (req, reply) => {
     getJob(req.params.id);
-    const { rows, withheldSites } = visibleRows(engine.store.metrics(req.params.id, { kind: 'cross' }), siteVisibility(engine.store.db, callerOf(req).role));
+    const canSee = siteVisibility(engine.store.db, callerOf(req).role);
+    const { rows, withheldSites } = visibleRows(engine.store.metrics(req.params.id, { kind: 'cross' }), canSee);
     req.auditSites = sitesOf(rows);
     const m = crossEvalMatrix(rows, req.query.metric || undefined);
     if (req.query.format === 'csv') return sendCsv(reply, `${req.params.id}-cross-eval.csv`, toCsv(CROSS_COLUMNS, m.cells));
     // The global adapter's column: the same sites' figures for the version the matrix evaluated.
     const version = m.cells.reduce<number | null>((v, c) => (c.adapter_version !== null && (v === null || c.adapter_version > v) ? c.adapter_version : v), null);
-    const globalRows = visibleRows(engine.store.metrics(req.params.id, { kind: 'global', subset: '', evalSet: '' }), siteVisibility(engine.store.db, callerOf(req).role)).rows;
+    const globalRows = visibleRows(engine.store.metrics(req.params.id, { kind: 'global', subset: '', evalSet: '' }), canSee).rows;
     return {
       job_id: req.params.id, ...m, global: globalColumn(globalRows, m.data_sites, version, m.metric), withheld_sites: withheldSites,
       ...(m.available ? {} : { message: 'no cross-evaluation results yet: request one with POST /api/jobs/:id/cross-eval (fedlora job cross-eval JOB); sites must consent (policy.allow_cross_eval)' }),

@@ -19,8 +19,7 @@ export function requestExam(engine: RoundEngine, o: { jobId: string; exam: strin
   const last = engine.store.adapterVersions(o.jobId).at(-1);
   if (!last) throw fail('FEDLORA_ERR_JOB_STATE', `job ${o.jobId} has no published adapter yet: nothing to examine`);
   // the sites that took part, each with its last round task (the job's model, LoRA and privacy settings)
-  const lastTask = new Map<string, TaskRow>();
-  for (const r of engine.store.rounds(o.jobId)) for (const t of engine.store.roundTasks(o.jobId, r.round, r.attempt)) lastTask.set(t.site_id, t);
+  const lastTask = engine.store.lastRoundTaskPerSite(o.jobId);
   for (const s of o.sites ?? []) if (!lastTask.has(s)) throw fail('FEDLORA_ERR_NOT_FOUND', `sites: site ${s} took no part in job ${o.jobId}`);
   const sites = [...lastTask.keys()].filter((s) => !o.sites?.length || o.sites.includes(s)).sort();
   const tasks = sites.map((siteId) => {

@@ -53,8 +53,7 @@ export function taskMessage(d: TaskMessageDeps, t: TaskRow): Task {
 export function finalEvaluateTasks(d: TaskMessageDeps, jobId: string): { siteId: string; task: Task }[] {
   const last = d.store.adapterVersions(jobId).at(-1);
   if (!last || last.version === 0) return [];
-  const lastTaskBySite = new Map<string, TaskRow>();
-  for (const r of d.store.rounds(jobId)) for (const t of d.store.roundTasks(jobId, r.round, r.attempt)) lastTaskBySite.set(t.site_id, t);
+  const lastTaskBySite = d.store.lastRoundTaskPerSite(jobId);
   return [...lastTaskBySite].map(([siteId, t]) => ({
     siteId,
     task: {

@@ -135,6 +135,12 @@ export class CoordinatorStore {
   roundTasks(jobId: string, round: number, attempt: number): TaskRow[] {
     return this.db.prepare('SELECT * FROM tasks WHERE job_id = ? AND round = ? AND attempt = ? ORDER BY site_id').all(jobId, round, attempt) as TaskRow[];
   }
+  /** Each site's task of the last round attempt it was in (in round order, the later wins), by site id. */
+  lastRoundTaskPerSite(jobId: string): Map<string, TaskRow> {
+    const last = new Map<string, TaskRow>();
+    for (const r of this.rounds(jobId)) for (const t of this.roundTasks(jobId, r.round, r.attempt)) last.set(t.site_id, t);
+    return last;
+  }
   /** Tasks a site still has to work on: in an open round attempt of a running job. */
   openTasksFor(siteId: string): TaskRow[] {
     return this.db.prepare(`SELECT t.* FROM tasks t JOIN rounds r ON r.job_id = t.job_id AND r.round = t.round AND r.attempt = t.attempt

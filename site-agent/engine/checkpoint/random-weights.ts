@@ -16,7 +16,10 @@ import type { TensorSource, TensorSpec } from '../../../shared/safetensors-write
 
 export type InitStyle = 'hf' | 'realistic';
 
-/** Deterministic N(0, std) stream: xoshiro128** seeded from sha256(seed, name), Box-Muller pairs. */
+/** Deterministic N(0, std) stream: xoshiro128** seeded from sha256(seed, name), Box-Muller pairs.
+ *  The generator is shared/prng.ts's Rng (same outputs for the same state words) kept in four
+ *  fields instead of a Uint32Array: measured 2.7x faster per draw, and a 7B checkpoint takes
+ *  billions of draws. */
 export class NormalStream {
   private a: number; private b: number; private c: number; private d: number;
   private spare: number | null = null;
